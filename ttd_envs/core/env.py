@@ -1,0 +1,88 @@
+"""DiscoveryEnv: the one Gymnasium wrapper every ttd problem shares."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from ttd_envs.core.problem import Evaluation, Problem
+from ttd_envs.core.state import State
+from ttd_envs.core.text import CHARSET, MAX_ACTION_CHARS, MAX_PROMPT_CHARS, sanitize
+
+
+class DiscoveryEnv(gym.Env[str, str]):
+    """Observation = prompt for the current state; action = the model's whole answer.
+
+    One attempt per episode by default; `max_turns > 1` keeps going from each new valid state.
+    `reset(options={"state": s})` starts from any earlier State (a dict from `State.to_dict`
+    also works), which is how a trainer reuses its buffer.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, problem: Problem, max_turns: int = 1) -> None:
+        if max_turns < 1:
+            raise ValueError(f"max_turns must be >= 1, got {max_turns}")
+        self.problem = problem
+        self.max_turns = max_turns
+        self.observation_space = spaces.Text(max_length=MAX_PROMPT_CHARS, min_length=0, charset=CHARSET)
+        self.action_space = spaces.Text(max_length=MAX_ACTION_CHARS, min_length=0, charset=CHARSET)
+        self.state: State | None = None
+        self._turn = 0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        super().reset(seed=seed)
+        start = (options or {}).get("state")
+        if start is None:
+            self.state = self.problem.initial_state(self.np_random)
+        elif isinstance(start, State):
+            self.state = start
+        elif isinstance(start, dict):
+            self.state = State.from_dict(start)
+        else:
+            raise TypeError(f"options['state'] must be a State or a dict from State.to_dict(), got {type(start).__name__}")
+        self._turn = 0
+        info = {"state": self.state, "score": self.state.score, "valid": True, "error": None,
+                "stdout": self.state.stdout, "elapsed_s": 0.0}
+        return self._observation(), info
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        if self.state is None:
+            raise RuntimeError("call reset() before step()")
+        started = time.perf_counter()
+        text = action if isinstance(action, str) else str(action)
+        evaluation = self.problem.evaluate(text, self.state)
+        new_state = self._child(evaluation) if evaluation.valid else None
+        if new_state is not None:
+            self.state = new_state
+        self._turn += 1
+        reward = float(evaluation.reward) if np.isfinite(evaluation.reward) else 0.0
+        info = {
+            "state": new_state,
+            "score": evaluation.score,
+            "valid": evaluation.valid,
+            "error": evaluation.error,
+            "stdout": evaluation.stdout,
+            "elapsed_s": time.perf_counter() - started,
+            **evaluation.details,
+        }
+        terminated = self._turn >= self.max_turns
+        return self._observation(), reward, terminated, False, info
+
+    def _child(self, evaluation: Evaluation) -> State:
+        assert self.state is not None
+        return self.state.child(
+            code=evaluation.code,
+            reward=float(evaluation.reward),
+            score=evaluation.score,
+            construction=evaluation.construction,
+            stdout=evaluation.stdout,
+        )
+
+    def _observation(self) -> str:
+        assert self.state is not None
+        return sanitize(self.problem.prompt(self.state))[:MAX_PROMPT_CHARS]

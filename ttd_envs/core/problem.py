@@ -1,0 +1,82 @@
+"""The Problem protocol: everything a discovery problem must say, independent of Gymnasium."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from ttd_envs.core.state import State
+
+
+@dataclass(frozen=True)
+class Record:
+    """A best-known result to beat, in the problem's own metric."""
+
+    score: float
+    holder: str
+    higher_is_better: bool
+
+    def describe(self) -> str:
+        direction = "higher" if self.higher_is_better else "lower"
+        return f"{self.score:.10g} ({self.holder}; {direction} is better)"
+
+
+@dataclass(frozen=True)
+class TrainerDefaults:
+    """What `ttd-agent train` uses for this problem unless told otherwise.
+
+    `model_kind` is "llm" for problems whose action is a program (they need a real code model)
+    and "embedded" for problems the tiny built-in policy can attempt (e.g. LABS).
+    """
+
+    model_kind: Literal["llm", "embedded"] = "llm"
+    group_size: int = 8
+    groups_per_step: int = 8
+    steps: int = 50
+    max_new_tokens: int = 16384
+    temperature: float = 1.0
+    eval_timeout_s: float = 120.0
+    cpus_per_eval: int = 1
+
+
+@dataclass
+class Evaluation:
+    """What evaluating one action produced. `reward` is always finite and 0 when invalid."""
+
+    reward: float
+    valid: bool
+    score: float | None = None
+    error: str | None = None
+    stdout: str = ""
+    code: str | None = None
+    construction: Any = None
+    elapsed_s: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def failure(cls, error: str, *, code: str | None = None, stdout: str = "", elapsed_s: float = 0.0,
+                details: dict[str, Any] | None = None) -> Evaluation:
+        return cls(reward=0.0, valid=False, error=error, code=code, stdout=stdout, elapsed_s=elapsed_s,
+                   details=dict(details or {}))
+
+
+@runtime_checkable
+class Problem(Protocol):
+    """A discovery problem. Implementations are plain classes; `DiscoveryEnv` wraps any of them.
+
+    `evaluate` must never raise because of the action's content: hostile or broken actions come
+    back as `Evaluation.failure(...)` with a message saying what was wrong.
+    """
+
+    name: str
+    summary: str
+    record: Record | None
+    defaults: TrainerDefaults
+
+    def initial_state(self, rng: np.random.Generator) -> State: ...
+
+    def prompt(self, state: State) -> str: ...
+
+    def evaluate(self, action: str, state: State) -> Evaluation: ...

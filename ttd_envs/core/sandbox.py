@@ -1,0 +1,355 @@
+"""Run untrusted programs (Python functions or compiled binaries) under limits.
+
+Every problem whose action is a program goes through `Sandbox.run_python` or `Sandbox.run_binary`.
+What the program gets:
+- its own pid, network, mount and IPC namespaces where the kernel allows (root, or unprivileged
+  user namespaces); when init of the pid namespace exits, the kernel kills every process left,
+  so double-fork + setsid cannot escape; `SandboxResult.warnings` says what could not be applied;
+- a unique unprivileged uid per run (when the trusted side is root), so RLIMIT_NPROC caps that
+  run's processes and threads, and no file of ours, nor /proc/<pid>/environ, is readable;
+- a size-capped private tmpfs as /tmp (its working dir), /var/tmp and /dev/shm, gone afterwards;
+- rlimits on address space, file size, open files and (optionally) CPU seconds; a wall clock
+  enforced by the trusted side; a scrubbed environment; stdout/stderr capped (a program that
+  prints more is killed).
+What comes back: bytes only. The Python entry's return value travels in the `wire` format (JSON
+plus `.npy`, loaded with allow_pickle=False). The caller recomputes any score from that data.
+
+Start-up is fast because runs fork from a warm zygote that already imported numpy/scipy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ttd_envs.core import wire
+
+log = logging.getLogger(__name__)
+
+GiB = 1 << 30
+MiB = 1 << 20
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one run. `wall_s` is enforced from outside; the rest are rlimits."""
+
+    wall_s: float = 60.0
+    cpu_s: float | None = None
+    memory_bytes: int = 4 * GiB
+    max_processes: int = 64
+    disk_bytes: int = 256 * MiB
+    output_bytes: int = 8 * MiB
+    result_bytes: int = 1 * GiB
+    nice: int = 5
+
+
+@dataclass
+class SandboxResult:
+    """Everything a run produced, as plain data. `ok` means a value came back (Python) or the
+    binary exited 0 (binary runs); `error` then is None."""
+
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    stdout: str = ""
+    stderr: str = ""
+    stdout_bytes: bytes = b""
+    exit_code: int | None = None
+    signal: int | None = None
+    timed_out: bool = False
+    output_exceeded: bool = False
+    elapsed_s: float = 0.0
+    cpu_s: float | None = None
+    max_rss_bytes: int | None = None
+    isolation: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("value")
+        data.pop("stdout_bytes")
+        return data
+
+
+def scrubbed_environment(threads: int) -> dict[str, str]:
+    """The only environment a sandboxed process ever sees: no inherited secrets."""
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": _PACKAGE_ROOT,
+           "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
+    env.update({k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                          "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS")})
+    return env
+
+
+class Sandbox:
+    """A warm zygote plus the trusted-side bookkeeping. Thread-safe: runs may overlap.
+
+    `preload` modules are imported once in the zygote, so a run pays a fork, not an import.
+    """
+
+    def __init__(self, preload: tuple[str, ...] = ("numpy", "scipy", "scipy.signal", "scipy.optimize"),
+                 threads: int = 1) -> None:
+        self.preload = preload
+        self.threads = threads
+        self._lock = threading.Lock()
+        self._zygote: subprocess.Popen[bytes] | None = None
+        self._control: socket.socket | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _start(self) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._zygote = subprocess.Popen(
+            [sys.executable, "-m", "ttd_envs.core._zygote", str(child.fileno()), *self.preload],
+            env=scrubbed_environment(self.threads), pass_fds=[child.fileno()], cwd="/",
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            close_fds=True, start_new_session=True,
+        )
+        child.close()
+        self._control = parent
+
+    def close(self) -> None:
+        with self._lock:
+            if self._control is not None:
+                self._control.close()
+            if self._zygote is not None:
+                try:
+                    self._zygote.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self._zygote.kill()
+                    self._zygote.wait()
+            self._zygote, self._control = None, None
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def _spawn(self, job_path: str, fds: list[int]) -> int:
+        """Ask the zygote to fork a runner; restart the zygote once if it died."""
+        with self._lock:
+            for attempt in range(2):
+                if self._zygote is None or self._zygote.poll() is not None:
+                    self._start()
+                assert self._control is not None
+                try:
+                    socket.send_fds(self._control, [json.dumps({"job": job_path}).encode()], fds)
+                    reply = self._control.recv(4096)
+                    if reply:
+                        return int(json.loads(reply)["pid"])
+                except OSError:
+                    if attempt:
+                        raise
+                self._zygote = None
+            raise RuntimeError("the sandbox zygote did not answer")
+
+    # -- public API ------------------------------------------------------------------------
+    def run_python(
+        self,
+        source: str,
+        entry: str,
+        *,
+        kwargs: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        preset_modules: dict[str, str] | None = None,
+        limits: Limits = Limits(),
+    ) -> SandboxResult:
+        """Define `source` as module `program`, call `entry(**kwargs)`, return its value as data.
+
+        `inputs` become module globals: numpy arrays travel as `.npy` files (no source literals),
+        anything else must be JSON. `preset_modules` maps global names to modules ({"np": "numpy"}).
+        """
+        array_inputs = {k: v for k, v in (inputs or {}).items() if isinstance(v, np.ndarray)}
+        json_inputs = {k: v for k, v in (inputs or {}).items() if not isinstance(v, np.ndarray)}
+        job = {"source": source, "entry": entry, "kwargs": kwargs or {}, "json_inputs": json_inputs,
+               "preset_modules": preset_modules if preset_modules is not None else {"np": "numpy"}}
+        return self._run(job, array_inputs, limits)
+
+    def run_binary(self, binary: str | os.PathLike[str], *, stdin: bytes | str | os.PathLike[str] | None = None,
+                   argv: tuple[str, ...] = (), limits: Limits = Limits()) -> SandboxResult:
+        """Execute a compiled program (it must be world-executable) with `stdin` as bytes or a path.
+
+        `stdout_bytes` holds its whole output (up to `limits.output_bytes`; over that it is killed).
+        """
+        job: dict[str, Any] = {"source": None, "binary": str(Path(binary).resolve()),
+                               "binary_name": Path(binary).name, "argv": list(argv)}
+        return self._run(job, {}, limits, stdin=stdin)
+
+    # -- the trusted side of one run ---------------------------------------------------------
+    def _run(self, job: dict[str, Any], arrays: dict[str, np.ndarray], limits: Limits,
+             stdin: bytes | str | os.PathLike[str] | None = None) -> SandboxResult:
+        started = time.perf_counter()
+        jobdir = tempfile.mkdtemp(prefix="ttd-sandbox-")
+        pipes: list[tuple[int, int]] = []
+        try:
+            job["limits"] = asdict(limits)
+            job["threads"] = self.threads
+            job["fallback_workdir"] = os.path.join(jobdir, "work")
+            os.mkdir(job["fallback_workdir"], 0o700)
+            job["array_inputs"] = {}
+            for name, array in arrays.items():
+                path = os.path.join(jobdir, f"input_{len(job['array_inputs'])}.npy")
+                np.save(path, array, allow_pickle=False)
+                job["array_inputs"][name] = path
+            if isinstance(stdin, bytes):
+                job["stdin_path"] = os.path.join(jobdir, "stdin")
+                Path(job["stdin_path"]).write_bytes(stdin)
+            elif stdin is not None:
+                job["stdin_path"] = str(Path(stdin).resolve())
+            job_path = os.path.join(jobdir, "job.json")
+            with open(job_path, "w") as handle:
+                json.dump(job, handle)
+            pipes = [os.pipe() for _ in range(4)]
+            runner = self._spawn(job_path, [w for _, w in pipes])
+            for _, w in pipes:
+                os.close(w)
+            readers = [r for r, _ in pipes]
+            pipes = []
+            result = self._collect(readers, runner, limits, started, python=job["source"] is not None)
+        finally:
+            for r, w in pipes:
+                os.close(r)
+                os.close(w)
+            shutil.rmtree(jobdir, ignore_errors=True)
+        result.elapsed_s = time.perf_counter() - started
+        return result
+
+    def _collect(self, readers: list[int], runner: int, limits: Limits, started: float, python: bool) -> SandboxResult:
+        out_fd, err_fd, res_fd, status_fd = readers
+        buffers = {out_fd: bytearray(), err_fd: bytearray(), res_fd: bytearray(), status_fd: bytearray()}
+        caps = {out_fd: limits.output_bytes, err_fd: limits.output_bytes, res_fd: limits.result_bytes,
+                status_fd: 1 << 20}
+        selector = selectors.DefaultSelector()
+        for fd in readers:
+            os.set_blocking(fd, False)
+            selector.register(fd, selectors.EVENT_READ)
+        deadline = started + limits.wall_s
+        timed_out = exceeded = False
+        kill_reason: str | None = None
+        killed = False
+        try:
+            while selector.get_map():
+                now = time.perf_counter()
+                if not killed and now >= deadline:
+                    timed_out, kill_reason = True, f"time limit exceeded: killed after {limits.wall_s:g} s wall clock"
+                if kill_reason and not killed:
+                    self._kill(runner, buffers[status_fd])
+                    killed = True
+                    deadline = now + _GRACE_S
+                elif killed and now >= deadline:
+                    break  # the tree is dead; do not wait on pipes forever
+                for key, _ in selector.select(timeout=max(0.0, min(deadline - now, 0.5))):
+                    fd = key.fd
+                    try:
+                        chunk = os.read(fd, 1 << 20)
+                    except BlockingIOError:
+                        continue
+                    if not chunk:
+                        selector.unregister(fd)
+                        continue
+                    buffers[fd] += chunk
+                    if len(buffers[fd]) > caps[fd] and not kill_reason:
+                        exceeded = fd != res_fd
+                        name = {out_fd: "stdout", err_fd: "stderr", res_fd: "the result"}.get(fd, "status")
+                        kill_reason = f"output limit exceeded: {name} passed {caps[fd]} bytes; the program was killed"
+                    if len(buffers[fd]) > caps[fd]:
+                        del buffers[fd][caps[fd]:]
+        finally:
+            selector.close()
+            for fd in readers:
+                os.close(fd)
+        return self._interpret(buffers[out_fd], buffers[err_fd], bytes(buffers[res_fd]), buffers[status_fd],
+                               timed_out, exceeded, kill_reason, python, limits)
+
+    @staticmethod
+    def _kill(runner: int, status: bytearray) -> None:
+        """SIGKILL init of the namespace (the kernel then kills everything in it) and the runner."""
+        for line in status.decode(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("phase") == "init":
+                _kill_quietly(int(record["pid"]))
+        _kill_quietly(runner)
+        try:  # without a pid namespace, at least take the program's session down
+            os.killpg(runner, signal.SIGKILL)
+        except OSError:
+            pass
+
+    @staticmethod
+    def _interpret(out: bytearray, err: bytearray, res: bytes, status_raw: bytearray, timed_out: bool,
+                   exceeded: bool, kill_reason: str | None, python: bool, limits: Limits) -> SandboxResult:
+        records = [json.loads(line) for line in status_raw.decode(errors="replace").splitlines()
+                   if line.startswith("{")]
+        status = {k: v for r in records for k, v in r.items()}
+        result = SandboxResult(
+            ok=False, stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace"),
+            stdout_bytes=bytes(out), timed_out=timed_out, output_exceeded=exceeded,
+            exit_code=status.get("exit_code"), signal=status.get("signal"), cpu_s=status.get("cpu_s"),
+            max_rss_bytes=status.get("max_rss_bytes"), isolation=status.get("isolation", []),
+            warnings=status.get("warnings", []),
+        )
+        if kill_reason:
+            result.error = kill_reason
+            return result
+        if status.get("phase") == "setup_failed":
+            result.error = status.get("error", "sandbox setup failed")
+            return result
+        if result.signal is not None:
+            name = signal.Signals(result.signal).name if result.signal in signal.Signals._value2member_map_ else result.signal
+            cpu_hint = " (CPU time limit)" if name in ("SIGXCPU",) else ""
+            result.error = f"the program was killed by {name}{cpu_hint}"
+            return result
+        if not python:
+            result.ok = result.exit_code == 0
+            if not result.ok:
+                result.error = f"the program exited with code {result.exit_code}"
+            return result
+        if not res:
+            code = result.exit_code
+            result.error = (f"the program exited (code {code}) without returning a result; do not call "
+                            "sys.exit/os._exit, and return the answer from the entry function")
+            if code == 127 and result.stderr:
+                result.error += f": {result.stderr.strip()[-500:]}"
+            return result
+        try:
+            value, error = wire.decode(res)
+        except wire.WireError as exc:
+            result.error = f"invalid result: {exc}"
+            return result
+        if error is not None:
+            result.error = error
+            return result
+        result.ok, result.value = True, value
+        return result
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
