@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import gymnasium as gym
@@ -19,7 +18,8 @@ class DiscoveryEnv(gym.Env[str, str]):
 
     One attempt per episode by default; `max_turns > 1` keeps going from each new valid state.
     `reset(options={"state": s})` starts from any earlier State (a dict from `State.to_dict`
-    also works), which is how a trainer reuses its buffer.
+    also works), which is how a trainer reuses its buffer. `info["elapsed_s"]` is the time the
+    action's program ran (0 when nothing ran), so equal actions give equal infos.
     """
 
     metadata = {"render_modes": []}
@@ -53,7 +53,6 @@ class DiscoveryEnv(gym.Env[str, str]):
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if self.state is None:
             raise RuntimeError("call reset() before step()")
-        started = time.perf_counter()
         text = action if isinstance(action, str) else str(action)
         evaluation = self.problem.evaluate(text, self.state)
         new_state = self._child(evaluation) if evaluation.valid else None
@@ -67,7 +66,7 @@ class DiscoveryEnv(gym.Env[str, str]):
             "valid": evaluation.valid,
             "error": evaluation.error,
             "stdout": evaluation.stdout,
-            "elapsed_s": time.perf_counter() - started,
+            "elapsed_s": evaluation.elapsed_s,
             **evaluation.details,
         }
         terminated = self._turn >= self.max_turns

@@ -83,10 +83,8 @@ class SandboxResult:
     warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("value")
-        data.pop("stdout_bytes")
-        return data
+        """Everything but the payloads (value, stdout, stderr), e.g. for logs and `info`."""
+        return {k: v for k, v in asdict(self).items() if k not in ("value", "stdout", "stderr", "stdout_bytes")}
 
 
 def scrubbed_environment(threads: int) -> dict[str, str]:
@@ -180,7 +178,8 @@ class Sandbox:
         """Define `source` as module `program`, call `entry(**kwargs)`, return its value as data.
 
         `inputs` become module globals: numpy arrays travel as `.npy` files (no source literals),
-        anything else must be JSON. `preset_modules` maps global names to modules ({"np": "numpy"}).
+        anything else must be JSON. `preset_modules` maps global names to modules or to attributes
+        of modules ({"np": "numpy", "score": "pkg.mod:function"}).
         """
         array_inputs = {k: v for k, v in (inputs or {}).items() if isinstance(v, np.ndarray)}
         json_inputs = {k: v for k, v in (inputs or {}).items() if not isinstance(v, np.ndarray)}

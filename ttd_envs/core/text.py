@@ -5,7 +5,8 @@ from __future__ import annotations
 import string
 
 MATH_SYMBOLS = "−×÷·≤≥≠≈∞∑∫√²³¹⁰ₖᵢ→←↔‖∈∉⊂∪∩∀∃αβγδεζηθικλμνξπρστυφχψωΔΣΩ…–—‘’“”•°±"
-CHARSET: str = "".join(sorted(set(string.printable) | set(MATH_SYMBOLS)))
+LATIN_LETTERS = "".join(chr(c) for c in range(0xC0, 0x180))
+CHARSET: str = "".join(sorted(set(string.printable) | set(MATH_SYMBOLS) | set(LATIN_LETTERS)))
 _ALLOWED = frozenset(CHARSET)
 MAX_PROMPT_CHARS = 400_000
 MAX_ACTION_CHARS = 400_000

@@ -1,0 +1,138 @@
+"""The shared mechanism of every problem whose action is a Python program.
+
+A subclass says what the program must define, what it is given, and how to check and score what
+it returns; `evaluate` (parse, sandbox, check, recompute, reward) is written once, here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ttd_envs.core.parsing import extract_code_block, missing_block_message
+from ttd_envs.core.problem import Evaluation, Record, TrainerDefaults
+from ttd_envs.core.sandbox import GiB, Limits, Sandbox, SandboxResult
+from ttd_envs.core.state import State
+from ttd_envs.core.text import tail
+
+log = logging.getLogger(__name__)
+
+STDOUT_TAIL_CHARS = 500
+DEFAULT_PRELOAD = ("numpy", "scipy", "scipy.signal", "scipy.optimize")
+
+
+class InvalidConstruction(ValueError):
+    """The returned construction broke a rule of the problem; the message says which."""
+
+
+@dataclass(frozen=True)
+class ProgramBudget:
+    """`budget_s` is what the prompt promises the program; `timeout_s` is the hard kill, kept well
+    above it so a program that honours its budget is never killed (the reference set them equal)."""
+
+    budget_s: float
+    timeout_s: float
+    memory_bytes: int = 4 * GiB
+    cpus: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 < self.budget_s < self.timeout_s:
+            raise ValueError(f"need 0 < budget_s < timeout_s, got budget_s={self.budget_s}, timeout_s={self.timeout_s}")
+
+
+class PythonProgramProblem:
+    """Base class: subclasses set `entry`, and implement `program_inputs`, `check`, `reward_for`."""
+
+    name: str
+    summary: str
+    record: Record | None
+    defaults: TrainerDefaults
+    entry: str
+    preload: tuple[str, ...] = DEFAULT_PRELOAD
+
+    def __init__(self, budget: ProgramBudget) -> None:
+        self.budget = budget
+        self._sandbox: Sandbox | None = None
+
+    @property
+    def sandbox(self) -> Sandbox:
+        if self._sandbox is None:
+            self._sandbox = Sandbox(preload=self.preload, threads=self.budget.cpus)
+        return self._sandbox
+
+    def close(self) -> None:
+        if self._sandbox is not None:
+            self._sandbox.close()
+            self._sandbox = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Problems travel to worker processes; each worker starts its own zygote."""
+        return {**self.__dict__, "_sandbox": None}
+
+    # -- what a subclass provides ------------------------------------------------------------
+    def program_inputs(self, state: State) -> dict[str, Any]:
+        """Globals the program finds already defined (arrays travel as .npy)."""
+        return {}
+
+    def program_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def preset_modules(self) -> dict[str, str]:
+        return {"np": "numpy"}
+
+    def check(self, value: Any) -> tuple[Any, float]:
+        """Validate the returned value; return (construction to store, the problem's score)."""
+        raise NotImplementedError
+
+    def reward_for(self, score: float) -> float:
+        raise NotImplementedError
+
+    # -- the shared evaluation ---------------------------------------------------------------
+    def limits(self) -> Limits:
+        return Limits(wall_s=self.budget.timeout_s, memory_bytes=self.budget.memory_bytes)
+
+    def run_program(self, code: str, state: State) -> SandboxResult:
+        return self.sandbox.run_python(code, self.entry, kwargs=self.program_kwargs(),
+                                       inputs=self.program_inputs(state), preset_modules=self.preset_modules(),
+                                       limits=self.limits())
+
+    def evaluate(self, action: str, state: State) -> Evaluation:
+        code = extract_code_block(action, "python")
+        if code is None:
+            return Evaluation.failure(missing_block_message("python"))
+        result = self.run_program(code, state)
+        output = tail(result.stdout + (f"\n[stderr]\n{result.stderr}" if result.stderr.strip() else ""),
+                      STDOUT_TAIL_CHARS)
+        details = {"sandbox": result.summary()}
+        if not result.ok:
+            return Evaluation.failure(result.error or "the program failed", code=code, stdout=output,
+                                      elapsed_s=result.elapsed_s, details=details)
+        try:
+            construction, score = self.check(result.value)
+        except InvalidConstruction as exc:
+            return Evaluation.failure(str(exc), code=code, stdout=output, elapsed_s=result.elapsed_s, details=details)
+        except (TypeError, ValueError, OverflowError, IndexError, KeyError) as exc:
+            return Evaluation.failure(f"could not read the returned value: {exc}", code=code, stdout=output,
+                                      elapsed_s=result.elapsed_s, details=details)
+        reward = self.reward_for(score)
+        if not math.isfinite(reward):
+            return Evaluation.failure(f"score {score!r} gives a non-finite reward", code=code, stdout=output,
+                                      elapsed_s=result.elapsed_s, details=details)
+        return Evaluation(reward=reward, valid=True, score=score, code=code, construction=construction,
+                          stdout=output, elapsed_s=result.elapsed_s, details=details)
+
+
+def previous_attempt_section(state: State, *, value_name: str, digits: int, language: str = "python") -> str:
+    """The part of a prompt that shows the state's program, how its value moved, and its output."""
+    if not state.code:
+        return ""
+    lines = ["## Previous program", f"```{language}", state.code.rstrip(), "```"]
+    if state.score is not None:
+        before = "n/a" if state.parent_score is None else f"{state.parent_score:.{digits}f}"
+        lines.append(f"{value_name}: parent {before} -> this program {state.score:.{digits}f}")
+    if state.stdout.strip():
+        lines += ["Its output (tail):", "```text", state.stdout.rstrip(), "```"]
+    lines.append("Improve on it. A different idea is welcome if the current one has stalled.")
+    return "\n".join(lines)

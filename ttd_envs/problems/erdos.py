@@ -1,0 +1,193 @@
+"""Erdős minimum overlap: find a step function whose overlap bound on C5 is as low as possible.
+
+Any h: [0, 2] -> [0, 1] with integral 1 certifies C5 <= sup_k ∫ h(x) (1 - h(x + k)) dx. With h
+sampled at n points (dx = 2/n, sum h = n/2) the bound is
+
+    C5(h) = (2/n) * max_k sum_i h[i + k] * (1 - h[i])        over all 2n - 1 lags.
+
+Reward = 1 / C5 (higher is better); the trusted side recomputes C5 from the returned samples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+from typing import Any, Literal
+
+import numpy as np
+from scipy.fft import irfft, next_fast_len, rfft
+
+from ttd_envs.core.problem import Record, TrainerDefaults
+from ttd_envs.core.program_problem import (
+    DEFAULT_PRELOAD,
+    InvalidConstruction,
+    ProgramBudget,
+    PythonProgramProblem,
+    previous_attempt_section,
+)
+from ttd_envs.core.state import State
+
+RECORD_C5 = 0.3808753232177188
+CLAIM_ATOL, CLAIM_RTOL = 1e-4, 1e-5
+
+
+def c5_bound(h: np.ndarray) -> float:
+    """C5(h) = (2/n) max_k sum_i h[i+k](1 - h[i]), in O(n log n).
+
+    Uses corr(h, 1 - h) = corr(h, 1) - corr(h, h): the first term is a sliding-window sum (prefix
+    sums), the second the autocorrelation, one real FFT round trip. Float64 throughout.
+    """
+    h = np.asarray(h, dtype=np.float64)
+    n = h.size
+    size = next_fast_len(2 * n - 1, real=True)
+    spectrum = rfft(h, size)
+    autocorr = irfft(spectrum.real**2 + spectrum.imag**2, size)
+    lags = np.abs(np.arange(2 * n - 1) - (n - 1))
+    prefix = np.concatenate(([0.0], np.cumsum(h)))
+    j = np.arange(2 * n - 1)
+    window = prefix[np.minimum(j, n - 1) + 1] - prefix[np.maximum(j - n + 1, 0)]
+    return float(np.max(window - autocorr[lags]) * 2.0 / n)
+
+
+def normalised_samples(values: Any, max_points: int) -> np.ndarray:
+    """The checks of the problem, in order; returns h rescaled to sum n/2. Raises InvalidConstruction."""
+    try:
+        h = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidConstruction(f"h_values must be a 1-D array of numbers: {exc}") from None
+    if h.ndim != 1:
+        raise InvalidConstruction(f"h_values must be 1-D, got shape {h.shape}")
+    if not 1 <= h.size <= max_points:
+        raise InvalidConstruction(f"h_values must have between 1 and {max_points} samples, got {h.size}")
+    if not np.all(np.isfinite(h)):
+        raise InvalidConstruction("h_values contains NaN or inf")
+    if h.min() < 0.0 or h.max() > 1.0:
+        raise InvalidConstruction(f"every h value must lie in [0, 1]; got min {h.min():.6g}, max {h.max():.6g}")
+    n = h.size
+    total = float(np.sum(h))
+    if total <= 0.0:
+        raise InvalidConstruction("h_values sums to 0; h must have integral 1 (sum n/2)")
+    if total != n / 2:
+        h = h * (n / 2) / total
+        if h.max() > 1.0:
+            raise InvalidConstruction(
+                f"after rescaling to sum n/2 = {n / 2:g}, the largest value is {h.max():.6g} > 1; "
+                "scale h so that sum(h) = n/2 with every value in [0, 1]"
+            )
+    return h
+
+
+class ErdosOverlap(PythonProgramProblem):
+    """ttd/ErdosOverlap-v0. Kwargs: `initial` ("random" | "record" | "empty"), `budget_s`,
+    `timeout_s`, `max_points`, `cpus`."""
+
+    name = "ErdosOverlap"
+    summary = "Erdős minimum overlap: a step function with the lowest upper bound on C5"
+    record = Record(RECORD_C5, "TTT-Discover (n = 600)", higher_is_better=False)
+    defaults = TrainerDefaults(model_kind="llm", eval_timeout_s=600.0, cpus_per_eval=2)
+    entry = "run"
+    preload = (*DEFAULT_PRELOAD, "ttd_envs.problems.erdos")
+
+    def __init__(self, initial: Literal["random", "record", "empty"] = "random", budget_s: float = 300.0,
+                 timeout_s: float | None = None, max_points: int = 100_000, cpus: int = 2) -> None:
+        if initial not in ("random", "record", "empty"):
+            raise ValueError(f"initial must be 'random', 'record' or 'empty', got {initial!r}")
+        super().__init__(ProgramBudget(budget_s, timeout_s or budget_s * 1.5 + 10, cpus=cpus))
+        self.initial = initial
+        self.max_points = max_points
+
+    def initial_state(self, rng: np.random.Generator) -> State:
+        if self.initial == "empty":
+            return State(is_initial=True)
+        if self.initial == "record":
+            h = load_record_construction()
+        else:
+            n = int(rng.integers(40, 100))
+            u = rng.uniform(-0.4, 0.4, n)
+            h = 0.5 + (u - u.mean())
+        score = c5_bound(normalised_samples(h, self.max_points))
+        return State(construction=h, score=score, reward=1.0 / score, is_initial=True)
+
+    def program_inputs(self, state: State) -> dict[str, Any]:
+        if state.construction is None:
+            return {}
+        return {"initial_h_values": np.asarray(state.construction, dtype=np.float64)}
+
+    def program_kwargs(self) -> dict[str, Any]:
+        return {"seed": 42, "budget_s": self.budget.budget_s}
+
+    def preset_modules(self) -> dict[str, str]:
+        return {"np": "numpy", "c5_bound": "ttd_envs.problems.erdos:c5_bound"}
+
+    def check(self, value: Any) -> tuple[np.ndarray, float]:
+        if not isinstance(value, (tuple, list)) or len(value) != 3:
+            raise InvalidConstruction(
+                f"run() must return a tuple (h_values, c5_bound, n_points); got {_describe(value)}")
+        values, claimed, n_points = value
+        h = normalised_samples(values, self.max_points)
+        if not isinstance(n_points, (int, float)) or n_points != h.size:
+            raise InvalidConstruction(f"n_points = {n_points!r} does not match len(h_values) = {h.size}")
+        score = c5_bound(h)
+        if not (isinstance(claimed, (int, float)) and math.isfinite(claimed)):
+            raise InvalidConstruction(f"c5_bound must be a finite number, got {claimed!r}")
+        if abs(score - claimed) > CLAIM_ATOL + CLAIM_RTOL * abs(claimed):
+            raise InvalidConstruction(
+                f"reported c5_bound {claimed:.10g} disagrees with the recomputed {score:.10g}; "
+                "report c5_bound(h) for the h you return (the recomputed value is the one that counts)")
+        if not score > 0:
+            raise InvalidConstruction(f"C5 must be positive, got {score}")
+        return h, score
+
+    def reward_for(self, score: float) -> float:
+        return 1.0 / score
+
+    def prompt(self, state: State) -> str:
+        b = self.budget
+        parts = [
+            "# Erdős minimum overlap problem: lower the upper bound on C5",
+            "For any step function h: [0, 2] -> [0, 1] with ∫h = 1, the constant C5 of Erdős' minimum overlap "
+            "problem satisfies C5 ≤ sup_k ∫ h(x)·(1 − h(x + k)) dx. Find an h that makes this bound small.",
+            "",
+            "## Exact scoring",
+            "h is given by n samples on [0, 2] (dx = 2/n). Every value must lie in [0, 1]; h is rescaled to sum "
+            "n/2 (integral 1) and must still lie in [0, 1]. The bound is",
+            "    C5(h) = (2/n) · max_k Σ_i h[i+k]·(1 − h[i])   (all 2n − 1 lags) = max(np.correlate(h, 1 − h, 'full')) · 2/n",
+            "Lower is better; reward = 1/C5. The score is recomputed from your h; your reported value is only checked.",
+            "",
+            "## Contract",
+            f"Write one ```python block defining `run(seed=42, budget_s={b.budget_s:g}, **kwargs)` that returns "
+            "`(h_values, c5_bound, n_points)`: a 1-D numpy array, its C5 bound, and len(h_values).",
+            "Already defined: `np` (numpy) and `c5_bound(h)`, a fast O(n log n) scorer identical to the one used "
+            "for your reward. numpy, scipy and the standard library are available.",
+            f"Finish within budget_s = {b.budget_s:g} s of wall time on {b.cpus} CPU(s); the program is killed at "
+            f"{b.timeout_s:g} s. No file or network access. n ≤ {self.max_points}; a few hundred to a few "
+            "thousand samples are typical.",
+            "",
+            f"Best known bound: {RECORD_C5:.10f} (TTT-Discover, n = 600). Previous records: 0.380924 "
+            "(AlphaEvolve), 0.380927 (Haugland 2016). Any value below the best known is a new record.",
+            "",
+            "## Current state",
+        ]
+        if state.construction is not None:
+            n = len(state.construction)
+            parts.append(f"A global `initial_h_values` (numpy array, n = {n}) holds the current construction, "
+                         f"with C5 = {state.score:.10f}. You may start from it.")
+        else:
+            parts.append("There is no construction yet: write optimisation code from scratch.")
+        attempt = previous_attempt_section(state, value_name="C5 bound", digits=6)
+        if attempt:
+            parts += ["", attempt]
+        return "\n".join(parts)
+
+
+def load_record_construction() -> np.ndarray:
+    """The TTT-Discover record (n = 600) shipped in the package."""
+    text = resources.files("ttd_envs.data.math").joinpath("ttt_erdos_sequence.json").read_text()
+    return np.asarray(json.loads(text)["sequence"], dtype=np.float64)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of length {len(value)}"
+    return f"a {type(value).__name__}"
