@@ -175,9 +175,8 @@ def _count_own_tasks() -> int:
 
 def _program_main(job: dict, fds: dict[str, int], workdir: str, inputs: dict, private_uid: int | None) -> None:
     """Runs as the untrusted program. Never returns."""
-    stdin_fd = os.open(job["stdin_path"], os.O_RDONLY) if job.get("stdin_path") else os.open(os.devnull, os.O_RDONLY)
-    binary_fd = os.open(job["binary"], os.O_RDONLY) if job.get("binary") else -1
-    os.dup2(stdin_fd, 0)
+    binary_fd = fds.get("binary", -1)
+    os.dup2(fds["stdin"], 0)
     os.dup2(fds["stdout"], PROGRAM_FD_STDOUT)
     os.dup2(fds["stderr"], PROGRAM_FD_STDERR)
     os.dup2(fds["result"], PROGRAM_FD_RESULT)
@@ -265,8 +264,11 @@ def _init_main(job: dict, fds: dict[str, int], flags: int, isolation: list[str],
     """pid 1 of the namespace: set up the filesystem, start the program, reap, report. Never returns."""
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     status_fd = fds["status"]
-    try:
+    try:  # open what lives in the host's /tmp before the private tmpfs hides it
         inputs = _load_inputs(job) if job.get("source") is not None else {}
+        fds["stdin"] = os.open(job.get("stdin_path") or os.devnull, os.O_RDONLY)
+        if job.get("binary"):
+            fds["binary"] = os.open(job["binary"], os.O_RDONLY)
         workdir = _prepare_filesystem(job, flags, isolation, private_uid)
     except Exception as exc:  # noqa: BLE001 - report setup failures as data
         _write_status(status_fd, phase="setup_failed", error=f"sandbox setup failed: {exc}")
@@ -280,7 +282,7 @@ def _init_main(job: dict, fds: dict[str, int], flags: int, isolation: list[str],
             os.close(status_fd)
             _program_main(job, fds, workdir, inputs, private_uid)
         except BaseException as exc:  # noqa: BLE001
-            os.write(2, f"sandbox could not start the program: {exc}\n".encode())
+            os.write(fds["stderr"], f"sandbox could not start the program: {exc}\n".encode())
         os._exit(127)
     for name in ("stdout", "stderr", "result"):
         os.close(fds[name])
