@@ -249,8 +249,11 @@ class Sandbox:
         timed_out = exceeded = False
         kill_reason: str | None = None
         killed = False
+        data_fds = {out_fd, err_fd, res_fd}
         try:
             while selector.get_map():
+                if not data_fds & selector.get_map().keys() and _program_finished(buffers[status_fd]):
+                    break  # init reported the exit; the kernel tears the namespace down without us
                 now = time.perf_counter()
                 if not killed and now >= deadline:
                     timed_out, kill_reason = True, f"time limit exceeded: killed after {limits.wall_s:g} s wall clock"
@@ -345,6 +348,11 @@ class Sandbox:
             return result
         result.ok, result.value = True, value
         return result
+
+
+def _program_finished(status: bytearray) -> bool:
+    text = status.decode(errors="replace")
+    return any(f'"phase": "{phase}"' in text for phase in ("exited", "killed", "setup_failed"))
 
 
 def _kill_quietly(pid: int) -> None:
