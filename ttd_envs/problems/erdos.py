@@ -35,19 +35,25 @@ CLAIM_ATOL, CLAIM_RTOL = 1e-4, 1e-5
 def c5_bound(h: np.ndarray) -> float:
     """C5(h) = (2/n) max_k sum_i h[i+k](1 - h[i]), in O(n log n).
 
-    Uses corr(h, 1 - h) = corr(h, 1) - corr(h, h): the first term is a sliding-window sum (prefix
-    sums), the second the autocorrelation, one real FFT round trip. Float64 throughout.
+    corr(h, 1 - h) = corr(h, 1) - corr(h, h). The autocorrelation r is symmetric and costs one real
+    FFT round trip (padded to 2n - 1, so no wrap-around); the other term is a window sum, so lag
+    +-k gives max(sum h[:n-k], sum h[k:]) - r[k]. Float64 throughout.
     """
     h = np.asarray(h, dtype=np.float64)
     n = h.size
     size = next_fast_len(2 * n - 1, real=True)
     spectrum = rfft(h, size)
-    autocorr = irfft(spectrum.real**2 + spectrum.imag**2, size)
-    lags = np.abs(np.arange(2 * n - 1) - (n - 1))
-    prefix = np.concatenate(([0.0], np.cumsum(h)))
-    j = np.arange(2 * n - 1)
-    window = prefix[np.minimum(j, n - 1) + 1] - prefix[np.maximum(j - n + 1, 0)]
-    return float(np.max(window - autocorr[lags]) * 2.0 / n)
+    power = spectrum.real**2
+    power += spectrum.imag**2
+    autocorr = irfft(power, size, overwrite_x=True)[:n]
+    prefix = np.cumsum(h)
+    left = prefix[::-1]  # lag -k: sum of h[0 .. n-1-k]
+    right = np.empty(n)
+    right[0] = prefix[-1]
+    right[1:] = prefix[-1] - prefix[:-1]  # lag +k: sum of h[k .. n-1]
+    best = np.maximum(left, right)
+    best -= autocorr
+    return float(best.max() * 2.0 / n)
 
 
 def normalised_samples(values: Any, max_points: int) -> np.ndarray:
