@@ -1,28 +1,35 @@
 """The warm, pre-imported fork server behind `sandbox.Sandbox`, and what runs in its children.
 
-Process tree of one run (host pids shown by the zygote; see sandbox.py for the why):
+Process tree of one run (see sandbox.py for the why):
 
-    zygote (scrubbed env, numpy/scipy imported)
-      └─ runner: setsid, unshare(pid, net, mount, ipc) ─ waits for init, reports if it was killed
-           └─ init (pid 1 of the new pid namespace): fresh /proc, tmpfs /tmp, reaps orphans
+    zygote (scrubbed env, numpy/scipy imported) keeps one spare ready:
+      └─ runner: setsid, unshare(pid, net, mount, ipc), waits for init
+           └─ init (pid 1 of the new pid namespace): fresh /proc, tmpfs /tmp; blocks for a job,
+              then forks the program, reaps orphans and reports how the program ended
                 └─ program: unique unprivileged uid, rlimits, runs the Python entry or execs a binary
 
-When init exits, the kernel kills every process left in the namespace, so nothing escapes by
-double-forking. Only plain bytes leave the tree: pipes for stdout, stderr, result and status.
+A job arrives as descriptors only (pipes, a memfd with its JSON, memfds with input arrays, stdin,
+the binary), so everything before "fork the program" happens before the job exists: a run costs
+one fork. When init exits, the kernel kills whatever is left in the namespace, so nothing escapes
+by double-forking. Only plain bytes leave the tree: pipes for stdout, stderr, result and status.
 """
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import importlib
 import json
+import tempfile
 import os
 import resource
+import shutil
 import signal
 import socket
 import sys
 import traceback
 import types
+from dataclasses import dataclass
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
@@ -32,6 +39,9 @@ CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 0x4000, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 UID_BASE = 1_000_000
+TMPFS_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+WORKDIR = "/tmp/work"
+CHANNELS = ("stdout", "stderr", "result", "status", "job")
 PROGRAM_FD_STDOUT, PROGRAM_FD_STDERR, PROGRAM_FD_RESULT = 1, 2, 3
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -115,32 +125,38 @@ def _expose_runtime(isolation: list[str]) -> None:
         isolation.append(f"{top} hidden except the Python runtime (read-only)")
 
 
-def _prepare_filesystem(job: dict, flags: int, isolation: list[str], private_uid: int | None) -> str:
-    """Private /proc and size-capped tmpfs over the world-writable dirs; return the work dir."""
+def _prepare_filesystem(flags: int, isolation: list[str], private_uid: int | None) -> str | None:
+    """Private /proc and tmpfs over the world-writable dirs; return the work dir (None: no mount ns)."""
     if not flags & CLONE_NEWNS:
-        return job["fallback_workdir"]
+        return None
     _mount("none", "/", None, MS_REC | MS_PRIVATE)
     if private_uid is not None:
         _expose_runtime(isolation)
     if flags & CLONE_NEWPID:
         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         isolation.append("private /proc")
-    size = int(job["limits"]["disk_bytes"])
-    for path in ("/tmp", "/var/tmp", "/dev/shm"):
+    for path in TMPFS_DIRS:
         if os.path.isdir(path):
-            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
+            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=1777")
     isolation.append("private tmpfs /tmp, /var/tmp, /dev/shm")
-    workdir = "/tmp/work"
-    os.mkdir(workdir, 0o700)
-    return workdir
+    os.mkdir(WORKDIR, 0o700)
+    return WORKDIR
 
 
-def _load_inputs(job: dict) -> dict:
+def _size_filesystem(job: dict) -> None:
+    """The job decides how much its tmpfs may hold."""
+    for path in TMPFS_DIRS:
+        if os.path.ismount(path):
+            _mount("tmpfs", path, None, MS_REMOUNT | MS_NOSUID | MS_NODEV, f"size={int(job['limits']['disk_bytes'])}")
+
+
+def _load_inputs(job: dict, fds: list[int]) -> dict:
     import numpy as np
 
     values = dict(job.get("json_inputs") or {})
-    for name, path in (job.get("array_inputs") or {}).items():
-        values[name] = np.load(path, allow_pickle=False)
+    for name, index in (job.get("array_inputs") or {}).items():
+        with os.fdopen(os.dup(fds[index]), "rb") as handle:
+            values[name] = np.load(handle, allow_pickle=False)
     return values
 
 
@@ -175,15 +191,14 @@ def _count_own_tasks() -> int:
 
 def _program_main(job: dict, fds: dict[str, int], workdir: str, inputs: dict, private_uid: int | None) -> None:
     """Runs as the untrusted program. Never returns."""
-    binary_fd = fds.get("binary", -1)
-    os.dup2(fds["stdin"], 0)
-    os.dup2(fds["stdout"], PROGRAM_FD_STDOUT)
-    os.dup2(fds["stderr"], PROGRAM_FD_STDERR)
-    os.dup2(fds["result"], PROGRAM_FD_RESULT)
+    wanted = [fds["stdin"], fds["stdout"], fds["stderr"], fds["result"]] + ([fds["binary"]] if "binary" in fds else [])
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in wanted]  # out of the way of 0..4
+    for target, fd in enumerate(high):
+        os.dup2(fd, target)  # dup2 clears close-on-exec on the target
+    os.closerange(len(high), 65536)
+    binary_fd = 4 if "binary" in fds else -1
     if binary_fd >= 0:
-        os.dup2(binary_fd, 4)
-        binary_fd = 4
-    os.closerange(5 if binary_fd >= 0 else 4, 65536)
+        fcntl.fcntl(binary_fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
     if private_uid is not None:
         os.chown(workdir, private_uid, private_uid)
         os.setgroups([])
@@ -259,23 +274,49 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _init_main(job: dict, fds: dict[str, int], flags: int, isolation: list[str], warnings: list[str],
+def _receive_job(sock: socket.socket) -> tuple[dict, dict[str, int], list[int]]:
+    message, fds, _, _ = socket.recv_fds(sock, 1 << 16, 253)
+    if not message or len(fds) < len(CHANNELS):
+        os._exit(0)  # the zygote shut down before handing us a job
+    named = dict(zip(CHANNELS, fds))
+    with os.fdopen(os.dup(named["job"]), "rb") as handle:
+        job = json.load(handle)
+    extra = fds[len(CHANNELS):]
+    for key in ("stdin", "binary"):
+        if job.get(key) is not None:
+            named[key] = extra[job[key]]
+    return job, named, extra
+
+
+def _init_main(sock: socket.socket, flags: int, isolation: list[str], warnings: list[str],
                private_uid: int | None) -> None:
-    """pid 1 of the namespace: set up the filesystem, start the program, reap, report. Never returns."""
+    """pid 1 of the namespace: set up, wait for a job, run the program, reap, report. Never returns."""
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    setup_error = None
+    try:
+        workdir = _prepare_filesystem(flags, isolation, private_uid)
+    except Exception as exc:  # noqa: BLE001 - reported once a job arrives
+        setup_error, workdir = f"sandbox setup failed: {exc}", None
+    job, fds, extra = _receive_job(sock)
+    sock.close()
     status_fd = fds["status"]
-    try:  # open what lives in the host's /tmp before the private tmpfs hides it
-        inputs = _load_inputs(job) if job.get("source") is not None else {}
-        fds["stdin"] = os.open(job.get("stdin_path") or os.devnull, os.O_RDONLY)
-        if job.get("binary"):
-            fds["binary"] = os.open(job["binary"], os.O_RDONLY)
-        workdir = _prepare_filesystem(job, flags, isolation, private_uid)
+    try:
+        if setup_error:
+            raise RuntimeError(setup_error)
+        inputs = _load_inputs(job, extra) if job.get("source") is not None else {}
+        if workdir is None:  # no mount namespace: a host temp dir the trusted side removes
+            workdir = tempfile.mkdtemp(prefix="ttd-sandbox-work-")
+            isolation.append("private temp dir (host /tmp)")
+        else:
+            _size_filesystem(job)
+        fds.setdefault("stdin", os.open(os.devnull, os.O_RDONLY))
     except Exception as exc:  # noqa: BLE001 - report setup failures as data
-        _write_status(status_fd, phase="setup_failed", error=f"sandbox setup failed: {exc}")
+        _write_status(status_fd, phase="setup_failed", error=str(exc))
         os._exit(1)
     if private_uid is not None:
         isolation.append(f"private uid {private_uid}")
-    _write_status(status_fd, phase="started", isolation=isolation, warnings=warnings)
+    _write_status(status_fd, phase="started", isolation=isolation, warnings=warnings,
+                  host_workdir=workdir if workdir != WORKDIR else None)
     program = os.fork()
     if program == 0:
         try:
@@ -290,6 +331,8 @@ def _init_main(job: dict, fds: dict[str, int], flags: int, isolation: list[str],
         pid, wait_status, usage = os.wait4(-1, 0)
         if pid == program:
             break
+    if workdir != WORKDIR:
+        shutil.rmtree(workdir, ignore_errors=True)
     _write_status(
         status_fd, phase="exited",
         exit_code=os.waitstatus_to_exitcode(wait_status) if os.WIFEXITED(wait_status) else None,
@@ -299,8 +342,8 @@ def _init_main(job: dict, fds: dict[str, int], flags: int, isolation: list[str],
     os._exit(0)
 
 
-def _runner_main(job: dict, fds: dict[str, int]) -> None:
-    """Child of the zygote: enter fresh namespaces and fork init. Never returns."""
+def _runner_main(sock: socket.socket) -> None:
+    """Child of the zygote: enter fresh namespaces, fork init, tell the zygote its pid, wait."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     os.setsid()
@@ -313,43 +356,61 @@ def _runner_main(job: dict, fds: dict[str, int]) -> None:
                         "a mount namespace hides them)")
     init = os.fork()
     if init == 0:
-        _init_main(job, fds, flags, isolation, warnings, private_uid)
-    for name in ("stdout", "stderr", "result"):
-        os.close(fds[name])
-    _write_status(fds["status"], phase="init", pid=init)
-    _, wait_status = os.waitpid(init, 0)
-    if os.WIFSIGNALED(wait_status):
-        _write_status(fds["status"], phase="killed", signal=os.WTERMSIG(wait_status))
+        _init_main(sock, flags, isolation, warnings, private_uid)
+    sock.send(json.dumps({"init": init}).encode())
+    sock.close()
+    os.waitpid(init, 0)
     os._exit(0)
 
 
+@dataclass
+class _Spare:
+    runner: int
+    init: int
+    sock: socket.socket
+
+
+def _fork_spare(control: socket.socket) -> _Spare:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        control.close()
+        ours.close()
+        try:
+            _runner_main(theirs)
+        finally:
+            os._exit(1)
+    theirs.close()
+    reply = ours.recv(256)
+    return _Spare(runner=pid, init=json.loads(reply)["init"] if reply else -1, sock=ours)
+
+
 def serve(control: socket.socket) -> None:
-    """Fork one runner per request; reply with its pid. Exit when the trusted side hangs up."""
+    """Hand each job to the ready spare, reply with its pids, then prepare the next spare.
+    Exit when the trusted side hangs up."""
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # runners are reaped by the kernel
-    names = ("stdout", "stderr", "result", "status")
+    spare = _fork_spare(control)
     while True:
         try:
-            message, fds, _, _ = socket.recv_fds(control, 1 << 16, len(names))
+            message, fds, _, _ = socket.recv_fds(control, 1 << 16, 253)
         except (ConnectionError, OSError):
             return
         if not message:
             return
-        job_path = json.loads(message)["job"]
-        pid = os.fork()
-        if pid == 0:
-            control.close()
+        for attempt in range(2):
             try:
-                with open(job_path) as handle:
-                    job = json.load(handle)
-                _runner_main(job, dict(zip(names, fds)))
-            except BaseException as exc:  # noqa: BLE001
-                try:
-                    _write_status(fds[3], phase="setup_failed", error=f"sandbox runner failed: {exc!r}")
-                finally:
-                    os._exit(1)
+                socket.send_fds(spare.sock, [message], fds)
+                break
+            except OSError:  # the spare died (e.g. killed from outside): make another
+                spare.sock.close()
+                spare = _fork_spare(control)
+                if attempt:
+                    raise
         for fd in fds:
             os.close(fd)
-        control.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        spare.sock.close()
+        control.sendall(json.dumps({"runner": spare.runner, "init": spare.init}).encode())
+        spare = _fork_spare(control)
 
 
 def main() -> None:

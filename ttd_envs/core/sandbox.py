@@ -28,7 +28,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -146,18 +145,19 @@ class Sandbox:
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
 
-    def _spawn(self, job_path: str, fds: list[int]) -> int:
-        """Ask the zygote to fork a runner; restart the zygote once if it died."""
+    def _spawn(self, fds: list[int]) -> tuple[int, int]:
+        """Hand a job's descriptors to the zygote; return (runner pid, init pid). Restart a dead zygote once."""
         with self._lock:
             for attempt in range(2):
                 if self._zygote is None or self._zygote.poll() is not None:
                     self._start()
                 assert self._control is not None
                 try:
-                    socket.send_fds(self._control, [json.dumps({"job": job_path}).encode()], fds)
+                    socket.send_fds(self._control, [b"job"], fds)
                     reply = self._control.recv(4096)
                     if reply:
-                        return int(json.loads(reply)["pid"])
+                        pids = json.loads(reply)
+                        return int(pids["runner"]), int(pids["init"])
                 except OSError:
                     if attempt:
                         raise
@@ -195,48 +195,53 @@ class Sandbox:
         """
         job: dict[str, Any] = {"source": None, "binary": str(Path(binary).resolve()),
                                "binary_name": Path(binary).name, "argv": list(argv)}
+        if not os.access(job["binary"], os.X_OK):
+            raise FileNotFoundError(f"{binary} is not an executable file")
         return self._run(job, {}, limits, stdin=stdin)
 
     # -- the trusted side of one run ---------------------------------------------------------
     def _run(self, job: dict[str, Any], arrays: dict[str, np.ndarray], limits: Limits,
              stdin: bytes | str | os.PathLike[str] | None = None) -> SandboxResult:
+        """Everything travels as descriptors: pipes back, and memfds (job, inputs, stdin) forward."""
         started = time.perf_counter()
-        jobdir = tempfile.mkdtemp(prefix="ttd-sandbox-")
+        extra: list[int] = []
         pipes: list[tuple[int, int]] = []
         try:
             job["limits"] = asdict(limits)
             job["threads"] = self.threads
-            job["fallback_workdir"] = os.path.join(jobdir, "work")
-            os.mkdir(job["fallback_workdir"], 0o700)
             job["array_inputs"] = {}
             for name, array in arrays.items():
-                path = os.path.join(jobdir, f"input_{len(job['array_inputs'])}.npy")
-                np.save(path, array, allow_pickle=False)
-                job["array_inputs"][name] = path
+                job["array_inputs"][name] = len(extra)
+                extra.append(_memfd(lambda handle, a=array: np.save(handle, a, allow_pickle=False)))
             if isinstance(stdin, bytes):
-                job["stdin_path"] = os.path.join(jobdir, "stdin")
-                Path(job["stdin_path"]).write_bytes(stdin)
+                job["stdin"] = len(extra)
+                extra.append(_memfd(lambda handle: handle.write(stdin)))
             elif stdin is not None:
-                job["stdin_path"] = str(Path(stdin).resolve())
-            job_path = os.path.join(jobdir, "job.json")
-            with open(job_path, "w") as handle:
-                json.dump(job, handle)
+                job["stdin"] = len(extra)
+                extra.append(os.open(stdin, os.O_RDONLY))
+            if job.get("binary") is not None:
+                path = job["binary"]
+                job["binary"] = len(extra)
+                extra.append(os.open(path, os.O_RDONLY))
+            job_fd = _memfd(lambda handle: handle.write(json.dumps(job).encode()))
+            extra.insert(0, job_fd)
             pipes = [os.pipe() for _ in range(4)]
-            runner = self._spawn(job_path, [w for _, w in pipes])
+            runner, init = self._spawn([w for _, w in pipes] + extra)
+            readers = [r for r, _ in pipes]
             for _, w in pipes:
                 os.close(w)
-            readers = [r for r, _ in pipes]
             pipes = []
-            result = self._collect(readers, runner, limits, started, python=job["source"] is not None)
+            result = self._collect(readers, (init, runner), limits, started, python=job["source"] is not None)
         finally:
             for r, w in pipes:
                 os.close(r)
                 os.close(w)
-            shutil.rmtree(jobdir, ignore_errors=True)
+            for fd in extra:
+                os.close(fd)
         result.elapsed_s = time.perf_counter() - started
         return result
 
-    def _collect(self, readers: list[int], runner: int, limits: Limits, started: float, python: bool) -> SandboxResult:
+    def _collect(self, readers: list[int], pids: tuple[int, int], limits: Limits, started: float, python: bool) -> SandboxResult:
         out_fd, err_fd, res_fd, status_fd = readers
         buffers = {out_fd: bytearray(), err_fd: bytearray(), res_fd: bytearray(), status_fd: bytearray()}
         caps = {out_fd: limits.output_bytes, err_fd: limits.output_bytes, res_fd: limits.result_bytes,
@@ -258,7 +263,8 @@ class Sandbox:
                 if not killed and now >= deadline:
                     timed_out, kill_reason = True, f"time limit exceeded: killed after {limits.wall_s:g} s wall clock"
                 if kill_reason and not killed:
-                    self._kill(runner, buffers[status_fd])
+                    for pid in pids:  # init first: the kernel then kills everything in its namespace
+                        _kill_quietly(pid)
                     killed = True
                     deadline = now + _GRACE_S
                 elif killed and now >= deadline:
@@ -287,27 +293,13 @@ class Sandbox:
                                timed_out, exceeded, kill_reason, python, limits)
 
     @staticmethod
-    def _kill(runner: int, status: bytearray) -> None:
-        """SIGKILL init of the namespace (the kernel then kills everything in it) and the runner."""
-        for line in status.decode(errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record.get("phase") == "init":
-                _kill_quietly(int(record["pid"]))
-        _kill_quietly(runner)
-        try:  # without a pid namespace, at least take the program's session down
-            os.killpg(runner, signal.SIGKILL)
-        except OSError:
-            pass
-
-    @staticmethod
     def _interpret(out: bytearray, err: bytearray, res: bytes, status_raw: bytearray, timed_out: bool,
                    exceeded: bool, kill_reason: str | None, python: bool, limits: Limits) -> SandboxResult:
         records = [json.loads(line) for line in status_raw.decode(errors="replace").splitlines()
                    if line.startswith("{")]
         status = {k: v for r in records for k, v in r.items()}
+        if status.get("host_workdir"):  # only without a mount namespace; init removes it unless killed
+            shutil.rmtree(status["host_workdir"], ignore_errors=True)
         result = SandboxResult(
             ok=False, stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace"),
             stdout_bytes=bytes(out), timed_out=timed_out, output_exceeded=exceeded,
@@ -348,6 +340,15 @@ class Sandbox:
             return result
         result.ok, result.value = True, value
         return result
+
+
+def _memfd(write: Any) -> int:
+    """An anonymous in-memory file holding what `write(handle)` wrote, rewound for the reader."""
+    fd = os.memfd_create("ttd-sandbox")
+    with os.fdopen(os.dup(fd), "wb") as handle:
+        write(handle)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def _program_finished(status: bytearray) -> bool:
