@@ -70,3 +70,13 @@ def test_bad_configuration_raises_at_make_time():
         gym.make("ttd/ErdosOverlap-v0", initial="best")
     with pytest.raises(TypeError):
         gym.make("ttd/ErdosOverlap-v0", no_such_option=1)
+
+
+def test_envs_import_without_torch():
+    """ttd_envs must stay light: importing it (and making a math env) never pulls in torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, gymnasium, ttd_envs; gymnasium.make('ttd/ErdosOverlap-v0').reset(seed=0); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
