@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -74,9 +78,6 @@ def test_bad_configuration_raises_at_make_time():
 
 def test_envs_import_without_torch():
     """ttd_envs must stay light: importing it (and making a math env) never pulls in torch."""
-    import subprocess
-    import sys
-
     code = ("import sys, gymnasium, ttd_envs; gymnasium.make('ttd/ErdosOverlap-v0').reset(seed=0); "
             "assert 'torch' not in sys.modules, 'torch was imported'")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
