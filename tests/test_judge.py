@@ -1,0 +1,189 @@
+"""The C++ judge: compilation (errors, cache, compile bomb) and hostile programs through
+ttd/AHC039-v0. Each hostile program must be a zero-reward, valid=False step with the right verdict
+and leave no process and no file behind."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+
+from ttd_envs.core._zygote import UID_BASE
+from ttd_envs.core.judge import CompileOptions, CppJudge, RunLimits, TestCase, Verdict, WrongAnswer
+from ttd_envs.core.sandbox import Sandbox
+
+SQUARE = r'std::puts("4\n0 0\n0 100000\n100000 100000\n100000 0");'
+HOST_MARKERS = [Path.cwd() / "ttd_hostile_marker", Path("/etc/ttd_hostile_marker"), Path("/root/ttd_hostile_marker")]
+
+
+def sandboxed_processes() -> list[int]:
+    """Host pids owned by a sandbox's private uid."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid >= UID_BASE:
+                    found.append(int(entry))
+            except FileNotFoundError:
+                pass
+    return found
+
+
+def assert_nothing_running() -> None:
+    deadline = time.monotonic() + 3
+    while sandboxed_processes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sandboxed_processes() == []
+
+
+def cpp(body: str, includes: str = "") -> str:
+    return f"```cpp\n#include <bits/stdc++.h>\n{includes}\nint main() {{\n{body}\n}}\n```"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cpp-cache")
+
+
+@pytest.fixture(scope="module")
+def env(cache: Path):
+    env = gym.make("ttd/AHC039-v0", seeds=[0, 1, 2, 3], workers=2, cache_dir=str(cache), wall_limit_s=4.0,
+                   compile_timeout_s=8.0)
+    env.reset(seed=0)
+    yield env
+    env.unwrapped.problem.close()
+
+
+def failed_step(env, answer: str) -> dict:
+    env.reset(seed=0)
+    _, reward, terminated, _, info = env.step(answer)
+    assert reward == 0.0 and info["valid"] is False and terminated
+    assert_nothing_running()
+    return info
+
+
+# -- compilation -----------------------------------------------------------------------------------
+def test_compile_error_shows_the_compiler_message(env) -> None:
+    info = failed_step(env, cpp("int x = undefined_name; return x;"))
+    assert info["error"].startswith("compilation error")
+    assert "undefined_name" in info["error"] and "Main.cpp" in info["error"]
+    assert info["ahc"]["verdicts"] == {"CE": 1}
+
+
+def test_binaries_are_cached_by_source(cache: Path) -> None:
+    with Sandbox(preload=()) as box:
+        judge = CppJudge(box, cache_dir=cache)
+        source = "#include <cstdio>\nint main(){ std::puts(\"cached\"); }\n"
+        first, second = judge.compile(source), judge.compile(source)
+        assert first.binary == second.binary and not first.cached and second.cached
+        assert second.elapsed_s < 0.05 and os.stat(first.binary).st_mode & 0o777 == 0o755
+        assert judge.compile(source + "// other\n").binary != first.binary
+
+
+def test_compile_bomb_hits_the_compile_timeout(cache: Path) -> None:
+    bomb = ("constexpr long long spin() { long long s = 0; for (long long i = 0; i < (1LL << 60); ++i) s += i ^ (s >> 3);"
+            " return s; }\nconstexpr long long value = spin();\nint main() { return value == 7; }\n")
+    with Sandbox(preload=()) as box:
+        judge = CppJudge(box, cache_dir=cache, options=CompileOptions(timeout_s=4.0))
+        started = time.monotonic()
+        result = judge.compile(bomb)
+        assert time.monotonic() - started < 15
+    assert result.binary is None and "compile time-out" in result.error
+    assert_nothing_running()
+
+
+def test_missing_main_is_rejected_before_compiling(env) -> None:
+    info = failed_step(env, "```cpp\nint helper() { return 1; }\n```")
+    assert "int main" in info["error"]
+
+
+# -- hostile programs ------------------------------------------------------------------------------
+def test_infinite_loop_is_tle_by_cpu_time_and_stops_the_run_early(env) -> None:
+    info = failed_step(env, cpp("volatile unsigned long x = 0; for (;;) x++;"))
+    assert "TLE" in info["ahc"]["verdicts"] and info["ahc"]["verdicts"].get("SKIPPED", 0) >= 1
+    assert "CPU" in info["error"]
+    tle = [t for t in info["ahc"]["per_test"] if t["verdict"] == "TLE"]
+    assert all(1.9 <= t["cpu_s"] <= 3.5 for t in tle)
+
+
+def test_sleeping_busy_loop_is_killed_by_the_wall_limit(env) -> None:
+    started = time.monotonic()
+    info = failed_step(env, cpp("for (;;) usleep(1000);", "#include <unistd.h>"))
+    assert info["ahc"]["verdicts"].get("TLE", 0) >= 1 and "wall clock" in info["error"]
+    assert time.monotonic() - started < 20
+
+
+def test_allocating_4_gib_is_mle(env) -> None:
+    info = failed_step(env, cpp("std::vector<char> big(4ULL << 30, 1); std::printf(\"%d\", big[123]);"))
+    assert "MLE" in info["ahc"]["verdicts"] and "memory limit" in info["error"]
+
+
+def test_peak_rss_over_1_gib_is_mle(cache: Path) -> None:
+    with Sandbox(preload=()) as box:
+        judge = CppJudge(box, cache_dir=cache, limits=RunLimits())
+        source = ("#include <bits/stdc++.h>\nint main(){ std::vector<char> v(1400ULL << 20); "
+                  "for (size_t i = 0; i < v.size(); i += 4096) v[i] = 1; std::printf(\"%d\", v[4096]); }\n")
+        report = judge.judge(source, [TestCase("t", b"")], lambda test, out: 1.0)
+    assert report.results[0].verdict is Verdict.MLE and report.results[0].max_rss_bytes > 1 << 30
+
+
+def test_fork_bomb_is_contained(env) -> None:
+    info = failed_step(env, cpp("for (;;) fork();", "#include <unistd.h>"))
+    assert info["ahc"]["verdicts"].get("TLE", 0) >= 1
+
+
+def test_network_is_unreachable(env) -> None:
+    body = """
+    int curl = std::system("curl -s -m 3 http://example.com -o /dev/null");
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{}; addr.sin_family = AF_INET; addr.sin_port = htons(80);
+    inet_pton(AF_INET, "1.1.1.1", &addr.sin_addr);
+    bool connected = fd >= 0 && connect(fd, (sockaddr*)&addr, sizeof addr) == 0;
+    if (curl == 0 || connected) { """ + SQUARE + """ return 0; }
+    return 3;"""
+    info = failed_step(env, cpp(body, "#include <sys/socket.h>\n#include <netinet/in.h>\n#include <arpa/inet.h>"))
+    assert "RE" in info["ahc"]["verdicts"] and "exit code 3" in info["error"]
+
+
+def test_writing_outside_its_directory_fails_and_leaves_nothing(env) -> None:
+    paths = ", ".join(f'"{p}"' for p in HOST_MARKERS)
+    body = (f"const char* paths[] = {{{paths}}}; bool wrote = false;\n"
+            "for (auto p : paths) if (FILE* f = std::fopen(p, \"w\")) { std::fputs(\"x\", f); std::fclose(f); wrote = true; }\n"
+            "std::FILE* own = std::fopen(\"scratch.txt\", \"w\"); if (!own) return 5; std::fclose(own);\n"
+            "if (wrote) { " + SQUARE + " return 0; }\nreturn 4;")
+    info = failed_step(env, cpp(body))
+    assert "exit code 4" in info["error"]
+    assert not any(p.exists() for p in HOST_MARKERS)
+
+
+def test_printing_1_gb_is_ole(env) -> None:
+    info = failed_step(env, cpp("std::string line(1 << 20, '7'); for (int i = 0; i < 1024; i++) "
+                                "std::fwrite(line.data(), 1, line.size(), stdout);"))
+    assert "OLE" in info["ahc"]["verdicts"] and "output limit" in info["error"]
+
+
+@pytest.mark.parametrize(("body", "signal_name"), [
+    ("volatile int* p = nullptr; *p = 1;", "SIGSEGV"),
+    ("std::abort();", "SIGABRT"),
+])
+def test_crashes_are_re_with_the_signal(env, body: str, signal_name: str) -> None:
+    info = failed_step(env, cpp(body))
+    assert "RE" in info["ahc"]["verdicts"] and signal_name in info["error"]
+
+
+def test_checker_reason_becomes_the_wa_message(cache: Path) -> None:
+    def checker(test: TestCase, output: bytes) -> float:
+        if output.strip() != b"42":
+            raise WrongAnswer(f"expected 42, got {output.strip()!r}")
+        return 1.0
+
+    with Sandbox(preload=()) as box:
+        judge = CppJudge(box, cache_dir=cache)
+        report = judge.judge("#include <cstdio>\nint main(){ int x; std::scanf(\"%d\", &x); std::printf(\"%d\", x); }\n",
+                             [TestCase("a", b"42"), TestCase("b", b"41")], checker, workers=2, stop_early=False)
+    assert [r.verdict for r in report.results] == [Verdict.AC, Verdict.WA]
+    assert "expected 42, got b'41'" in report.results[1].message
+    assert report.total == 1.0 and not report.accepted
