@@ -583,8 +583,13 @@ class AnswerJudge:
         return tuple(1.0 if target is not None and self.vote_key(a) == target else 0.0 for a in answers)
 
 
-def _exact_value(number: Fraction) -> tuple[tuple[float, float], ...]:
-    """The fingerprint of a rational: its value at every evaluation point (it has no symbols)."""
+def _exact_value(number: Fraction) -> Any:
+    """The fingerprint of a rational: its value at every evaluation point (it has no symbols).
+
+    Rationals beyond float precision keep an exact key, so two huge integers never merge.
+    """
+    if abs(number.numerator) >= 10**12 or number.denominator >= 10**12:
+        return ("exact", number.numerator, number.denominator)
     return tuple(_rounded(complex(number)) for _ in _POINTS)
 
 
