@@ -64,12 +64,18 @@ def _braced(text: str, open_index: int) -> tuple[str, int] | None:
 
 
 def extract_boxed(text: str) -> str | None:
-    """The content of the last ``\\boxed{...}`` / ``\\fbox{...}`` with balanced braces, else None."""
-    starts = [m.start() for cmd in _BOX_COMMANDS for m in re.finditer(re.escape(cmd) + r"\s*\{", text)]
-    for start in sorted(starts, reverse=True):
-        group = _braced(text, text.index("{", start))
+    """The content of the last ``\\boxed{...}`` / ``\\fbox{...}`` with balanced braces, else None.
+
+    Linear time: when a box is unbalanced, any earlier box that is still usable must close before
+    it, so each earlier candidate is scanned only up to the failed one.
+    """
+    starts = sorted(m.end() - 1 for cmd in _BOX_COMMANDS for m in re.finditer(re.escape(cmd) + r"\s*\{", text))
+    limit = len(text)
+    for brace in reversed(starts):
+        group = _braced(text[:limit], brace)
         if group is not None:
             return group[0]
+        limit = brace
     return None
 
 
@@ -424,32 +430,41 @@ class _SymbolicWorker:
         self._process = None
 
     def evaluate(self, source: str) -> tuple[tuple[float, float], ...] | None:
+        """The fingerprint of `source`, or None if it has none or took longer than `timeout_s`."""
         with self._lock:
-            timeout = self.timeout_s
-            if self._process is None or self._process.poll() is not None:
+            self._ensure_started()
+            return self._request(source, self.timeout_s)
+
+    def _ensure_started(self) -> None:
+        """Start the worker if needed; importing sympy gets its own generous limit, not the request's."""
+        if self._process is None or self._process.poll() is not None:
+            self._start()
+            self._request("1", 30.0)
+            if self._process is None:
                 self._start()
-                timeout += 30.0  # the first request also pays for importing sympy in the worker
-            assert self._process is not None and self._process.stdin and self._process.stdout
-            try:
-                self._process.stdin.write(json.dumps(source) + "\n")
-                self._process.stdin.flush()
-                ready, _, _ = select.select([self._process.stdout], [], [], timeout)
-                if ready:
-                    line = self._process.stdout.readline()
-                    if line:
-                        result = json.loads(line)
-                        return None if result is None else tuple(tuple(v) for v in result)
-            except (OSError, ValueError):
-                pass
-            logger.info("symbolic check of %r passed its %.1f s limit or failed; worker restarted",
-                        source[:80], timeout)
-            self.stop()
-            return None
+
+    def _request(self, source: str, timeout: float) -> tuple[tuple[float, float], ...] | None:
+        """Send one source and wait at most `timeout` s; on a timeout the worker is killed."""
+        assert self._process is not None and self._process.stdin and self._process.stdout
+        try:
+            self._process.stdin.write(json.dumps(source) + "\n")
+            self._process.stdin.flush()
+            ready, _, _ = select.select([self._process.stdout], [], [], timeout)
+            if ready:
+                line = self._process.stdout.readline()
+                if line:
+                    result = json.loads(line)
+                    return None if result is None else tuple(tuple(v) for v in result)
+        except (OSError, ValueError):
+            pass
+        logger.info("symbolic check of %r passed its %.1f s limit or failed; worker restarted", source[:80], timeout)
+        self.stop()
+        return None
 
     def warm_up(self) -> None:
         """Start the worker and import sympy now, so later limits measure only the work."""
-        self.evaluate("1")
-
+        with self._lock:
+            self._ensure_started()
 
 # ---------------------------------------------------------------------------------------------
 # Judge: keys, equivalence, vote
