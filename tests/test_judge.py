@@ -11,7 +11,6 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 
-from ttd_envs.core._zygote import UID_BASE
 from ttd_envs.core.judge import CompileOptions, CppJudge, RunLimits, TestCase, Verdict, WrongAnswer
 from ttd_envs.core.sandbox import Sandbox
 
@@ -19,24 +18,11 @@ SQUARE = r'std::puts("4\n0 0\n0 100000\n100000 100000\n100000 0");'
 HOST_MARKERS = [Path.cwd() / "ttd_hostile_marker", Path("/etc/ttd_hostile_marker"), Path("/root/ttd_hostile_marker")]
 
 
-def sandboxed_processes() -> list[int]:
-    """Host pids owned by a sandbox's private uid."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}").st_uid >= UID_BASE:
-                    found.append(int(entry))
-            except FileNotFoundError:
-                pass
-    return found
-
-
-def assert_nothing_running() -> None:
-    deadline = time.monotonic() + 3
-    while sandboxed_processes() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert sandboxed_processes() == []
+@pytest.fixture(autouse=True)
+def nothing_left_running(leftover_processes):
+    """Every test here ends with no sandboxed process of ours alive."""
+    yield
+    assert leftover_processes() == [], "a sandboxed process outlived its test"
 
 
 def cpp(body: str, includes: str = "") -> str:
@@ -61,7 +47,6 @@ def failed_step(env, answer: str) -> dict:
     env.reset(seed=0)
     _, reward, terminated, _, info = env.step(answer)
     assert reward == 0.0 and info["valid"] is False and terminated
-    assert_nothing_running()
     return info
 
 
@@ -92,7 +77,6 @@ def test_compile_bomb_hits_the_compile_timeout(cache: Path) -> None:
         result = judge.compile(bomb)
         assert time.monotonic() - started < 15
     assert result.binary is None and "compile time-out" in result.error
-    assert_nothing_running()
 
 
 def test_missing_main_is_rejected_before_compiling(env) -> None:

@@ -12,23 +12,9 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 
-from ttd_envs.core._zygote import UID_BASE
 from ttd_envs.core.sandbox import Limits
 
 SECRET = "ttd-secret-4242-do-not-leak"
-
-
-def sandboxed_processes() -> list[int]:
-    """Host pids owned by a sandbox's private uid."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}").st_uid >= UID_BASE:
-                    found.append(int(entry))
-            except FileNotFoundError:
-                pass
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +36,12 @@ def step(env, body: str) -> tuple[float, dict]:
     return reward, info
 
 
-def assert_contained(reward: float, info: dict, *needles: str) -> None:
+def assert_contained(reward: float, info: dict, leftovers, *needles: str) -> None:
     assert reward == 0.0 and info["valid"] is False and info["state"] is None
     for needle in needles:
         assert needle in info["error"], info["error"]
     assert info["wall"] < 15, "the step must end soon after the time-out"
-    deadline = time.time() + 3
-    while sandboxed_processes() and time.time() < deadline:
-        time.sleep(0.05)
-    assert sandboxed_processes() == [], "a sandboxed process outlived its step"
+    assert leftovers() == [], "a sandboxed process outlived its step"
 
 
 RUN = "def run(seed=42, budget_s=2, **kwargs):\n"
@@ -98,10 +81,10 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("name", list(HOSTILE))
-def test_hostile_program_is_contained(env, name):
+def test_hostile_program_is_contained(env, name, leftover_processes):
     body, needles = HOSTILE[name]
     reward, info = step(env, body)
-    assert_contained(reward, info, *needles)
+    assert_contained(reward, info, leftover_processes, *needles)
 
 
 def test_no_code_block(env):
@@ -110,7 +93,7 @@ def test_no_code_block(env):
     assert reward == 0.0 and not info["valid"] and "no ```python code block" in info["error"]
 
 
-def test_loopback_connection_never_arrives(env):
+def test_loopback_connection_never_arrives(env, leftover_processes):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
@@ -131,11 +114,11 @@ def test_loopback_connection_never_arrives(env):
     reward, info = step(env, f"import socket\n{RUN}    socket.create_connection(('127.0.0.1', {port}), timeout=1)")
     thread.join()
     listener.close()
-    assert_contained(reward, info, "Network is unreachable")
+    assert_contained(reward, info, leftover_processes, "Network is unreachable")
     assert accepted == []
 
 
-def test_files_outside_the_private_dir_do_not_change(env, tmp_path):
+def test_files_outside_the_private_dir_do_not_change(env, tmp_path, leftover_processes):
     keep = tmp_path / "keep.txt"
     keep.write_text("precious")
     keep.chmod(0o666)
@@ -149,13 +132,13 @@ def test_files_outside_the_private_dir_do_not_change(env, tmp_path):
             "        try:\n            attempt()\n        except OSError as exc:\n            print(type(exc).__name__)\n"
             "    return 'done', 0.5, 1")
     reward, info = step(env, body)
-    assert_contained(reward, info)
+    assert_contained(reward, info, leftover_processes)
     assert keep.read_text() == "precious"
     assert not escape.exists()
     assert not Path("/work/ttd-escape").exists()
 
 
-def test_parent_environment_is_invisible(env):
+def test_parent_environment_is_invisible(env, leftover_processes):
     body = ("import os, glob\n" + RUN +
             "    seen = repr(dict(os.environ))\n"
             "    for path in glob.glob('/proc/*/environ'):\n"
@@ -164,7 +147,7 @@ def test_parent_environment_is_invisible(env):
             "    print(seen)\n"
             "    return 'done', 0.5, 1")
     reward, info = step(env, body)
-    assert_contained(reward, info)
+    assert_contained(reward, info, leftover_processes)
     assert SECRET in os.environ["TTD_TEST_SECRET"]
     assert "PATH=" in info["stdout"] or "'PATH'" in info["stdout"], "the program should see its own environment"
     assert SECRET not in info["stdout"]

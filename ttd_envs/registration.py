@@ -14,8 +14,8 @@ from ttd_envs.core.env import DiscoveryEnv
 @dataclass(frozen=True)
 class EnvEntry:
     env_id: str
-    target: str  # "module:ProblemClass" for DiscoveryEnv problems, "module:make_env" for custom envs
-    custom_env: bool = False
+    target: str  # "module:ProblemClass" wrapped in DiscoveryEnv, or "module:factory" of a vector env
+    vector_env: bool = False  # made with gymnasium.make_vec, e.g. one sub-env per majority vote
 
 
 ENVS: tuple[EnvEntry, ...] = (
@@ -28,7 +28,7 @@ ENVS: tuple[EnvEntry, ...] = (
     EnvEntry("ttd/AHC058-v0", "ttd_envs.problems.ahc.ahc058:AHC058"),
     EnvEntry("ttd/Denoising-v0", "ttd_envs.problems.denoising:Denoising"),
     EnvEntry("ttd/LABS-v0", "ttd_envs.problems.labs:LABS"),
-    EnvEntry("ttd/MathVote-v0", "ttd_envs.problems.mathvote:make_vote_env", custom_env=True),
+    EnvEntry("ttd/MathVote-v0", "ttd_envs.problems.mathvote:make_vote_env", vector_env=True),
     EnvEntry("ttd/MathAnswer-v0", "ttd_envs.problems.mathvote:MathAnswer"),
 )
 
@@ -41,9 +41,9 @@ def load_target(target: str) -> Any:
 def problem_class(env_id: str) -> Any:
     """The Problem class behind an id (for the trainer, which evaluates without env instances)."""
     for entry in ENVS:
-        if entry.env_id == env_id and not entry.custom_env:
+        if entry.env_id == env_id and not entry.vector_env:
             return load_target(entry.target)
-    known = ", ".join(e.env_id for e in ENVS if not e.custom_env)
+    known = ", ".join(e.env_id for e in ENVS if not e.vector_env)
     raise KeyError(f"unknown discovery env id {env_id!r}; known ids: {known}")
 
 
@@ -52,19 +52,20 @@ def make_problem(env_id: str, **kwargs: Any) -> Any:
 
 
 class _Factory:
-    """A picklable entry point that builds the env for one registered id."""
+    """A picklable entry point that builds the DiscoveryEnv of one registered problem."""
 
     def __init__(self, entry: EnvEntry) -> None:
         self.entry = entry
 
     def __call__(self, max_turns: int = 1, **kwargs: Any) -> gym.Env:
-        target = load_target(self.entry.target)
-        if self.entry.custom_env:
-            return target(**kwargs)
-        return DiscoveryEnv(target(**kwargs), max_turns=max_turns)
+        return DiscoveryEnv(load_target(self.entry.target)(**kwargs), max_turns=max_turns)
 
 
 def register_envs() -> None:
     for entry in ENVS:
-        if entry.env_id not in gym.registry:
+        if entry.env_id in gym.registry:
+            continue
+        if entry.vector_env:
+            gym.register(id=entry.env_id, vector_entry_point=entry.target)
+        else:
             gym.register(id=entry.env_id, entry_point=_Factory(entry))
