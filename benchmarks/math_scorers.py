@@ -44,7 +44,7 @@ def main() -> None:
         for n in SIZES:
             a = rng.random(n)
             t_fast = best_time(lambda: fast(a))
-            t_direct = best_time(lambda: direct(a), min_total_s=0.0 if n > 10_000 else 0.3)
+            t_direct = best_time(lambda: direct(a), max_reps=3 if n > 10_000 else 200)
             rel = abs(fast(a) - direct(a)) / abs(direct(a))
             speedups[f"{name} {n}"] = t_direct / t_fast
             rows.append([name, f"{n:,}", fmt_s(t_direct), fmt_s(t_fast), f"{t_direct / t_fast:,.0f}×", f"{rel:.1e}"])
@@ -61,7 +61,7 @@ def main() -> None:
     table = markdown_table(["scorer", "n", "direct O(n²) reference", "ours", "speed-up", "relative |Δscore|"], rows)
     worst = min(speedups[f"{p} {SIZES[-1]}"] for p in ("AC1", "AC2"))
     verdict = "met" if worst >= TARGET_SPEEDUP_AT_1E5 else "NOT met"
-    notes = (f"Random heights in [0, 1). Times are the best of repeated calls (one call for the direct reference "
+    notes = (f"Random heights in [0, 1). Times are the best of repeated calls (best of 3 for the direct reference "
              f"above n = 10,000). Ours includes validation. Target ≥ {TARGET_SPEEDUP_AT_1E5:.0f}× at n = 100,000: "
              f"{verdict} (worst {worst:,.0f}×). Circle packing has fixed n, so its row compares the vectorised "
              "check with the pairwise Python loop on the shipped records; at n ≤ 32 both are far below a "
