@@ -260,7 +260,8 @@ class _Autocorrelation(PythonProgramProblem):
             "returns the heights: a 1-D list or numpy array of finite, non-negative real numbers, not all zero, "
             f"at most {self.max_len} long.",
             "Already defined (do not import or redefine them): `np` (numpy), and `evaluate_sequence(a)`, which "
-            "validates a and returns its score with the same fast O(n log n) float64 code that sets your reward.",
+            "validates a and returns its score with the same fast O(n log n) float64 code that sets your reward "
+            "(it raises ValueError, saying why, for an invalid a).",
             "numpy, scipy and the standard library are available. Use top-level functions only (no lambdas or "
             "closures in process pools), no file or network access. print() progress: its tail is shown back.",
             f"Finish within budget_s = {b.budget_s:g} s of wall time on {b.cpus} CPU(s); at {b.timeout_s:g} s the "

@@ -174,8 +174,8 @@ class CirclePacking(PythonProgramProblem):
         ]
         if state.construction is not None:
             parts.append(f"A global `initial_circles` (numpy array of shape ({n}, 3), rows [x, y, r]) holds the "
-                         f"current packing, with Σ r = {state.score:.10f}, {self.target - state.score:+.6f} from the "
-                         "target. You may start from it.")
+                         f"current packing, with Σ r = {state.score:.10f} ({_gap(self.target - state.score)}). You may "
+                         "start from it.")
         else:
             parts.append("There is no packing yet: write code that builds one from scratch (for example a "
                          "hexagonal or row-based start followed by constrained optimisation of centres and radii).")
@@ -183,6 +183,10 @@ class CirclePacking(PythonProgramProblem):
         if attempt:
             parts += ["", attempt]
         return "\n".join(parts)
+
+
+def _gap(gap: float) -> str:
+    return f"{gap:.6f} below the target" if gap > 0 else f"{-gap:.6f} above the target"
 
 
 class CirclePacking26(CirclePacking):
