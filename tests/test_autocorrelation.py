@@ -216,15 +216,16 @@ def test_ac1_missing_code_block_is_a_failure(ac1_env):
     assert reward == 0.0 and "code block" in info["error"]
 
 
-def test_ac2_record_program_through_the_sandbox():
-    env = gym.make("ttd/AutocorrelationAC2-v0", initial="ttt_discover", budget_s=10, timeout_s=30)
+@pytest.mark.parametrize("initial,expected", [("record", 0.9610210777840243), ("ttt_discover", 0.9591797711482716)])
+def test_ac2_shipped_construction_program_through_the_sandbox(initial, expected):
+    env = gym.make("ttd/AutocorrelationAC2-v0", initial=initial, budget_s=10, timeout_s=30)
     try:
         env.reset(seed=0)
         code = ("def construct_function(seed=42, budget_s=10, **kwargs):\n"
                 "    return height_sequence_1")
         _, reward, _, _, info = env.step(program(code))
         assert info["valid"], info["error"]
-        assert abs(info["score"] - 0.9591797711482716) < 1e-12 and reward == info["score"]
+        assert abs(info["score"] - expected) < 1e-12 and reward == info["score"]
         env.reset(seed=0)
         bad = "def construct_function(seed=42, budget_s=10, **kwargs):\n    return [0.0] * 1000"
         _, reward, _, _, info = env.step(program(bad))
