@@ -148,6 +148,12 @@ class ErdosOverlap(PythonProgramProblem):
     def reward_for(self, score: float) -> float:
         return 1.0 / score
 
+    def score_construction(self, data: Any) -> float:
+        """Score a stored construction, `{"sequence": [...]}`, with the checks `check` applies to h."""
+        if not isinstance(data, dict) or "sequence" not in data:
+            raise InvalidConstruction('expected a JSON object with a "sequence" list of h values')
+        return c5_bound(normalised_samples(data["sequence"], self.max_points))
+
     def prompt(self, state: State) -> str:
         b = self.budget
         parts = [
