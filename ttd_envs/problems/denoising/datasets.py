@@ -7,7 +7,7 @@ any `.h5ad` file with integer counts. Nothing is downloaded.
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import logging
 import warnings
 from dataclasses import dataclass
@@ -27,13 +27,15 @@ INTEGER_ATOL = 1e-6
 PBMC68K_ROUNDING_ATOL = 0.25  # the stored log1p values are float32; recovered counts sit within 0.08 of integers
 
 
-def require_bio(feature: str) -> Any:
-    """Import scanpy or fail with the extra to install (the env promises it to programs too)."""
+def require_bio(feature: str) -> None:
+    """Fail with the extra to install unless scanpy is importable (the env promises it to programs
+    too). Only looks the module up: importing scanpy costs seconds and most paths never need it."""
     try:
-        return importlib.import_module("scanpy")
-    except ImportError as exc:
-        raise ImportError(f"{feature} needs scanpy, which is not installed; install the bio extra: "
-                          f"{BIO_EXTRA_HINT}") from exc
+        found = importlib.util.find_spec("scanpy") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ImportError(f"{feature} needs scanpy, which is not installed; install the bio extra: {BIO_EXTRA_HINT}")
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,9 @@ def pbmc68k_reduced_counts() -> np.ndarray:
     Its `raw.X` holds log1p(10^4 * counts / n_counts) per cell, so counts = expm1(raw.X) *
     n_counts / 10^4, which must round to integers (checked).
     """
-    sc = require_bio("dataset 'pbmc68k-reduced'")
+    require_bio("dataset 'pbmc68k-reduced'")
+    import scanpy as sc
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         adata = sc.datasets.pbmc68k_reduced()
