@@ -30,7 +30,7 @@ from ttd_envs.core.program_problem import (
     PythonProgramProblem,
     previous_attempt_section,
 )
-from ttd_envs.core.sandbox import GiB, MiB, Limits
+from ttd_envs.core.sandbox import GiB, Limits, MiB, SandboxResult
 from ttd_envs.core.state import State
 from ttd_envs.problems.denoising.datasets import BUILTIN, CountSplit, load_split, require_bio
 from ttd_envs.problems.denoising.metrics import DenoisingMetrics, Scores
@@ -147,6 +147,7 @@ class Denoising(PythonProgramProblem):
         self.initial = initial
         self.poisson_gate = poisson_gate
         self.shape = self.split.shape  # loads and validates the data now, so bad options fail at make time
+        self.metrics  # noqa: B018 - the controls, once, before any concurrent evaluation
 
     def __getstate__(self) -> dict[str, Any]:
         """Workers reload the data themselves rather than receive it pickled."""
@@ -176,7 +177,8 @@ class Denoising(PythonProgramProblem):
         return Limits(wall_s=self.budget.timeout_s, memory_bytes=self.budget.memory_bytes,
                       result_bytes=2 * prediction_bytes + 16 * MiB)
 
-    def run_program(self, code: str, state: State):  # noqa: ANN201 - SandboxResult, as in the base
+    def run_program(self, code: str, state: State) -> SandboxResult:
+        """Append the trusted call of `denoise(X_train, random_state=...)` to the program."""
         return super().run_program(code + _WRAPPER, state)
 
     def check(self, value: Any) -> tuple[dict[str, float], float]:
@@ -255,7 +257,7 @@ class Denoising(PythonProgramProblem):
             "Hints: variance-stabilising transforms (sqrt) and smoothing over similar cells help; MSE compares "
             "log profiles at 10 % depth, so values far below one molecule behave very differently from zero.",
             "",
-            f"Records on PBMC 1k (headline): MAGIC 0.64 (mse_norm 0.30), TTT-Discover 0.71 (mse_norm 0.43).",
+            "Records on PBMC 1k (headline): MAGIC 0.64 (mse_norm 0.30), TTT-Discover 0.71 (mse_norm 0.43).",
             "",
             "## Current state",
         ]
