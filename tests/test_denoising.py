@@ -196,7 +196,11 @@ def test_invalid_outputs_are_zero_reward_steps_with_specific_messages(unit: Deno
                                                                       message: str) -> None:
     problem = unit if "sleep" not in body else Denoising(dataset="synthetic-unit", cpus=1, budget_s=1,
                                                          timeout_s=3, initial="empty")
-    evaluation = problem.evaluate(fenced(f"def denoise(X, **kwargs):\n    {body}\n"), State())
+    try:
+        evaluation = problem.evaluate(fenced(f"def denoise(X, **kwargs):\n    {body}\n"), State())
+    finally:
+        if problem is not unit:
+            problem.close()
     assert not evaluation.valid and evaluation.reward == 0.0
     assert message in evaluation.error
 
