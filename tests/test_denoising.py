@@ -178,6 +178,7 @@ def test_swapped_poisson_exploit_is_rejected_by_the_gate(unit: Denoising) -> Non
     evaluation = unit.evaluate(fenced(code), State())
     assert not evaluation.valid and evaluation.reward == 0.0
     assert "better than perfect denoising" in evaluation.error
+    assert evaluation.details["poisson_norm"] == pytest.approx(ungated.poisson_norm, rel=1e-12)
 
 
 @pytest.mark.parametrize(("body", "message"), [

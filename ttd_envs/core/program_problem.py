@@ -24,7 +24,12 @@ DEFAULT_PRELOAD = ("numpy", "scipy", "scipy.signal", "scipy.optimize")
 
 
 class InvalidConstruction(ValueError):
-    """The returned construction broke a rule of the problem; the message says which."""
+    """The returned construction broke a rule of the problem; the message says which. `details`
+    (e.g. the metrics of a prediction a gate rejected) still reach `info`."""
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.details = dict(details or {})
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,8 @@ class PythonProgramProblem:
         try:
             construction, score = self.check(result.value)
         except InvalidConstruction as exc:
-            return Evaluation.failure(str(exc), code=code, stdout=output, elapsed_s=result.elapsed_s, details=details)
+            return Evaluation.failure(str(exc), code=code, stdout=output, elapsed_s=result.elapsed_s,
+                                      details=details | exc.details)
         except (TypeError, ValueError, OverflowError, IndexError, KeyError) as exc:
             return Evaluation.failure(f"could not read the returned value: {exc}", code=code, stdout=output,
                                       elapsed_s=result.elapsed_s, details=details)

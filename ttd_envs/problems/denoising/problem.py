@@ -186,7 +186,7 @@ class Denoising(PythonProgramProblem):
         scores = self.metrics.scores(prediction)
         violation = gate_violation(scores, self.metrics.controls.poisson_perfect, self.poisson_gate)
         if violation:
-            raise InvalidConstruction(violation)
+            raise InvalidConstruction(violation, details=scores.to_dict())
         return scores.to_dict(), scores.mse_norm
 
     def reward_for(self, score: float) -> float:
