@@ -2,7 +2,7 @@
 
 Process tree of one run (see sandbox.py for the why):
 
-    zygote (scrubbed env, numpy/scipy imported) keeps one spare ready:
+    zygote (scrubbed env, numpy/scipy imported) keeps a few spares ready, each:
       └─ runner: setsid, unshare(pid, net, mount, ipc), waits for init
            └─ init (pid 1 of the new pid namespace): fresh /proc, tmpfs /tmp; blocks for a job,
               then forks the program, reaps orphans and reports how the program ended
@@ -385,11 +385,11 @@ def _fork_spare(control: socket.socket) -> _Spare:
     return _Spare(runner=pid, init=json.loads(reply)["init"] if reply else -1, sock=ours)
 
 
-def serve(control: socket.socket) -> None:
-    """Hand each job to the ready spare, reply with its pids, then prepare the next spare.
+def serve(control: socket.socket, pool_size: int) -> None:
+    """Hand each job to a ready spare, reply with its pids, then top the pool up again.
     Exit when the trusted side hangs up."""
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # runners are reaped by the kernel
-    spare = _fork_spare(control)
+    spares = [_fork_spare(control) for _ in range(pool_size)]
     while True:
         try:
             message, fds, _, _ = socket.recv_fds(control, 1 << 16, 253)
@@ -397,6 +397,7 @@ def serve(control: socket.socket) -> None:
             return
         if not message:
             return
+        spare = spares.pop(0)
         for attempt in range(2):
             try:
                 socket.send_fds(spare.sock, [message], fds)
@@ -410,14 +411,14 @@ def serve(control: socket.socket) -> None:
             os.close(fd)
         spare.sock.close()
         control.sendall(json.dumps({"runner": spare.runner, "init": spare.init}).encode())
-        spare = _fork_spare(control)
+        spares.append(_fork_spare(control))
 
 
 def main() -> None:
     importlib.import_module("ttd_envs.core.wire")
-    for module in sys.argv[2:]:
+    for module in sys.argv[3:]:
         importlib.import_module(module)
-    serve(socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=int(sys.argv[1])))
+    serve(socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=int(sys.argv[1])), pool_size=int(sys.argv[2]))
 
 
 if __name__ == "__main__":

@@ -99,12 +99,16 @@ class Sandbox:
     """A warm zygote plus the trusted-side bookkeeping. Thread-safe: runs may overlap.
 
     `preload` modules are imported once in the zygote, so a run pays a fork, not an import.
+    `spares` runs are kept ready (namespaces entered, filesystem mounted): as many as run at once.
     """
 
     def __init__(self, preload: tuple[str, ...] = ("numpy", "scipy", "scipy.signal", "scipy.optimize"),
-                 threads: int = 1) -> None:
+                 threads: int = 1, spares: int = 1) -> None:
+        if spares < 1:
+            raise ValueError(f"spares must be >= 1, got {spares}")
         self.preload = preload
         self.threads = threads
+        self.spares = spares
         self._lock = threading.Lock()
         self._zygote: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
@@ -113,7 +117,7 @@ class Sandbox:
     def _start(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._zygote = subprocess.Popen(
-            [sys.executable, "-m", "ttd_envs.core._zygote", str(child.fileno()), *self.preload],
+            [sys.executable, "-m", "ttd_envs.core._zygote", str(child.fileno()), str(self.spares), *self.preload],
             env=scrubbed_environment(self.threads), pass_fds=[child.fileno()], cwd="/",
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             close_fds=True, start_new_session=True,

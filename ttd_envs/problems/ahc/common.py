@@ -109,7 +109,8 @@ class AHCProblem:
     def judge(self) -> CppJudge:
         with self._lock:
             if self._judge is None:
-                self._judge = CppJudge(Sandbox(preload=()), options=self.compile_options, limits=self.run_limits,
+                self._judge = CppJudge(Sandbox(preload=(), spares=self.workers), options=self.compile_options,
+                                       limits=self.run_limits,
                                        cache_dir=self.cache_dir)
             return self._judge
 
