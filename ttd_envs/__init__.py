@@ -5,10 +5,10 @@ does the import for you.
 """
 
 from ttd_envs.core.env import DiscoveryEnv
-from ttd_envs.core.problem import Evaluation, Problem, Record, TrainerDefaults
+from ttd_envs.core.problem import EmbeddedSpec, Evaluation, Problem, Record, TrainerDefaults
 from ttd_envs.core.state import State
 from ttd_envs.registration import ENVS, make_problem, register_envs
 
 register_envs()
 
-__all__ = ["DiscoveryEnv", "ENVS", "Evaluation", "Problem", "Record", "State", "TrainerDefaults", "make_problem"]
+__all__ = ["DiscoveryEnv", "ENVS", "EmbeddedSpec", "Evaluation", "Problem", "Record", "State", "TrainerDefaults", "make_problem"]

@@ -24,6 +24,25 @@ class Record:
 
 
 @dataclass(frozen=True)
+class EmbeddedSpec:
+    """How the tiny embedded policy writes an answer to a problem it can attempt.
+
+    The policy emits only characters of `alphabet`; with `length` set it emits exactly that many
+    (so every sample is well formed), otherwise it stops at its end token or `max_new_tokens`.
+    Its prompt is the problem's `compact_prompt(state)`: the state in as few characters as possible.
+    """
+
+    alphabet: str
+    length: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.alphabet or len(set(self.alphabet)) != len(self.alphabet):
+            raise ValueError(f"alphabet must be non-empty with distinct characters, got {self.alphabet!r}")
+        if self.length is not None and self.length < 1:
+            raise ValueError(f"length must be >= 1 or None, got {self.length}")
+
+
+@dataclass(frozen=True)
 class TrainerDefaults:
     """What `ttd-agent train` uses for this problem unless told otherwise.
 
@@ -39,6 +58,8 @@ class TrainerDefaults:
     temperature: float = 1.0
     eval_timeout_s: float = 120.0
     cpus_per_eval: int = 1
+    embedded: EmbeddedSpec | None = None
+    """Set for problems the embedded policy can attempt; they also define `compact_prompt(state)`."""
 
 
 @dataclass

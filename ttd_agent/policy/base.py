@@ -1,0 +1,88 @@
+"""The one interface every policy backend implements, and the data that crosses it.
+
+A trainer never touches a model directly: it asks a `Policy` for groups of samples (text plus
+the token log-probs they were drawn with), and hands back `TrainItem`s with one advantage per
+sample for a single optimizer step. Backends: `embedded` (a tiny transformer built in code),
+`hf` (transformers + peft LoRA), and vLLM sampling for the `hf` backend on a GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass
+class Sample:
+    """One completion of one prompt, as sampled."""
+
+    prompt: str
+    text: str
+    """The decoded completion (what the env receives as the action)."""
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: np.ndarray
+    """Log-probability of each completion token under the sampling policy, shape (len(completion_ids),)."""
+    entropy: np.ndarray | None = None
+    """Entropy of the sampling distribution at each completion token, when the backend reports it."""
+    finished: bool = True
+    """False when the completion was cut at max_new_tokens."""
+
+
+@dataclass
+class TrainItem:
+    """A sample and its advantage; every completion token of the sample gets that advantage."""
+
+    sample: Sample
+    advantage: float
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """How one policy-gradient step turns advantages into a loss.
+
+    Per completion token t: ratio_t = exp(logp_new_t - logp_sampled_t) and the surrogate is
+    -ratio_t * A (PPO: -min(ratio_t * A, clip(ratio_t, 1-eps, 1+eps) * A) when `clip_eps` is set).
+    KL to the reference (initial) policy, with coefficient `kl_coef`:
+    - "reward": shape each token's advantage by -kl_coef * (logp_new - logp_ref), detached (TTT-Discover);
+    - "k3": add kl_coef * mean_t[exp(ref - new) - (ref - new) - 1], clamped to [-10, 10] (TTRL).
+    Aggregation: "seq-sum" sums tokens per sequence and averages over sequences (TTT-Discover's
+    sum over completion tokens, made independent of the batch size); "token-mean" averages over
+    every token of the batch (TTRL/verl).
+    """
+
+    clip_eps: float | None = None
+    kl_coef: float = 0.0
+    kl_mode: Literal["reward", "k3"] = "reward"
+    aggregation: Literal["seq-sum", "token-mean"] = "seq-sum"
+    max_grad_norm: float = 1.0
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What a trainer needs from a model. `kind` is "embedded" or "llm"."""
+
+    kind: str
+
+    def sample(self, prompts: Sequence[str], n: int, *, temperature: float, max_new_tokens: int) -> list[list[Sample]]:
+        """`n` completions for each prompt: result[i][j] is the j-th sample of prompts[i]."""
+        ...
+
+    def logprobs(self, samples: Sequence[Sample]) -> list[np.ndarray]:
+        """Log-probs of each sample's completion tokens under the current weights (no gradient)."""
+        ...
+
+    def update(self, items: Sequence[TrainItem], loss: LossConfig) -> dict[str, float]:
+        """One optimizer step on `items`; returns statistics (loss, kl, clip_fraction, grad_norm, tokens)."""
+        ...
+
+    def save(self, directory: Path) -> None:
+        """Weights (the adapter for LoRA), optimizer state and sampling RNG, so a resume continues exactly."""
+        ...
+
+    def load(self, directory: Path) -> None:
+        ...
