@@ -1,0 +1,142 @@
+"""A run directory: everything a run writes, laid out so a kill at any moment loses one step at most.
+
+    run_dir/
+      config.json          the resolved configuration (what --resume reuses)
+      metrics.jsonl        one JSON object per finished step
+      rollouts.jsonl       one JSON object per rollout (reward, validity, error head, tokens)
+      checkpoints/step-000012/   policy weights, buffer, trainer state of one finished step
+      latest.json          {"step": 12, "path": "checkpoints/step-000012"} - written last, atomically
+      best.json (+ best code)    the best state found so far
+      plots/*.png
+
+A checkpoint directory is written under a temporary name and renamed into place, and `latest.json`
+is replaced atomically after it, so `latest.json` always names a complete checkpoint. Lines that
+`metrics.jsonl` and `rollouts.jsonl` gained after that checkpoint are dropped on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+CHECKPOINTS_KEPT = 2
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to a temporary file in the same directory, fsync it, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump(payload, out, indent=1, default=_json_default)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+class RunDir:
+    """Reads and writes one run directory (see the module docstring for the layout)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.checkpoints = self.path / "checkpoints"
+        self.plots = self.path / "plots"
+        self.metrics_file = self.path / "metrics.jsonl"
+        self.rollouts_file = self.path / "rollouts.jsonl"
+        self.config_file = self.path / "config.json"
+        self.best_file = self.path / "best.json"
+
+    def create(self, config: dict[str, Any]) -> None:
+        """Start a fresh run; refuses a directory that already holds one (use --resume)."""
+        if self.config_file.exists():
+            raise FileExistsError(f"{self.path} already holds a run; pass --resume to continue it or choose another --run-dir")
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.config_file, config)
+
+    def config(self) -> dict[str, Any]:
+        if not self.config_file.exists():
+            raise FileNotFoundError(f"{self.path} holds no run (no config.json); start one without --resume")
+        return json.loads(self.config_file.read_text())
+
+    # -- logs --------------------------------------------------------------------------------
+    def append(self, file: Path, rows: list[dict[str, Any]]) -> None:
+        with file.open("a") as out:
+            for row in rows:
+                out.write(json.dumps(row, default=_json_default) + "\n")
+
+    def log_step(self, metrics: dict[str, Any], rollouts: list[dict[str, Any]]) -> None:
+        self.append(self.rollouts_file, rollouts)
+        self.append(self.metrics_file, [metrics])
+
+    def read(self, file: Path) -> list[dict[str, Any]]:
+        if not file.exists():
+            return []
+        rows = []
+        for line in file.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a kill mid-write
+                break
+        return rows
+
+    def truncate_logs(self, last_step: int) -> None:
+        """Keep only rows of steps <= last_step (what the latest checkpoint covers)."""
+        for file in (self.metrics_file, self.rollouts_file):
+            kept = [row for row in self.read(file) if row.get("step", -1) <= last_step]
+            tmp = file.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
+            os.replace(tmp, file)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def save_checkpoint(self, step: int, write: Callable[[Path], None]) -> Path:
+        """`write(directory)` fills a fresh directory; it becomes checkpoints/step-NNNNNN atomically."""
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        final = self.checkpoints / f"step-{step:06d}"
+        staging = Path(tempfile.mkdtemp(prefix=f".step-{step:06d}.", dir=self.checkpoints))
+        try:
+            write(staging)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        write_json_atomic(self.path / "latest.json", {"step": step, "path": str(final.relative_to(self.path))})
+        self._prune(keep=final)
+        return final
+
+    def latest_checkpoint(self) -> tuple[int, Path] | None:
+        latest = self.path / "latest.json"
+        if not latest.exists():
+            return None
+        data = json.loads(latest.read_text())
+        return int(data["step"]), self.path / data["path"]
+
+    def _prune(self, keep: Path) -> None:
+        finished = sorted(p for p in self.checkpoints.glob("step-*") if p.is_dir())
+        for old in finished[:-CHECKPOINTS_KEPT]:
+            if old != keep:
+                shutil.rmtree(old, ignore_errors=True)
+        for stale in self.checkpoints.glob(".step-*"):  # staging left by a kill mid-write
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def iter_steps(self) -> Iterator[dict[str, Any]]:
+        yield from self.read(self.metrics_file)

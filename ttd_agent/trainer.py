@@ -1,0 +1,356 @@
+"""TTT-Discover: test-time RL on one problem, read top to bottom.
+
+Each step:
+  1. pick `groups_per_step` start states from the buffer (PUCT, greedy, or fixed = no reuse);
+  2. sample a group of `group_size` answers per start state from the current policy;
+  3. evaluate all answers in parallel, each under the problem's sandbox;
+  4. turn each group's rewards into advantages (adaptive entropic by default);
+  5. one policy-gradient step on the groups whose rewards differ;
+  6. add the new valid states to the buffer and back up the PUCT statistics;
+  7. checkpoint policy + buffer + trainer state atomically, then log the step.
+The output of a run is the best state found (best.json), not the trained policy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ttd_agent.executor import Executor
+from ttd_agent.objective import group_advantages, is_informative
+from ttd_agent.plots import plot_best_so_far, plot_reward_distribution
+from ttd_agent.policy.base import LossConfig, Policy, Sample, TrainItem
+from ttd_agent.puct import StateBuffer
+from ttd_agent.rundir import RunDir, write_json_atomic
+from ttd_envs.core.problem import Evaluation
+from ttd_envs.core.state import State
+from ttd_envs.registration import make_problem
+
+log = logging.getLogger(__name__)
+
+Objective = Literal["entropic-adaptive", "entropic", "mean", "grpo"]
+Reuse = Literal["puct", "greedy", "none"]
+
+
+@dataclass
+class DiscoveryConfig:
+    """Everything a run needs; `None` fields take the env's defaults (`Problem.defaults`).
+
+    Paper scale (agent.md §1): groups_per_step=64, group_size=8, steps=50, lr=4e-5, LoRA rank 32,
+    temperature 1.0. The defaults here come from each env, sized for the machine it usually runs on.
+    """
+
+    env: str
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    """A causal LM path or hub id for the HF backend, "embedded" for the built-in tiny policy, or
+    None for the env's default kind (envs whose answers are programs need a real LLM)."""
+    steps: int | None = None
+    groups_per_step: int | None = None
+    group_size: int | None = None
+    lr: float | None = None
+    temperature: float | None = None
+    max_new_tokens: int | None = None
+    objective: Objective = "entropic-adaptive"
+    beta: float = 2.0
+    """β of the fixed-β entropic objective (the reference code's value)."""
+    reuse: Reuse = "puct"
+    puct_c: float = 1.0
+    epsilon: float = 0.1
+    """Exploration rate of the greedy reuse sampler."""
+    buffer_capacity: int = 1000
+    children_per_parent: int = 2
+    kl_coef: float = 0.0
+    clip_eps: float | None = None
+    update: bool = True
+    """False samples without ever updating: best-of-N from the frozen policy, at the same budget."""
+    lora_rank: int = 32
+    lora_alpha: float | None = None
+    lora_target_modules: list[str] | None = None
+    device: str | None = None
+    sampler: Literal["hf", "vllm"] = "hf"
+    embedded: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the embedded policy's config (d_model, n_layer, ...)."""
+    eval_workers: int = 2
+    executor: Literal["thread", "process"] = "thread"
+    eval_timeout_s: float | None = None
+    seed: int = 0
+    run_dir: str = "runs/latest"
+    checkpoint_every: int = 1
+    plot_every: int = 5
+
+
+@dataclass
+class StepResult:
+    """What one step did; also the row written to metrics.jsonl."""
+
+    row: dict[str, Any]
+    improved: bool
+
+
+def resolve(config: DiscoveryConfig, problem: Any) -> DiscoveryConfig:
+    """Fill every None with the env's default, and reject combinations that cannot work."""
+    d = problem.defaults
+    resolved = DiscoveryConfig(**asdict(config))
+    for name, default in (("steps", d.steps), ("groups_per_step", d.groups_per_step), ("group_size", d.group_size),
+                          ("temperature", d.temperature), ("max_new_tokens", d.max_new_tokens),
+                          ("eval_timeout_s", d.eval_timeout_s + 30.0)):
+        if getattr(resolved, name) is None:
+            setattr(resolved, name, default)
+    if resolved.model is None:
+        if d.model_kind != "embedded":
+            raise ValueError(
+                f"{config.env} asks for programs, which only a real code LLM can write: pass --model with a local "
+                f"path or hub id of a causal LM (e.g. Qwen/Qwen2.5-Coder-1.5B-Instruct; a GPU and the [agent] extra, "
+                f"or [vllm] for fast sampling). The built-in embedded policy only attempts envs like ttd/LABS-v0.")
+        resolved.model = "embedded"
+    if resolved.model == "embedded" and d.embedded is None:
+        raise ValueError(f"{config.env} has no embedded spec (its answers are programs); pass --model with a causal LM")
+    if resolved.lr is None:
+        resolved.lr = 3e-3 if resolved.model == "embedded" else 4e-5
+    for name in ("steps", "groups_per_step", "group_size", "eval_workers", "checkpoint_every"):
+        if getattr(resolved, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(resolved, name)}")
+    if resolved.temperature <= 0:
+        raise ValueError(f"--temperature must be > 0, got {resolved.temperature}")
+    return resolved
+
+
+def build_policy(config: DiscoveryConfig, problem: Any) -> Policy:
+    """The embedded tiny transformer for "embedded", else a HF causal LM with LoRA."""
+    from ttd_agent.policy import make_policy
+
+    if config.model == "embedded":
+        spec = problem.defaults.embedded
+        return make_policy("embedded", alphabet=spec.alphabet, length=spec.length, lr=config.lr, seed=config.seed,
+                           **config.embedded)
+    return make_policy("hf", model=config.model, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
+                       target_modules=config.lora_target_modules, lr=config.lr, device=config.device,
+                       seed=config.seed, sampler=config.sampler)
+
+
+class DiscoveryTrainer:
+    """Owns the problem, policy, buffer, executor and run directory of one TTT-Discover run."""
+
+    def __init__(self, config: DiscoveryConfig, *, resume: bool = False, policy: Policy | None = None) -> None:
+        self.run_dir = RunDir(config.run_dir)
+        if resume:
+            saved = self.run_dir.config()
+            overrides = {"steps": config.steps} if config.steps is not None else {}
+            config = DiscoveryConfig(**{**saved, **overrides})
+        self.problem = make_problem(config.env, **config.env_kwargs)
+        self.config = resolve(config, self.problem)
+        self.policy = policy if policy is not None else build_policy(self.config, self.problem)
+        self.compact = self.config.model == "embedded"
+        self.executor = Executor(self.problem, self.config.eval_workers, self.config.eval_timeout_s,
+                                 self.config.executor)
+        self.rng = np.random.default_rng(self.config.seed)
+        self.step = 0
+        self.samples = 0
+        self.best: State | None = None
+        self.best_curve: list[tuple[int, float]] = []
+        if resume and self._restore():
+            log.info("resumed %s at step %d", self.run_dir.path, self.step)
+        else:
+            self.run_dir.create(asdict(self.config))
+            self.buffer = self._initial_buffer()
+            self.best = self.buffer.best()
+            if self.best.reward is not None:
+                self.best_curve.append((0, float(self.best.reward)))
+
+    # -- set-up and resume ---------------------------------------------------------------------
+    def _initial_buffer(self) -> StateBuffer:
+        initial = self.problem.initial_state(self.rng)
+        initial = initial.with_updates(is_initial=True)
+        sampler = {"puct": "puct", "greedy": "greedy", "none": "fixed"}[self.config.reuse]
+        return StateBuffer([initial], capacity=self.config.buffer_capacity,
+                           children_per_parent=self.config.children_per_parent, c=self.config.puct_c,
+                           sampler=sampler, epsilon=self.config.epsilon)
+
+    def _restore(self) -> bool:
+        latest = self.run_dir.latest_checkpoint()
+        if latest is None:
+            return False
+        step, path = latest
+        self.policy.load(path / "policy")
+        self.buffer = StateBuffer.load(path / "buffer.json")
+        state = json.loads((path / "trainer.json").read_text())
+        self.step, self.samples = state["step"], state["samples"]
+        self.rng.bit_generator.state = state["rng"]
+        self.best = State.from_dict(state["best"]) if state["best"] else None
+        self.best_curve = [tuple(point) for point in state["best_curve"]]
+        self.run_dir.truncate_logs(step)
+        return True
+
+    def _checkpoint(self) -> None:
+        def write(directory: Path) -> None:
+            self.policy.save(directory / "policy")
+            self.buffer.save(directory / "buffer.json")
+            write_json_atomic(directory / "trainer.json", {
+                "step": self.step, "samples": self.samples, "rng": self.rng.bit_generator.state,
+                "best": self.best.to_dict() if self.best else None, "best_curve": self.best_curve,
+            })
+
+        self.run_dir.save_checkpoint(self.step, write)
+
+    # -- one step ------------------------------------------------------------------------------
+    def prompt_for(self, state: State) -> str:
+        return self.problem.compact_prompt(state) if self.compact else self.problem.prompt(state)
+
+    def train_step(self) -> StepResult:
+        cfg = self.config
+        t0 = time.perf_counter()
+        starts = self.buffer.select(cfg.groups_per_step, self.rng)
+        groups = self.policy.sample([self.prompt_for(s) for s in starts], cfg.group_size,
+                                    temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
+        t_sample = time.perf_counter()
+        jobs = [(sample.text, start) for start, group in zip(starts, groups) for sample in group]
+        evaluations = self.executor.evaluate(jobs)
+        t_eval = time.perf_counter()
+
+        rewards = np.array([ev.reward for ev in evaluations], dtype=np.float64).reshape(len(starts), cfg.group_size)
+        items, betas, informative = self._advantages(groups, rewards)
+        update_stats = self.policy.update(items, self._loss_config()) if cfg.update and items else {}
+        t_update = time.perf_counter()
+
+        improved = self._grow_buffer(starts, evaluations)
+        self.step += 1
+        self.samples += len(jobs)
+        row = self._metrics(rewards, evaluations, groups, betas, informative, update_stats,
+                            timings=(t0, t_sample, t_eval, t_update))
+        rollouts = self._rollout_rows(starts, groups, evaluations)
+        self.run_dir.log_step(row, rollouts)
+        if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+            self._checkpoint()
+        if improved:
+            self._write_best()
+        return StepResult(row=row, improved=improved)
+
+    def _loss_config(self) -> LossConfig:
+        return LossConfig(clip_eps=self.config.clip_eps, kl_coef=self.config.kl_coef, kl_mode="reward",
+                          aggregation="seq-sum")
+
+    def _advantages(self, groups: list[list[Sample]], rewards: np.ndarray) -> tuple[list[TrainItem], list[float], int]:
+        """Per-group advantages; groups whose rewards are all equal carry no signal and are dropped."""
+        items: list[TrainItem] = []
+        betas: list[float] = []
+        informative = 0
+        for group, group_rewards in zip(groups, rewards):
+            if not is_informative(group_rewards):
+                continue
+            advantages, beta = group_advantages(group_rewards, self.config.objective, self.config.beta)
+            informative += 1
+            if beta is not None:
+                betas.append(beta)
+            items.extend(TrainItem(sample, float(a)) for sample, a in zip(group, advantages))
+        return items, betas, informative
+
+    def _grow_buffer(self, starts: list[State], evaluations: list[Evaluation]) -> bool:
+        """Insert each group's valid children under its parent; True when the best state improved."""
+        size = self.config.group_size
+        previous = self.best.reward if self.best is not None and self.best.reward is not None else -math.inf
+        for g, parent in enumerate(starts):
+            children = []
+            for ev in evaluations[g * size:(g + 1) * size]:
+                if not ev.valid:
+                    children.append(None)
+                    continue
+                children.append(parent.child(code=ev.code, reward=ev.reward, score=ev.score,
+                                             construction=ev.construction, stdout=ev.stdout,
+                                             metadata={"step": self.step + 1}))
+            self.buffer.record_expansion(parent, children)
+        best = self.buffer.best()
+        if best.reward is not None and best.reward > previous:
+            self.best = best
+            self.best_curve.append((self.samples + len(evaluations), float(best.reward)))
+            return True
+        return False
+
+    def _metrics(self, rewards: np.ndarray, evaluations: list[Evaluation], groups: list[list[Sample]],
+                 betas: list[float], informative: int, update_stats: dict[str, float],
+                 timings: tuple[float, float, float, float]) -> dict[str, Any]:
+        t0, t_sample, t_eval, t_update = timings
+        valid = np.array([ev.valid for ev in evaluations])
+        tokens = [len(s.completion_ids) for group in groups for s in group]
+        best_reward = self.best.reward if self.best is not None else None
+        row: dict[str, Any] = {
+            "step": self.step,
+            "samples": self.samples,
+            "reward_min": float(rewards.min()),
+            "reward_mean": float(rewards.mean()),
+            "reward_max": float(rewards.max()),
+            "valid_fraction": float(valid.mean()),
+            "best_reward": best_reward,
+            "best_score": self.best.score if self.best is not None else None,
+            "informative_groups": informative,
+            "beta_mean": float(np.mean(betas)) if betas else None,
+            "beta_min": float(np.min(betas)) if betas else None,
+            "beta_max": float(np.max(betas)) if betas else None,
+            "tokens": int(sum(tokens)),
+            "completion_tokens_mean": float(np.mean(tokens)),
+            "time_sample_s": t_sample - t0,
+            "time_eval_s": t_eval - t_sample,
+            "time_update_s": t_update - t_eval,
+            "time_step_s": time.perf_counter() - t0,
+        }
+        row.update({f"buffer_{k}": v for k, v in self.buffer.stats().items()})
+        row.update({f"update_{k}": v for k, v in update_stats.items()})
+        return row
+
+    def _rollout_rows(self, starts: list[State], groups: list[list[Sample]], evaluations: list[Evaluation]) -> list[dict[str, Any]]:
+        rows = []
+        samples = [(g, s) for g, group in enumerate(groups) for s in group]
+        for (g, sample), ev in zip(samples, evaluations):
+            rows.append({"step": self.step, "group": g, "parent": starts[g].id, "reward": ev.reward,
+                         "score": ev.score, "valid": ev.valid, "tokens": len(sample.completion_ids),
+                         "error": (ev.error or "")[:200] or None})
+        return rows
+
+    def _write_best(self) -> None:
+        assert self.best is not None
+        write_json_atomic(self.run_dir.best_file, {"env": self.config.env, "step": self.step,
+                                                   "samples": self.samples, "state": self.best.to_dict()})
+        if self.best.code:
+            (self.run_dir.path / "best_code.txt").write_text(self.best.code)
+
+    # -- the whole run ---------------------------------------------------------------------------
+    def plot(self) -> None:
+        rollouts = self.run_dir.read(self.run_dir.rollouts_file)
+        if not rollouts:
+            return
+        plot_reward_distribution(rollouts, self.run_dir.plots / "reward_distribution.png",
+                                 f"{self.config.env}: rewards per step")
+        samples, best = zip(*self.best_curve) if self.best_curve else ((0,), (float("nan"),))
+        plot_best_so_far({"best so far": (list(samples) + [self.samples], list(best) + [best[-1]])},
+                         self.run_dir.plots / "best_so_far.png", f"{self.config.env}: best reward vs samples")
+
+    def run(self, on_step: Callable[[StepResult], None] | None = None) -> State:
+        """Train until `steps`; returns the best state found. Safe to interrupt: --resume continues."""
+        try:
+            if self.best is not None and not self.run_dir.best_file.exists():
+                self._write_best()
+            while self.step < self.config.steps:
+                result = self.train_step()
+                if on_step is not None:
+                    on_step(result)
+                if self.step % self.config.plot_every == 0:
+                    self.plot()
+            self.plot()
+        finally:
+            self.close()
+        assert self.best is not None
+        return self.best
+
+    def close(self) -> None:
+        self.executor.close()
+        close = getattr(self.problem, "close", None)
+        if callable(close):
+            close()
