@@ -1,0 +1,439 @@
+"""The tiny embedded policy: a character-level decoder-only transformer built in code (no download).
+
+It is the default model for CPU-scale problems (those with an `EmbeddedSpec`, e.g. LABS) and for
+tests. Everything is plain torch: a pre-LN GPT (learned positional embeddings, causal attention,
+GELU MLP), trained in full with AdamW.
+
+Text and tokens. The vocabulary is printable ASCII (`string.printable` without \\x0b and \\x0c) plus
+BOS, EOS and PAD; an unknown prompt character becomes '?'. The model reads BOS + prompt (the
+prompt is left-truncated so prompt + completion fit `max_context`) and then writes the completion.
+With `alphabet` set, every other token is masked out of the completion's distribution; with
+`length` set the completion is exactly `length` tokens (no EOS, `max_new_tokens` is ignored),
+otherwise it stops at EOS (which is kept in `completion_ids`, so its log-prob is trained, but not
+in `text`) or at `max_new_tokens` (`finished=False`).
+
+Temperature convention (the same in the `hf` backend). The policy's distribution is
+softmax(masked logits / T). `sample(..., temperature=T)` with T > 0 draws from it, reports its
+exact log-probs and entropies, and sets `policy.temperature = T`; `logprobs()` and `update()`
+evaluate the same masked, T-scaled distribution, so the importance ratio of a fresh sample is
+exactly 1 (up to float rounding). A trainer that samples at a different temperature between its
+rollouts and its update (e.g. a validation pass) must set `policy.temperature` back before
+`update`. T = 0 is greedy decoding: log-probs and entropies are reported as 0 (a point mass) and
+`policy.temperature` is left unchanged. `temperature` is saved with the checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ttd_agent.policy.base import LossConfig, Sample, TrainItem
+from ttd_agent.policy.loss import policy_gradient_loss
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------------------
+# Tokenizer: one token per printable character, plus three specials.
+
+CHARS = "".join(c for c in string.printable if c not in "\x0b\x0c")
+BOS, EOS, PAD = len(CHARS), len(CHARS) + 1, len(CHARS) + 2
+VOCAB_SIZE = len(CHARS) + 3
+_CHAR_ID = {c: i for i, c in enumerate(CHARS)}
+_UNKNOWN = _CHAR_ID["?"]
+
+
+def encode(text: str) -> list[int]:
+    """Character ids of `text`; a character outside printable ASCII becomes '?'."""
+    return [_CHAR_ID.get(c, _UNKNOWN) for c in text]
+
+
+def decode(ids: Sequence[int]) -> str:
+    """The characters of `ids`, skipping BOS/EOS/PAD."""
+    return "".join(CHARS[i] for i in ids if i < len(CHARS))
+
+
+# --------------------------------------------------------------------------------------------------
+# Config
+
+
+@dataclass
+class EmbeddedConfig:
+    """Architecture, optimizer and output format of the embedded policy."""
+
+    d_model: int = 64
+    n_layer: int = 2
+    n_head: int = 4
+    max_context: int = 512
+    """Positions the model knows (BOS + prompt + completion); the prompt is left-truncated to fit."""
+    dropout: float = 0.0
+    """Dropout in training steps only; keep 0 so an on-policy update sees ratio = 1."""
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    alphabet: str | None = None
+    """Characters the completion may use (logits of every other token are masked); None = any printable."""
+    length: int | None = None
+    """Exactly this many completion tokens (no EOS); None = stop at EOS or max_new_tokens."""
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})")
+        if self.alphabet is not None:
+            if not self.alphabet or len(set(self.alphabet)) != len(self.alphabet):
+                raise ValueError(f"alphabet must be non-empty with distinct characters, got {self.alphabet!r}")
+            outside = sorted(set(self.alphabet) - set(CHARS))
+            if outside:
+                raise ValueError(f"alphabet characters {outside!r} are not printable ASCII, which is all "
+                                 f"the embedded policy can write")
+        if self.length is not None and not 1 <= self.length <= self.max_context - 2:
+            raise ValueError(f"length must be in [1, max_context - 2 = {self.max_context - 2}], got {self.length}")
+
+    @classmethod
+    def from_spec(cls, spec: Any, **overrides: Any) -> EmbeddedConfig:
+        """The config for a problem's `EmbeddedSpec` (its alphabet and length), plus any overrides."""
+        return cls(**{"alphabet": spec.alphabet, "length": spec.length, **overrides})
+
+
+# --------------------------------------------------------------------------------------------------
+# Model: a pre-LN GPT with an optional KV cache for sampling.
+
+
+class Block(nn.Module):
+    def __init__(self, d_model: int, n_head: int, dropout: float):
+        super().__init__()
+        self.n_head, self.dropout = n_head, dropout
+        self.ln1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.fc = nn.Linear(d_model, 4 * d_model)
+        self.out = nn.Linear(4 * d_model, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None,
+                cache: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0) -> torch.Tensor:
+        """`attn_mask` (B, 1, T, S) bool, True = may attend; None = plain causal. With `cache`
+        (key and value buffers (B, H, S_max, hd)) this chunk's keys/values are written at `start`."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if cache is not None:
+            cache[0][:, :, start:start + T] = k
+            cache[1][:, :, start:start + T] = v
+            k, v = cache[0][:, :, :start + T], cache[1][:, :, :start + T]
+        p = self.dropout if self.training else 0.0
+        if attn_mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        x = x + self.drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
+        return x + self.drop(self.out(F.gelu(self.fc(self.ln2(x)))))
+
+
+class TinyGPT(nn.Module):
+    def __init__(self, config: EmbeddedConfig):
+        super().__init__()
+        self.tok = nn.Embedding(VOCAB_SIZE, config.d_model)
+        self.pos = nn.Embedding(config.max_context, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config.d_model, config.n_head, config.dropout)
+                                    for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.d_model)
+        self.head = nn.Linear(config.d_model, VOCAB_SIZE, bias=False)
+
+    def init_weights(self, generator: torch.Generator) -> None:
+        """GPT-2 style: N(0, 0.02) weights, residual projections scaled by 1/sqrt(2 n_layer), zero biases."""
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if p.dim() == 1:  # LayerNorm weights 1, biases 0
+                    p.fill_(1.0 if name.endswith("weight") else 0.0)
+                else:
+                    residual = name.endswith(("proj.weight", "out.weight"))
+                    p.normal_(0.0, 0.02 / math.sqrt(2 * len(self.blocks)) if residual else 0.02, generator=generator)
+
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                caches: list[tuple[torch.Tensor, torch.Tensor]] | None = None, start: int = 0) -> torch.Tensor:
+        x = self.drop(self.tok(ids) + self.pos(positions))
+        for i, block in enumerate(self.blocks):
+            x = block(x, attn_mask, None if caches is None else caches[i], start)
+        return self.head(self.ln_f(x))
+
+
+# --------------------------------------------------------------------------------------------------
+# Policy
+
+
+class EmbeddedPolicy:
+    """The `Policy` of the tiny embedded transformer (kind "embedded"); see the module docstring."""
+
+    kind = "embedded"
+
+    def __init__(self, config: EmbeddedConfig | None = None):
+        self.config = config = config or EmbeddedConfig()
+        self.generator = torch.Generator().manual_seed(config.seed)
+        with torch.random.fork_rng(devices=[]):  # nn.Linear's default init must not move the global RNG
+            self.model = TinyGPT(config)
+        self.model.init_weights(self.generator)
+        self.model.eval()
+        self.reference = self._frozen_copy()
+        self.optimizer = self._new_optimizer()
+        self.temperature = 1.0
+        allowed = torch.zeros(VOCAB_SIZE, dtype=torch.bool)
+        allowed[encode(config.alphabet) if config.alphabet is not None else list(range(len(CHARS)))] = True
+        allowed[EOS] = config.length is None
+        self.allowed = allowed
+        """Tokens the completion may use: the alphabet, plus EOS when the length is free."""
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.model.parameters(), lr=self.config.lr,
+                                 weight_decay=self.config.weight_decay, betas=(0.9, 0.99))
+
+    def _frozen_copy(self) -> TinyGPT:
+        reference = copy.deepcopy(self.model).eval()
+        reference.requires_grad_(False)
+        return reference
+
+    # ---- distributions
+
+    def _log_dist(self, logits: torch.Tensor, temperature: float) -> torch.Tensor:
+        """Log-probs of the masked, temperature-scaled distribution (masked tokens at -inf)."""
+        logits = logits.masked_fill(~self.allowed, float("-inf"))
+        return F.log_softmax(logits / temperature, dim=-1)
+
+    def _prompt_ids(self, prompt: str, budget: int) -> list[int]:
+        room = self.config.max_context - 1 - budget
+        if room < 0:
+            raise ValueError(f"a completion of {budget} tokens does not fit max_context="
+                             f"{self.config.max_context} (BOS + prompt + completion); lower max_new_tokens "
+                             f"or raise max_context")
+        ids = encode(prompt)
+        return [BOS] + (ids[len(ids) - room:] if len(ids) > room else ids)
+
+    # ---- sampling
+
+    @torch.no_grad()
+    def sample(self, prompts: Sequence[str], n: int, *, temperature: float, max_new_tokens: int) -> list[list[Sample]]:
+        """`n` completions per prompt, drawn in one batch with a KV cache (left-padded prompts)."""
+        if n < 1 or temperature < 0:
+            raise ValueError(f"need n >= 1 and temperature >= 0, got n={n}, temperature={temperature}")
+        if not prompts:
+            return []
+        budget = self.config.length if self.config.length is not None else max_new_tokens
+        if budget < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if temperature > 0:
+            self.temperature = float(temperature)
+        self.model.eval()
+
+        prompt_ids = [self._prompt_ids(p, budget) for p in prompts]
+        rows = [ids for ids in prompt_ids for _ in range(n)]
+        B, P = len(rows), max(len(r) for r in rows)
+        pad = torch.tensor([P - len(r) for r in rows])
+        ids = torch.full((B, P), PAD, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, P - len(r):] = torch.tensor(r)
+        S = P + budget
+        index = torch.arange(S)
+        key_ok = index[None, :] >= pad[:, None]  # (B, S): False on left padding
+        positions = (index[None, :] - pad[:, None]).clamp(min=0)
+        cfg = self.config
+        hd = cfg.d_model // cfg.n_head
+        caches = [(torch.empty(B, cfg.n_head, S, hd), torch.empty(B, cfg.n_head, S, hd)) for _ in range(cfg.n_layer)]
+
+        # Prefill: causal over the padded prompt; a padding query also sees itself (no empty softmax row).
+        causal = torch.ones(P, P, dtype=torch.bool).tril()
+        mask = causal[None] & (key_ok[:, None, :P] | torch.eye(P, dtype=torch.bool)[None])
+        logits = self.model(ids, positions[:, :P], mask[:, None], caches, 0)[:, -1]
+
+        tokens = torch.full((B, budget), PAD, dtype=torch.long)
+        logps = torch.zeros(B, budget)
+        entropies = torch.zeros(B, budget)
+        done = torch.zeros(B, dtype=torch.bool)
+        lengths = torch.full((B,), budget, dtype=torch.long)
+        for t in range(budget):
+            if temperature > 0:
+                logp = self._log_dist(logits, temperature)
+                probs = logp.exp()
+                token = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
+                logps[:, t] = logp.gather(1, token[:, None]).squeeze(1)
+                entropies[:, t] = -torch.where(self.allowed, probs * logp, 0.0).sum(-1)
+            else:
+                token = logits.masked_fill(~self.allowed, float("-inf")).argmax(-1)
+            token = torch.where(done, PAD, token)
+            tokens[:, t] = token
+            ended = ~done & (token == EOS)
+            lengths[ended] = t + 1
+            done |= ended
+            if bool(done.all()) or t == budget - 1:
+                break
+            at = P + t
+            step_mask = key_ok[:, None, None, :at + 1]
+            logits = self.model(token[:, None], positions[:, at:at + 1], step_mask, caches, at)[:, -1]
+
+        out: list[list[Sample]] = []
+        tokens_l, logps_np, ent_np = tokens.tolist(), logps.numpy(), entropies.numpy()
+        for i, prompt in enumerate(prompts):
+            group = []
+            for j in range(i * n, (i + 1) * n):
+                m = int(lengths[j])
+                completion = tokens_l[j][:m]
+                group.append(Sample(prompt=prompt, text=decode(completion), prompt_ids=list(rows[j]),
+                                    completion_ids=completion, logprobs=logps_np[j, :m].copy(),
+                                    entropy=ent_np[j, :m].copy(),
+                                    finished=cfg.length is not None or bool(done[j])))
+            out.append(group)
+        return out
+
+    # ---- teacher forcing
+
+    def _batch(self, samples: Sequence[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Right-padded inputs (B, L), and for the completion tokens (B, T): their ids, the index of
+        the logits that predict them, and a mask."""
+        seqs = [list(s.prompt_ids) + list(s.completion_ids) for s in samples]
+        L = max(len(s) for s in seqs)
+        if L > self.config.max_context:
+            raise ValueError(f"a sample of {L} tokens exceeds max_context={self.config.max_context}")
+        T = max(1, max(len(s.completion_ids) for s in samples))
+        ids = torch.full((len(seqs), L), PAD, dtype=torch.long)
+        targets = torch.full((len(seqs), T), PAD, dtype=torch.long)
+        where = torch.zeros((len(seqs), T), dtype=torch.long)
+        mask = torch.zeros((len(seqs), T))
+        for i, (seq, s) in enumerate(zip(seqs, samples)):
+            ids[i, :len(seq)] = torch.tensor(seq)
+            c = len(s.completion_ids)
+            if c:
+                targets[i, :c] = torch.tensor(s.completion_ids)
+                where[i, :c] = torch.arange(len(s.prompt_ids) - 1, len(s.prompt_ids) - 1 + c)
+                mask[i, :c] = 1.0
+        return ids, targets, where, mask
+
+    def _completion_logp(self, model: TinyGPT, ids: torch.Tensor, targets: torch.Tensor, where: torch.Tensor,
+                         temperature: float) -> torch.Tensor:
+        """(B, T) log-probs of the completion tokens (padding entries are garbage; mask them)."""
+        logits = model(ids, torch.arange(ids.shape[1])[None].expand_as(ids))
+        logits = logits.gather(1, where[..., None].expand(-1, -1, logits.shape[-1]))
+        logp = self._log_dist(logits, temperature).gather(2, targets.clamp(max=VOCAB_SIZE - 1)[..., None]).squeeze(2)
+        return logp.masked_fill(targets == PAD, 0.0)
+
+    @torch.no_grad()
+    def logprobs(self, samples: Sequence[Sample], *, temperature: float | None = None) -> list[np.ndarray]:
+        """Log-probs of each sample's completion under the current weights, at `temperature`
+        (default: `self.temperature`, the latest sampling temperature)."""
+        if not samples:
+            return []
+        self.model.eval()
+        ids, targets, where, _ = self._batch(samples)
+        logp = self._completion_logp(self.model, ids, targets, where, temperature or self.temperature).numpy()
+        return [logp[i, :len(s.completion_ids)].copy() for i, s in enumerate(samples)]
+
+    def update(self, items: Sequence[TrainItem], loss: LossConfig) -> dict[str, float]:
+        """One AdamW step on the policy-gradient loss of `items` (gradients clipped to `max_grad_norm`)."""
+        tokens = sum(len(it.sample.completion_ids) for it in items)
+        if not items or tokens == 0:
+            return {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio_mean": 1.0, "ratio_max": 1.0,
+                    "grad_norm": 0.0, "tokens": 0.0}
+        samples = [it.sample for it in items]
+        ids, targets, where, mask = self._batch(samples)
+        logp_sampled = torch.zeros_like(mask)
+        for i, s in enumerate(samples):
+            logp_sampled[i, :len(s.completion_ids)] = torch.as_tensor(np.asarray(s.logprobs, dtype=np.float32))
+        advantages = torch.tensor([it.advantage for it in items], dtype=torch.float32)
+        logp_ref = None
+        if loss.kl_coef > 0:
+            with torch.no_grad():
+                logp_ref = self._completion_logp(self.reference, ids, targets, where, self.temperature)
+
+        self.model.train()
+        logp_new = self._completion_logp(self.model, ids, targets, where, self.temperature)
+        value, stats = policy_gradient_loss(logp_new, logp_sampled, advantages, mask, loss, logp_ref)
+        self.optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), loss.max_grad_norm)
+        self.optimizer.step()
+        self.model.eval()
+        return {**stats, "grad_norm": float(grad_norm), "tokens": float(tokens)}
+
+    def imitate(self, pairs: Sequence[tuple[str, str]], steps: int, batch_size: int = 64) -> float:
+        """Supervised cross-entropy on (prompt, completion) pairs, to give the policy a prior.
+
+        Uses the masked distribution at temperature 1 and its own AdamW (the RL optimizer stays
+        fresh); with a free length the completion is followed by EOS. Afterwards the KL reference
+        is this imitated policy (the prior RL starts from). Returns the loss of the last step.
+        """
+        if not pairs:
+            raise ValueError("imitate needs at least one (prompt, completion) pair")
+        budget_of = (lambda c: self.config.length) if self.config.length is not None else (lambda c: len(c) + 1)
+        samples = []
+        for prompt, completion in pairs:
+            comp = encode(completion) + ([EOS] if self.config.length is None else [])
+            if not bool(self.allowed[comp].all()):
+                raise ValueError(f"completion {completion!r} uses characters outside the alphabet "
+                                 f"{self.config.alphabet!r}")
+            prompt_ids = self._prompt_ids(prompt, budget_of(completion))
+            samples.append(Sample(prompt=prompt, text=completion, prompt_ids=prompt_ids, completion_ids=comp,
+                                  logprobs=np.zeros(len(comp), dtype=np.float32)))
+        optimizer = self._new_optimizer()
+        self.model.train()
+        value = float("nan")
+        for _ in range(steps):
+            pick = torch.randint(len(samples), (min(batch_size, len(samples)),), generator=self.generator).tolist()
+            ids, targets, where, mask = self._batch([samples[i] for i in pick])
+            logp = self._completion_logp(self.model, ids, targets, where, 1.0)
+            loss = -(logp * mask).sum() / mask.sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            optimizer.step()
+            value = float(loss.detach())
+        self.model.eval()
+        self.reference = self._frozen_copy()
+        return value
+
+    # ---- checkpoints
+
+    def save(self, directory: Path) -> None:
+        """`policy.pt` (weights, reference, optimizer, RNG, temperature) and `policy.json` (the config)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "policy.json").write_text(json.dumps(dataclasses.asdict(self.config), indent=2))
+        state = {"model": self.model.state_dict(), "reference": self.reference.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
+                 "temperature": self.temperature}
+        torch.save(state, directory / "policy.pt")
+
+    def load(self, directory: Path) -> None:
+        """Restore a checkpoint written by `save` by a policy of the same architecture."""
+        directory = Path(directory)
+        saved = EmbeddedConfig(**json.loads((directory / "policy.json").read_text()))
+        shape = ("d_model", "n_layer", "n_head", "max_context", "alphabet", "length")
+        differ = [f"{k}: {getattr(saved, k)!r} != {getattr(self.config, k)!r}" for k in shape
+                  if getattr(saved, k) != getattr(self.config, k)]
+        if differ:
+            raise ValueError(f"checkpoint {directory} was saved by a different embedded policy ({'; '.join(differ)}); "
+                             f"use EmbeddedPolicy.from_checkpoint(directory)")
+        state = torch.load(directory / "policy.pt", weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.reference.load_state_dict(state["reference"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.temperature = float(state["temperature"])
+
+    @classmethod
+    def from_checkpoint(cls, directory: Path) -> EmbeddedPolicy:
+        """A policy with the saved config and state."""
+        policy = cls(EmbeddedConfig(**json.loads((Path(directory) / "policy.json").read_text())))
+        policy.load(directory)
+        return policy
