@@ -125,3 +125,16 @@ def test_errors_say_what_is_missing():
         run(LossConfig(kl_coef=0.1))
     with pytest.raises(ValueError, match="shape"):
         policy_gradient_loss(torch.zeros(2, 3), torch.zeros(2, 2), torch.zeros(2), torch.ones(2, 3), LossConfig())
+
+
+@pytest.mark.parametrize("aggregation", ["seq-sum", "token-mean"])
+def test_micro_batches_add_up_to_the_full_batch(aggregation):
+    config = LossConfig(clip_eps=0.2, kl_coef=0.3, kl_mode="k3", aggregation=aggregation)
+    ref = torch.tensor([[-1.5, -0.5], [-1.0, 0.0]])
+    args = [torch.tensor(NEW), torch.tensor(SAMPLED), torch.tensor(ADV), torch.tensor(MASK)]
+    full, full_stats = policy_gradient_loss(*args, config, ref)
+    parts = [policy_gradient_loss(*(a[i:i + 1] for a in args), config, ref[i:i + 1], total_sequences=2,
+                                  total_tokens=3) for i in range(2)]
+    assert sum(p[0].item() for p in parts) == pytest.approx(full.item(), rel=1e-6)
+    for key in ("loss", "kl", "clip_fraction", "ratio_mean"):
+        assert sum(p[1][key] for p in parts) == pytest.approx(full_stats[key], rel=1e-6)

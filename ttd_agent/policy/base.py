@@ -69,11 +69,19 @@ class Policy(Protocol):
     kind: str
 
     def sample(self, prompts: Sequence[str], n: int, *, temperature: float, max_new_tokens: int) -> list[list[Sample]]:
-        """`n` completions for each prompt: result[i][j] is the j-th sample of prompts[i]."""
+        """`n` completions for each prompt: result[i][j] is the j-th sample of prompts[i].
+
+        Each token is drawn from softmax(logits / temperature) (the embedded policy first masks
+        the tokens its alphabet excludes), and `Sample.logprobs` are that distribution's. A call
+        with temperature > 0 also sets the temperature `logprobs()` and `update()` use, so an
+        update right after sampling is exactly on-policy (ratio 1). temperature = 0 is greedy
+        (log-probs reported as 0) and leaves it unchanged.
+        """
         ...
 
     def logprobs(self, samples: Sequence[Sample]) -> list[np.ndarray]:
-        """Log-probs of each sample's completion tokens under the current weights (no gradient)."""
+        """Log-probs of each sample's completion tokens under the current weights (no gradient),
+        at the latest sampling temperature."""
         ...
 
     def update(self, items: Sequence[TrainItem], loss: LossConfig) -> dict[str, float]:

@@ -27,12 +27,17 @@ from ttd_agent.policy.base import LossConfig
 
 def policy_gradient_loss(logp_new: torch.Tensor, logp_sampled: torch.Tensor, advantages: torch.Tensor,
                          mask: torch.Tensor, config: LossConfig,
-                         logp_ref: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                         logp_ref: torch.Tensor | None = None, *, total_sequences: float | None = None,
+                         total_tokens: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The scalar loss to minimise and its statistics (loss, kl, clip_fraction, ratio_mean, ratio_max).
 
     `advantages` is (B,) (one per sequence) or (B, T) (already per token). `kl` is the mean per-token
     k1 (logp_new - logp_ref) for kl_mode "reward" and the mean (clamped) k3 for "k3"; 0 without a
     reference. `clip_fraction` is the share of tokens whose clipped term was taken (zero gradient).
+
+    Gradient accumulation: pass the whole batch's `total_sequences` and `total_tokens` when this
+    call sees one micro-batch of it. Means are then taken over the whole batch, so the micro-batch
+    losses (and every statistic but `ratio_max`, which takes the max) add up to the full-batch ones.
     """
     if logp_new.shape != logp_sampled.shape or logp_new.shape != mask.shape:
         raise ValueError(f"logp_new, logp_sampled and mask must share a (B, T) shape, got "
@@ -46,7 +51,8 @@ def policy_gradient_loss(logp_new: torch.Tensor, logp_sampled: torch.Tensor, adv
 
     real = mask > 0
     mask = mask.to(logp_new.dtype)
-    n_tokens = mask.sum().clamp(min=1.0)
+    n_sequences = float(total_sequences if total_sequences is not None else max(1, mask.shape[0]))
+    n_tokens = total_tokens if total_tokens is not None else mask.sum().clamp(min=1.0)
     token_mean = lambda x: (x * mask).sum() / n_tokens
     adv = advantages.to(logp_new.dtype)
     adv = adv[:, None].expand_as(logp_new) if adv.dim() == 1 else adv
@@ -71,7 +77,7 @@ def policy_gradient_loss(logp_new: torch.Tensor, logp_sampled: torch.Tensor, adv
         surrogate = torch.maximum(surrogate, surrogate_clipped)
 
     if config.aggregation == "seq-sum":
-        loss = (surrogate * mask).sum(dim=1).mean() if surrogate.shape[0] else surrogate.sum()
+        loss = (surrogate * mask).sum() / n_sequences
     else:
         loss = token_mean(surrogate)
     if config.kl_mode == "k3" and config.kl_coef > 0:
