@@ -25,14 +25,14 @@ def machine_line() -> str:
             f"Python {platform.python_version()}, numpy {np.__version__}")
 
 
-def write_section(name: str, markdown: str) -> None:
-    """Replace the text between `<!-- begin:name -->` and `<!-- end:name -->` (append if absent)."""
+def write_section(name: str, markdown: str, doc: Path = DOC) -> None:
+    """Replace the text between `<!-- begin:name -->` and `<!-- end:name -->` of `doc` (append if absent)."""
     begin, end = f"<!-- begin:{name} -->", f"<!-- end:{name} -->"
     body = f"{begin}\nMeasured on: {machine_line()}\n\n{markdown.strip()}\n{end}"
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    text = doc.read_text() if doc.exists() else f"# {doc.stem.capitalize()}\n"
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
     text = pattern.sub(lambda _: body, text) if pattern.search(text) else text.rstrip() + "\n\n" + body + "\n"
-    DOC.write_text(text)
+    doc.write_text(text)
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:

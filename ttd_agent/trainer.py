@@ -30,7 +30,7 @@ from ttd_agent.plots import plot_best_so_far, plot_reward_distribution
 from ttd_agent.policy.base import LossConfig, Policy, Sample, TrainItem
 from ttd_agent.puct import StateBuffer
 from ttd_agent.rundir import RunDir, write_json_atomic
-from ttd_envs.core.problem import Evaluation
+from ttd_envs.core.problem import EmbeddedSpec, Evaluation
 from ttd_envs.core.state import State
 from ttd_envs.registration import make_problem
 
@@ -79,6 +79,12 @@ class DiscoveryConfig:
     sampler: Literal["hf", "vllm"] = "hf"
     embedded: dict[str, Any] = field(default_factory=dict)
     """Overrides of the embedded policy's config (d_model, n_layer, ...)."""
+    edit_prior: bool = True
+    """For envs whose answers edit the state shown (LABS): first teach the embedded policy to
+    rewrite its prompt with a few random edits, the stand-in for what an LLM brings (knowing how to
+    rewrite the program it is shown). Without it the tiny policy must discover copying from rewards."""
+    edit_prior_edits: float = 2.0
+    """Mean number of characters the prior changes per answer."""
     eval_workers: int = 2
     executor: Literal["thread", "process"] = "thread"
     eval_timeout_s: float | None = None
@@ -130,11 +136,32 @@ def build_policy(config: DiscoveryConfig, problem: Any) -> Policy:
 
     if config.model == "embedded":
         spec = problem.defaults.embedded
-        return make_policy("embedded", alphabet=spec.alphabet, length=spec.length, lr=config.lr, seed=config.seed,
-                           **config.embedded)
+        policy = make_policy("embedded", alphabet=spec.alphabet, length=spec.length,
+                             edit_channel=spec.answer_edits_prompt, lr=config.lr, seed=config.seed, **config.embedded)
+        if spec.answer_edits_prompt and config.edit_prior:
+            teach_edit_prior(policy, spec, config.edit_prior_edits, np.random.default_rng([config.seed, 1]))
+        return policy
     return make_policy("hf", model=config.model, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
                        target_modules=config.lora_target_modules, lr=config.lr, device=config.device,
                        seed=config.seed, sampler=config.sampler)
+
+
+def teach_edit_prior(policy: Any, spec: EmbeddedSpec, edits: float, rng: np.random.Generator,
+                     steps: int = 40, batch_size: int = 64) -> float:
+    """Imitation on (random state, the state with ~`edits` random characters changed) pairs.
+
+    The result samples near-copies of whatever state it is shown, so buffer reuse becomes a search
+    around good states; which edits pay off is left to RL. Takes a few seconds; returns the loss.
+    """
+    assert spec.length is not None, "an edit prior needs answers of a fixed length"
+    alphabet = np.array(list(spec.alphabet))
+    k, n = len(alphabet), spec.length
+    states = rng.integers(0, k, size=(steps * batch_size, n))
+    changed = rng.random(states.shape) < edits / n
+    shifts = rng.integers(1, k, size=states.shape) if k > 1 else np.zeros_like(states)
+    answers = np.where(changed, (states + shifts) % k, states)
+    pairs = [("".join(alphabet[s]), "".join(alphabet[a])) for s, a in zip(states, answers)]
+    return policy.imitate(pairs, steps=steps, batch_size=batch_size)
 
 
 class DiscoveryTrainer:
@@ -168,10 +195,12 @@ class DiscoveryTrainer:
 
     # -- set-up and resume ---------------------------------------------------------------------
     def _initial_buffer(self) -> StateBuffer:
-        initial = self.problem.initial_state(self.rng)
-        initial = initial.with_updates(is_initial=True)
+        """One initial state per group of a step: separate roots, so lineage blocking can still fill a
+        diverse batch when one family's root scores highest (random starts differ; fixed ones repeat)."""
+        initial = [self.problem.initial_state(self.rng).with_updates(is_initial=True)
+                   for _ in range(self.config.groups_per_step)]
         sampler = {"puct": "puct", "greedy": "greedy", "none": "fixed"}[self.config.reuse]
-        return StateBuffer([initial], capacity=self.config.buffer_capacity,
+        return StateBuffer(initial, capacity=self.config.buffer_capacity,
                            children_per_parent=self.config.children_per_parent, c=self.config.puct_c,
                            sampler=sampler, epsilon=self.config.epsilon)
 

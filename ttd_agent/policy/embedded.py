@@ -87,6 +87,10 @@ class EmbeddedConfig:
     """Characters the completion may use (logits of every other token are masked); None = any printable."""
     length: int | None = None
     """Exactly this many completion tokens (no EOS); None = stop at EOS or max_new_tokens."""
+    edit_channel: bool = False
+    """The input that predicts completion token t also carries the prompt's character t. For
+    problems whose answer is an edit of the state shown (LABS), copying is then one embedding away
+    instead of an attention pattern the model must first discover; untrained, it is just noise."""
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
@@ -104,7 +108,8 @@ class EmbeddedConfig:
     @classmethod
     def from_spec(cls, spec: Any, **overrides: Any) -> EmbeddedConfig:
         """The config for a problem's `EmbeddedSpec` (its alphabet and length), plus any overrides."""
-        return cls(**{"alphabet": spec.alphabet, "length": spec.length, **overrides})
+        return cls(**{"alphabet": spec.alphabet, "length": spec.length,
+                      "edit_channel": spec.answer_edits_prompt, **overrides})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -148,6 +153,7 @@ class TinyGPT(nn.Module):
         super().__init__()
         self.tok = nn.Embedding(VOCAB_SIZE, config.d_model)
         self.pos = nn.Embedding(config.max_context, config.d_model)
+        self.edit = nn.Embedding(VOCAB_SIZE, config.d_model, padding_idx=PAD) if config.edit_channel else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config.d_model, config.n_head, config.dropout)
                                     for _ in range(config.n_layer))
@@ -160,13 +166,21 @@ class TinyGPT(nn.Module):
             for name, p in self.named_parameters():
                 if p.dim() == 1:  # LayerNorm weights 1, biases 0
                     p.fill_(1.0 if name.endswith("weight") else 0.0)
+                elif name == "edit.weight":
+                    p.normal_(0.0, 0.02, generator=generator)
+                    p[PAD] = 0.0
                 else:
                     residual = name.endswith(("proj.weight", "out.weight"))
                     p.normal_(0.0, 0.02 / math.sqrt(2 * len(self.blocks)) if residual else 0.02, generator=generator)
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                caches: list[tuple[torch.Tensor, torch.Tensor]] | None = None, start: int = 0) -> torch.Tensor:
-        x = self.drop(self.tok(ids) + self.pos(positions))
+                caches: list[tuple[torch.Tensor, torch.Tensor]] | None = None, start: int = 0,
+                edits: torch.Tensor | None = None) -> torch.Tensor:
+        """`edits` (same shape as `ids`, PAD where none): the edit channel's prompt characters."""
+        x = self.tok(ids) + self.pos(positions)
+        if self.edit is not None and edits is not None:
+            x = x + self.edit(edits)
+        x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, attn_mask, None if caches is None else caches[i], start)
         return self.head(self.ln_f(x))
@@ -246,6 +260,9 @@ class EmbeddedPolicy:
         for i, r in enumerate(rows):
             ids[i, P - len(r):] = torch.tensor(r)
         S = P + budget
+        edits = self._edit_ids(rows, budget + 1)
+        prefill_edits = torch.full((B, P), PAD, dtype=torch.long)
+        prefill_edits[:, -1] = edits[:, 0]
         index = torch.arange(S)
         key_ok = index[None, :] >= pad[:, None]  # (B, S): False on left padding
         positions = (index[None, :] - pad[:, None]).clamp(min=0)
@@ -256,7 +273,7 @@ class EmbeddedPolicy:
         # Prefill: causal over the padded prompt; a padding query also sees itself (no empty softmax row).
         causal = torch.ones(P, P, dtype=torch.bool).tril()
         mask = causal[None] & (key_ok[:, None, :P] | torch.eye(P, dtype=torch.bool)[None])
-        logits = self.model(ids, positions[:, :P], mask[:, None], caches, 0)[:, -1]
+        logits = self.model(ids, positions[:, :P], mask[:, None], caches, 0, prefill_edits)[:, -1]
 
         tokens = torch.full((B, budget), PAD, dtype=torch.long)
         logps = torch.zeros(B, budget)
@@ -281,7 +298,8 @@ class EmbeddedPolicy:
                 break
             at = P + t
             step_mask = key_ok[:, None, None, :at + 1]
-            logits = self.model(token[:, None], positions[:, at:at + 1], step_mask, caches, at)[:, -1]
+            logits = self.model(token[:, None], positions[:, at:at + 1], step_mask, caches, at,
+                                edits[:, t + 1:t + 2])[:, -1]
 
         out: list[list[Sample]] = []
         tokens_l, logps_np, ent_np = tokens.tolist(), logps.numpy(), entropies.numpy()
@@ -299,9 +317,19 @@ class EmbeddedPolicy:
 
     # ---- teacher forcing
 
-    def _batch(self, samples: Sequence[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Right-padded inputs (B, L), and for the completion tokens (B, T): their ids, the index of
-        the logits that predict them, and a mask."""
+    def _edit_ids(self, prompt_rows: Sequence[Sequence[int]], count: int) -> torch.Tensor:
+        """(B, count): prompt character t (after BOS) for the input that predicts completion token t;
+        PAD past the prompt's end, and everywhere without the edit channel."""
+        edits = torch.full((len(prompt_rows), count), PAD, dtype=torch.long)
+        if self.config.edit_channel:
+            for i, row in enumerate(prompt_rows):
+                chars = list(row[1:count + 1])
+                edits[i, :len(chars)] = torch.tensor(chars, dtype=torch.long)
+        return edits
+
+    def _batch(self, samples: Sequence[Sample]) -> tuple[torch.Tensor, ...]:
+        """Right-padded inputs (B, L) with their edit channel, and for the completion tokens (B, T):
+        their ids, the index of the logits that predict them, and a mask."""
         seqs = [list(s.prompt_ids) + list(s.completion_ids) for s in samples]
         L = max(len(s) for s in seqs)
         if L > self.config.max_context:
@@ -311,6 +339,8 @@ class EmbeddedPolicy:
         targets = torch.full((len(seqs), T), PAD, dtype=torch.long)
         where = torch.zeros((len(seqs), T), dtype=torch.long)
         mask = torch.zeros((len(seqs), T))
+        edits = torch.full((len(seqs), L), PAD, dtype=torch.long)
+        aligned = self._edit_ids([s.prompt_ids for s in samples], T)
         for i, (seq, s) in enumerate(zip(seqs, samples)):
             ids[i, :len(seq)] = torch.tensor(seq)
             c = len(s.completion_ids)
@@ -318,12 +348,13 @@ class EmbeddedPolicy:
                 targets[i, :c] = torch.tensor(s.completion_ids)
                 where[i, :c] = torch.arange(len(s.prompt_ids) - 1, len(s.prompt_ids) - 1 + c)
                 mask[i, :c] = 1.0
-        return ids, targets, where, mask
+                edits[i, len(s.prompt_ids) - 1:len(s.prompt_ids) - 1 + c] = aligned[i, :c]
+        return ids, targets, where, mask, edits
 
     def _completion_logp(self, model: TinyGPT, ids: torch.Tensor, targets: torch.Tensor, where: torch.Tensor,
-                         temperature: float) -> torch.Tensor:
+                         temperature: float, edits: torch.Tensor) -> torch.Tensor:
         """(B, T) log-probs of the completion tokens (padding entries are garbage; mask them)."""
-        logits = model(ids, torch.arange(ids.shape[1])[None].expand_as(ids))
+        logits = model(ids, torch.arange(ids.shape[1])[None].expand_as(ids), edits=edits)
         logits = logits.gather(1, where[..., None].expand(-1, -1, logits.shape[-1]))
         logp = self._log_dist(logits, temperature).gather(2, targets.clamp(max=VOCAB_SIZE - 1)[..., None]).squeeze(2)
         return logp.masked_fill(targets == PAD, 0.0)
@@ -335,8 +366,8 @@ class EmbeddedPolicy:
         if not samples:
             return []
         self.model.eval()
-        ids, targets, where, _ = self._batch(samples)
-        logp = self._completion_logp(self.model, ids, targets, where, temperature or self.temperature).numpy()
+        ids, targets, where, _, edits = self._batch(samples)
+        logp = self._completion_logp(self.model, ids, targets, where, temperature or self.temperature, edits).numpy()
         return [logp[i, :len(s.completion_ids)].copy() for i, s in enumerate(samples)]
 
     def update(self, items: Sequence[TrainItem], loss: LossConfig) -> dict[str, float]:
@@ -346,7 +377,7 @@ class EmbeddedPolicy:
             return {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio_mean": 1.0, "ratio_max": 1.0,
                     "grad_norm": 0.0, "tokens": 0.0}
         samples = [it.sample for it in items]
-        ids, targets, where, mask = self._batch(samples)
+        ids, targets, where, mask, edits = self._batch(samples)
         logp_sampled = torch.zeros_like(mask)
         for i, s in enumerate(samples):
             logp_sampled[i, :len(s.completion_ids)] = torch.as_tensor(np.asarray(s.logprobs, dtype=np.float32))
@@ -354,10 +385,10 @@ class EmbeddedPolicy:
         logp_ref = None
         if loss.kl_coef > 0:
             with torch.no_grad():
-                logp_ref = self._completion_logp(self.reference, ids, targets, where, self.temperature)
+                logp_ref = self._completion_logp(self.reference, ids, targets, where, self.temperature, edits)
 
         self.model.train()
-        logp_new = self._completion_logp(self.model, ids, targets, where, self.temperature)
+        logp_new = self._completion_logp(self.model, ids, targets, where, self.temperature, edits)
         value, stats = policy_gradient_loss(logp_new, logp_sampled, advantages, mask, loss, logp_ref)
         self.optimizer.zero_grad(set_to_none=True)
         value.backward()
@@ -390,8 +421,8 @@ class EmbeddedPolicy:
         value = float("nan")
         for _ in range(steps):
             pick = torch.randint(len(samples), (min(batch_size, len(samples)),), generator=self.generator).tolist()
-            ids, targets, where, mask = self._batch([samples[i] for i in pick])
-            logp = self._completion_logp(self.model, ids, targets, where, 1.0)
+            ids, targets, where, mask, edits = self._batch([samples[i] for i in pick])
+            logp = self._completion_logp(self.model, ids, targets, where, 1.0, edits)
             loss = -(logp * mask).sum() / mask.sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -418,7 +449,7 @@ class EmbeddedPolicy:
         """Restore a checkpoint written by `save` by a policy of the same architecture."""
         directory = Path(directory)
         saved = EmbeddedConfig(**json.loads((directory / "policy.json").read_text()))
-        shape = ("d_model", "n_layer", "n_head", "max_context", "alphabet", "length")
+        shape = ("d_model", "n_layer", "n_head", "max_context", "alphabet", "length", "edit_channel")
         differ = [f"{k}: {getattr(saved, k)!r} != {getattr(self.config, k)!r}" for k in shape
                   if getattr(saved, k) != getattr(self.config, k)]
         if differ:

@@ -34,6 +34,9 @@ class EmbeddedSpec:
 
     alphabet: str
     length: int | None = None
+    answer_edits_prompt: bool = False
+    """True when an answer is naturally an edit of the compact prompt (same length, same alphabet):
+    the embedded policy then reads prompt character t where it writes answer character t."""
 
     def __post_init__(self) -> None:
         if not self.alphabet or len(set(self.alphabet)) != len(self.alphabet):

@@ -301,7 +301,7 @@ class LABS:
             max_new_tokens=n,
             temperature=1.0,
             eval_timeout_s=5.0,
-            embedded=EmbeddedSpec(alphabet=ALPHABET, length=n),
+            embedded=EmbeddedSpec(alphabet=ALPHABET, length=n, answer_edits_prompt=True),
         )
 
     # -- states ----------------------------------------------------------------------------------
