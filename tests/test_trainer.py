@@ -17,7 +17,7 @@ from ttd_agent.trainer import DiscoveryConfig, DiscoveryTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"env": "ttd/LABS-v0", "env_kwargs": {"n": 16}, "groups_per_step": 4, "group_size": 8,
-         "embedded": {"d_model": 32, "n_layer": 1, "n_head": 2}}
+         "embedded": {"d_model": 32, "n_layer": 1, "n_head": 2}, "edit_prior": False}
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -26,7 +26,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def test_a_short_labs_run_writes_everything_and_resumes(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    best = DiscoveryTrainer(DiscoveryConfig(**SMALL, steps=3, run_dir=str(run), seed=1)).run()
+    best = DiscoveryTrainer(DiscoveryConfig(**{**SMALL, "edit_prior": True}, steps=3, run_dir=str(run), seed=1)).run()
     metrics = read_jsonl(run / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2, 3]
     for key in ("reward_min", "reward_mean", "reward_max", "best_reward", "valid_fraction", "beta_mean",
@@ -65,7 +65,8 @@ def test_kill_at_any_moment_then_resume(tmp_path: Path) -> None:
     """SIGKILL mid-run through the CLI; --resume finishes with contiguous steps and no duplicates."""
     run = tmp_path / "run"
     command = [sys.executable, "-m", "ttd_agent.cli", "train", "--env", "ttd/LABS-v0", "--env-arg", "n=16",
-               "--steps", "40", "--groups-per-step", "4", "--group-size", "8", "--run-dir", str(run)]
+               "--steps", "40", "--groups-per-step", "4", "--group-size", "8", "--run-dir", str(run),
+               "--no-edit-prior"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -99,7 +100,9 @@ def test_a_code_writing_env_without_a_model_fails_at_once(capsys: pytest.Capture
 
 def test_a_fresh_run_refuses_an_existing_run_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     DiscoveryTrainer(DiscoveryConfig(**SMALL, steps=1, run_dir=str(tmp_path))).run()
+    started = time.perf_counter()
     assert main(["train", "--env", "ttd/LABS-v0", "--run-dir", str(tmp_path)]) == 2
+    assert time.perf_counter() - started < 2, "refused only after an expensive set-up"
     assert "--resume" in capsys.readouterr().out
 
 

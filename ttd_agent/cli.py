@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--clip-eps", type=float, help="PPO ratio clip (default off; TTRL 0.2)")
     train.add_argument("--no-update", action="store_true",
                        help="never update the policy: best-of-N from the frozen model at the same budget")
+    train.add_argument("--no-edit-prior", action="store_true",
+                       help="embedded policy on an edit env (LABS): skip the few-second imitation of near-copies")
     train.add_argument("--eval-workers", type=int, default=2)
     train.add_argument("--executor", choices=("thread", "process"), default="thread")
     train.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -100,6 +102,7 @@ def _discovery_config(args: argparse.Namespace) -> Any:
         puct_c=args.puct_c, kl_coef=args.kl_coef or 0.0, clip_eps=args.clip_eps, update=not args.no_update,
         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, lora_target_modules=args.lora_target_modules,
         device=args.device, sampler=args.sampler, eval_workers=args.eval_workers, executor=args.executor,
+        edit_prior=not args.no_edit_prior,
         seed=args.seed, run_dir=run_dir)
 
 

@@ -64,10 +64,14 @@ class RunDir:
         self.config_file = self.path / "config.json"
         self.best_file = self.path / "best.json"
 
-    def create(self, config: dict[str, Any]) -> None:
-        """Start a fresh run; refuses a directory that already holds one (use --resume)."""
+    def refuse_existing(self) -> None:
+        """A fresh run never writes over another: checked before any expensive set-up."""
         if self.config_file.exists():
             raise FileExistsError(f"{self.path} already holds a run; pass --resume to continue it or choose another --run-dir")
+
+    def create(self, config: dict[str, Any]) -> None:
+        """Start a fresh run; refuses a directory that already holds one (use --resume)."""
+        self.refuse_existing()
         self.path.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.config_file, config)
 

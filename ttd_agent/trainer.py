@@ -169,6 +169,8 @@ class DiscoveryTrainer:
 
     def __init__(self, config: DiscoveryConfig, *, resume: bool = False, policy: Policy | None = None) -> None:
         self.run_dir = RunDir(config.run_dir)
+        if not resume:
+            self.run_dir.refuse_existing()
         if resume:
             saved = self.run_dir.config()
             overrides = {"steps": config.steps} if config.steps is not None else {}
