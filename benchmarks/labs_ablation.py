@@ -7,7 +7,7 @@ Four configurations, equal sample budgets (steps x groups x group size), the emb
   best-of-N           the untrained policy sampled the same number of times (no update, no reuse)
   mean, no reuse      mean-baseline policy gradient from the initial state only
   entropic, no reuse  adaptive entropic objective from the initial state only
-and, for scale, uniform random search over all 2^N sequences with the same budget (no policy).
+plus PUCT reuse without updates (what the buffer search alone does with the frozen prior) and, for scale, uniform random search over all 2^N sequences with the same budget (no policy).
 The embedded policy starts from its edit prior (near-copies of the state it is shown; see
 `teach_edit_prior`), so best-of-N samples near-copies of the initial state.
 Reports the best energy found (mean ± sd over seeds; lower is better, E* is the proven optimum),
@@ -36,6 +36,7 @@ CONFIGS: dict[str, dict[str, object]] = {
     "best-of-N (untrained policy)": {"update": False, "reuse": "none"},
     "mean baseline, no reuse": {"objective": "mean", "reuse": "none"},
     "entropic-adaptive, no reuse": {"objective": "entropic-adaptive", "reuse": "none"},
+    "PUCT reuse, no update": {"update": False, "reuse": "puct"},
 }
 
 

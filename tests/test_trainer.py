@@ -38,7 +38,7 @@ def test_a_short_labs_run_writes_everything_and_resumes(tmp_path: Path) -> None:
     saved = json.loads((run / "best.json").read_text())
     assert saved["state"]["reward"] == best.reward == max(m["best_reward"] for m in metrics)
     assert best.reward >= max(m["reward_max"] for m in metrics)
-    assert json.loads((run / "config.json").read_text())["lr"] == 3e-3
+    assert json.loads((run / "config.json").read_text())["lr"] == 1e-3
     assert (run / "plots" / "reward_distribution.png").stat().st_size > 1000
     assert (run / "plots" / "best_so_far.png").stat().st_size > 1000
     assert json.loads((run / "latest.json").read_text())["step"] == 3

@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.method == "ttrl":
             return train_ttrl(args)
         return train_discovery(args)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as exc:
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError, ImportError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
 

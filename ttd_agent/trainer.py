@@ -85,6 +85,11 @@ class DiscoveryConfig:
     rewrite the program it is shown). Without it the tiny policy must discover copying from rewards."""
     edit_prior_edits: float = 2.0
     """Mean number of characters the prior changes per answer."""
+    zero_unchanged: bool = True
+    """Train on reward 0 for an answer that hands back its start state unchanged. It discovers
+    nothing, yet near a good state it is often the group's best, and rewarding it teaches the
+    policy to copy until every group is the same answer and the search stops. Logged rewards and
+    the buffer are untouched."""
     eval_workers: int = 2
     executor: Literal["thread", "process"] = "thread"
     eval_timeout_s: float | None = None
@@ -121,7 +126,7 @@ def resolve(config: DiscoveryConfig, problem: Any) -> DiscoveryConfig:
     if resolved.model == "embedded" and d.embedded is None:
         raise ValueError(f"{config.env} has no embedded spec (its answers are programs); pass --model with a causal LM")
     if resolved.lr is None:
-        resolved.lr = 3e-3 if resolved.model == "embedded" else 4e-5
+        resolved.lr = 1e-3 if resolved.model == "embedded" else 4e-5
     for name in ("steps", "groups_per_step", "group_size", "eval_workers", "checkpoint_every"):
         if getattr(resolved, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(resolved, name)}")
@@ -162,6 +167,18 @@ def teach_edit_prior(policy: Any, spec: EmbeddedSpec, edits: float, rng: np.rand
     answers = np.where(changed, (states + shifts) % k, states)
     pairs = [("".join(alphabet[s]), "".join(alphabet[a])) for s, a in zip(states, answers)]
     return policy.imitate(pairs, steps=steps, batch_size=batch_size)
+
+
+def repeats_start(start: State, evaluation: Evaluation) -> bool:
+    """True when a valid answer reproduced its start state: same construction (or, without one, same code)."""
+    if not evaluation.valid:
+        return False
+    if evaluation.construction is not None or start.construction is not None:
+        try:
+            return bool(np.array_equal(np.asarray(evaluation.construction), np.asarray(start.construction)))
+        except (TypeError, ValueError):
+            return False
+    return evaluation.code is not None and evaluation.code == start.code
 
 
 class DiscoveryTrainer:
@@ -248,7 +265,9 @@ class DiscoveryTrainer:
         t_eval = time.perf_counter()
 
         rewards = np.array([ev.reward for ev in evaluations], dtype=np.float64).reshape(len(starts), cfg.group_size)
-        items, betas, informative = self._advantages(groups, rewards)
+        unchanged = np.array([repeats_start(starts[i // cfg.group_size], ev) for i, ev in enumerate(evaluations)])
+        train_rewards = np.where(unchanged.reshape(rewards.shape) & cfg.zero_unchanged, 0.0, rewards)
+        items, betas, informative = self._advantages(groups, train_rewards)
         update_stats = self.policy.update(items, self._loss_config()) if cfg.update and items else {}
         t_update = time.perf_counter()
 
@@ -257,6 +276,7 @@ class DiscoveryTrainer:
         self.samples += len(jobs)
         row = self._metrics(rewards, evaluations, groups, betas, informative, update_stats,
                             timings=(t0, t_sample, t_eval, t_update))
+        row["unchanged_fraction"] = float(unchanged.mean())
         rollouts = self._rollout_rows(starts, groups, evaluations)
         self.run_dir.log_step(row, rollouts)
         if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:

@@ -39,7 +39,16 @@ def load_target(target: str) -> Any:
 
 
 def problem_class(env_id: str) -> Any:
-    """The Problem class behind an id (for the trainer, which evaluates without env instances)."""
+    """The Problem class behind an id (for the trainer, which evaluates without env instances).
+
+    Besides the registered ids, "package.module:ClassName" names any Problem class directly, so a
+    new problem can be trained on before it is registered.
+    """
+    if ":" in env_id and not env_id.startswith("ttd/"):
+        try:
+            return load_target(env_id)
+        except (ImportError, AttributeError) as exc:
+            raise KeyError(f"cannot load the Problem class {env_id!r}: {exc}") from exc
     for entry in ENVS:
         if entry.env_id == env_id and not entry.vector_env:
             return load_target(entry.target)
