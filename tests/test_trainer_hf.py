@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("peft", reason="the HF backend needs the [agent] extra (transformers, peft)")
 
-from ttd_agent.policy.tiny import build_tiny_causal_lm  # noqa: E402
-from ttd_agent.trainer import DiscoveryConfig, DiscoveryTrainer  # noqa: E402
-from ttd_envs.core.problem import Evaluation, Record, TrainerDefaults  # noqa: E402
-from ttd_envs.core.state import State  # noqa: E402
+from ttd_agent.policy.tiny import build_tiny_causal_lm
+from ttd_agent.trainer import DiscoveryConfig, DiscoveryTrainer
+from ttd_envs.core.problem import Evaluation, Record, TrainerDefaults
+from ttd_envs.core.state import State
 
 
 class DistinctCharacters:

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 console = Console()
@@ -142,6 +149,11 @@ def _print_summary(trainer: Any, best: Any) -> None:
     table.add_row("score (the problem's own metric)", f"{best.score:.10g}" if best.score is not None else "-")
     if problem.record is not None:
         table.add_row("record to beat", problem.record.describe())
+        if best.score is not None:
+            gap = best.score - problem.record.score
+            beaten = gap < 0 if not problem.record.higher_is_better else gap > 0
+            table.add_row("gap to the record", f"{gap:+.6g}" + ("  [bold green]record beaten[/]" if beaten else
+                                                             "  [green]record matched[/]" if gap == 0 else ""))
     if isinstance(best.construction, str) and len(best.construction) <= 200:
         table.add_row("construction", best.construction)
     table.add_row("run dir", str(run))

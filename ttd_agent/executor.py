@@ -29,7 +29,7 @@ _WORKER_PROBLEM: Any = None
 
 
 def _init_worker(problem: Problem) -> None:
-    global _WORKER_PROBLEM  # noqa: PLW0603 - one problem per worker process, set once at start
+    global _WORKER_PROBLEM
     _WORKER_PROBLEM = problem
 
 
@@ -40,7 +40,7 @@ def _evaluate_in_worker(action: str, state: State) -> Evaluation:
 def _guarded(problem: Problem, action: str, state: State) -> Evaluation:
     try:
         return problem.evaluate(action, state)
-    except Exception as exc:  # noqa: BLE001 - a problem bug must not end the run
+    except Exception as exc:
         log.exception("evaluate raised")
         return Evaluation.failure(f"the evaluator raised {type(exc).__name__}: {exc}")
 

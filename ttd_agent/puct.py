@@ -24,8 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ttd_agent.rundir import write_json_atomic
 from ttd_envs.core.state import State
 
 Sampler = Literal["puct", "greedy", "fixed"]
@@ -354,27 +353,8 @@ class StateBuffer:
         return buffer
 
     def save(self, path: Path) -> None:
-        """Write atomically: a temporary file in the same directory, fsync, then os.replace.
-
-        A crash at any moment leaves either the previous file or the new one, never a torn one.
-        """
-        path = Path(path)
-        text = json.dumps(self.to_dict())
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w") as file:
-                file.write(text)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # make the rename itself durable
-        finally:
-            os.close(directory)
+        """Write atomically (`rundir.write_json_atomic`): a crash leaves the old file or the new one."""
+        write_json_atomic(Path(path), self.to_dict())
 
     @classmethod
     def load(cls, path: Path) -> StateBuffer:
