@@ -107,7 +107,9 @@ def test_allocating_4_gib_is_mle(env) -> None:
 
 def test_peak_rss_over_1_gib_is_mle(cache: Path) -> None:
     with Sandbox(preload=()) as box:
-        judge = CppJudge(box, cache_dir=cache, limits=RunLimits())
+        # Touching 1.4 GiB costs 1-2 s of kernel CPU time in page faults, more on a loaded machine;
+        # a generous CPU limit keeps this test about memory, not about the time limit.
+        judge = CppJudge(box, cache_dir=cache, limits=RunLimits(cpu_s=10.0))
         source = ("#include <bits/stdc++.h>\nint main(){ std::vector<char> v(1400ULL << 20); "
                   "for (size_t i = 0; i < v.size(); i += 4096) v[i] = 1; std::printf(\"%d\", v[4096]); }\n")
         report = judge.judge(source, [TestCase("t", b"")], lambda test, out: 1.0)
