@@ -14,14 +14,13 @@ is right and falling on the decoys (TTRL cannot fix a wrong consensus, ttrl.md Â
 
     python -m benchmarks.ttrl_learning [--seeds 0 1 2] [--questions 16] [--episodes 12] [--write]
 
-`--write` puts the table into docs/results_ttrl.md between its markers.
+`--write` puts the table into docs/results.md between its markers.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -30,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._report import machine_line, markdown_table
+from benchmarks._report import markdown_table, write_section
 from ttd_agent.ttrl import arithmetic_questions
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "results_ttrl.md"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "results.md"
 ALPHABET = "-0123456789"
 
 
@@ -147,12 +146,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def write_doc(markdown: str, settings: str) -> None:
-    begin, end = "<!-- begin:ttrl_learning -->", "<!-- end:ttrl_learning -->"
-    body = f"{begin}\nMeasured on: {machine_line()}\n\n{settings}\n\n{markdown.strip()}\n{end}"
-    text = DOC.read_text() if DOC.exists() else "# TTRL results\n"
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
-    text = pattern.sub(lambda _: body, text) if pattern.search(text) else text.rstrip() + "\n\n" + body + "\n"
-    DOC.write_text(text)
+    write_section("ttrl_learning", f"{settings}\n\n{markdown.strip()}", doc=DOC)
 
 
 def main() -> None:
@@ -166,7 +160,7 @@ def main() -> None:
     parser.add_argument("--eval-samples", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-4, help="peak TTRL learning rate")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for this tiny model)")
-    parser.add_argument("--write", action="store_true", help="write the table into docs/results_ttrl.md")
+    parser.add_argument("--write", action="store_true", help="write the table into docs/results.md")
     args = parser.parse_args()
     import torch
 

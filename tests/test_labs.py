@@ -12,6 +12,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import ttd_envs  # noqa: F401 - registers the ttd/ ids
+from ttd_envs.core.parsing import last_fenced_block
 from ttd_envs.core.problem import Problem
 from ttd_envs.core.state import State
 from ttd_envs.core.text import sanitize
@@ -20,7 +21,6 @@ from ttd_envs.problems.labs import (
     MAX_ANSWER_CHARS,
     energies,
     energy,
-    last_fenced_block,
     load_table,
     merit_factor,
     reference_energy,

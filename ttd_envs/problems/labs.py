@@ -26,6 +26,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from ttd_envs.core.parsing import last_fenced_block
 from ttd_envs.core.problem import EmbeddedSpec, Evaluation, Record, TrainerDefaults
 from ttd_envs.core.state import State
 
@@ -152,27 +153,6 @@ def string_to_sequence(text: str) -> np.ndarray:
         raise ValueError(f"only '+' and '-' are allowed; found {bad.group()!r} at position {bad.start() + 1}")
     codes = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
     return np.where(codes == ord("+"), 1, -1).astype(np.int8)
-
-
-def last_fenced_block(text: str) -> str | None:
-    """The content of the last closed ``` block, or None. One linear pass over the lines.
-
-    A block opens at a line whose stripped form starts with ``` (any info string, e.g. ```text)
-    and closes at the next line whose stripped form is exactly ```. An unclosed block is ignored.
-    """
-    if "```" not in text:
-        return None
-    lines = text.split("\n")
-    start, last = -1, None
-    for index, line in enumerate(lines):
-        stripped = line.strip()
-        if start < 0:
-            if stripped.startswith("```"):
-                start = index + 1
-        elif stripped == "```":
-            last = (start, index)
-            start = -1
-    return None if last is None else "\n".join(lines[last[0]:last[1]])
 
 
 def _describe_char(c: str) -> str:
