@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from benchmarks._report import machine_line, markdown_table
+from benchmarks._report import machine_line, markdown_table, write_section
 from ttd_agent.policy.base import LossConfig, TrainItem
 from ttd_agent.policy.embedded import EmbeddedConfig, EmbeddedPolicy
 
@@ -57,13 +57,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--write", action="store_true", help="also write the table into docs/benchmarks.md")
     args = parser.parse_args()
     config = EmbeddedConfig()
     rows = [row for threads in args.threads for row in measure(threads, args.repeats)]
-    print(f"Embedded policy (d_model={config.d_model}, {config.n_layer} layers, {config.n_head} heads), "
-          f"{SAMPLES} samples x {LENGTH} tokens, {PROMPT}-char prompts; median of {args.repeats}")
-    print(f"Measured on: {machine_line()}, torch {torch.__version__}\n")
-    print(markdown_table(["threads", "call", "time", "samples/s", "tokens/s"], rows))
+    text = (f"Embedded policy (d_model={config.d_model}, {config.n_layer} layers, {config.n_head} heads), "
+            f"{SAMPLES} samples x {LENGTH} tokens, {PROMPT}-char prompts; median of {args.repeats}; torch "
+            f"{torch.__version__}.\n\n" + markdown_table(["threads", "call", "time", "samples/s", "tokens/s"], rows))
+    print(f"Measured on: {machine_line()}\n\n{text}")
+    if args.write:
+        write_section("policy_throughput", text)
 
 
 if __name__ == "__main__":
