@@ -85,11 +85,13 @@ class DiscoveryConfig:
     rewrite the program it is shown). Without it the tiny policy must discover copying from rewards."""
     edit_prior_edits: float = 2.0
     """Mean number of characters the prior changes per answer."""
-    zero_unchanged: bool = True
-    """Train on reward 0 for an answer that hands back its start state unchanged. It discovers
-    nothing, yet near a good state it is often the group's best, and rewarding it teaches the
-    policy to copy until every group is the same answer and the search stops. Logged rewards and
-    the buffer are untouched."""
+    unchanged: Literal["zero", "drop", "keep"] = "zero"
+    """What the update does with an answer that hands back its start state unchanged. It discovers
+    nothing, yet near a good state it is often the best of its group, and rewarding it ("keep")
+    teaches the policy to copy until every sample is the same and the search stops. "zero" trains
+    on it as reward 0, pushing away from copying (now and then so hard that the policy forgets to
+    copy for a step or two, which on LABS pays as exploration); "drop" leaves it out of its group's
+    advantages. Logged rewards and the buffer are untouched."""
     eval_workers: int = 2
     executor: Literal["thread", "process"] = "thread"
     eval_timeout_s: float | None = None
@@ -265,9 +267,11 @@ class DiscoveryTrainer:
         t_eval = time.perf_counter()
 
         rewards = np.array([ev.reward for ev in evaluations], dtype=np.float64).reshape(len(starts), cfg.group_size)
-        unchanged = np.array([repeats_start(starts[i // cfg.group_size], ev) for i, ev in enumerate(evaluations)])
-        train_rewards = np.where(unchanged.reshape(rewards.shape) & cfg.zero_unchanged, 0.0, rewards)
-        items, betas, informative = self._advantages(groups, train_rewards)
+        unchanged = np.array([repeats_start(starts[i // cfg.group_size], ev)
+                              for i, ev in enumerate(evaluations)]).reshape(rewards.shape)
+        train_rewards = np.where(unchanged, 0.0, rewards) if cfg.unchanged == "zero" else rewards
+        trained = ~unchanged if cfg.unchanged == "drop" else np.ones_like(unchanged)
+        items, betas, informative = self._advantages(groups, train_rewards, trained)
         update_stats = self.policy.update(items, self._loss_config()) if cfg.update and items else {}
         t_update = time.perf_counter()
 
@@ -289,19 +293,22 @@ class DiscoveryTrainer:
         return LossConfig(clip_eps=self.config.clip_eps, kl_coef=self.config.kl_coef, kl_mode="reward",
                           aggregation="seq-sum")
 
-    def _advantages(self, groups: list[list[Sample]], rewards: np.ndarray) -> tuple[list[TrainItem], list[float], int]:
-        """Per-group advantages; groups whose rewards are all equal carry no signal and are dropped."""
+    def _advantages(self, groups: list[list[Sample]], rewards: np.ndarray,
+                    trained: np.ndarray) -> tuple[list[TrainItem], list[float], int]:
+        """Per-group advantages over the `trained` samples of each group; a group whose trained
+        rewards are all equal (or fewer than two) carries no signal and is dropped."""
         items: list[TrainItem] = []
         betas: list[float] = []
         informative = 0
-        for group, group_rewards in zip(groups, rewards):
-            if not is_informative(group_rewards):
+        for group, group_rewards, mask in zip(groups, rewards, trained):
+            kept = [sample for sample, keep in zip(group, mask) if keep]
+            if len(kept) < 2 or not is_informative(group_rewards[mask]):
                 continue
-            advantages, beta = group_advantages(group_rewards, self.config.objective, self.config.beta)
+            advantages, beta = group_advantages(group_rewards[mask], self.config.objective, self.config.beta)
             informative += 1
             if beta is not None:
                 betas.append(beta)
-            items.extend(TrainItem(sample, float(a)) for sample, a in zip(group, advantages))
+            items.extend(TrainItem(sample, float(a)) for sample, a in zip(kept, advantages))
         return items, betas, informative
 
     def _grow_buffer(self, starts: list[State], evaluations: list[Evaluation]) -> bool:
