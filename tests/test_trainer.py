@@ -115,3 +115,48 @@ def test_cli_envs_and_best(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main(["best", str(tmp_path)]) == 0
     shown = capsys.readouterr().out
     assert best.construction in shown and repr(best.score) in shown
+
+
+def test_an_answer_that_repeats_its_start_state_is_recognised() -> None:
+    from ttd_agent.trainer import repeats_start
+    from ttd_envs.core.problem import Evaluation
+    from ttd_envs.core.state import State
+
+    start = State(construction="+-+-", reward=1.0)
+    assert repeats_start(start, Evaluation(reward=1.0, valid=True, construction="+-+-"))
+    assert not repeats_start(start, Evaluation(reward=2.0, valid=True, construction="++--"))
+    assert not repeats_start(start, Evaluation.failure("bad"))
+    program = State(code="def run(): pass")
+    assert repeats_start(program, Evaluation(reward=1.0, valid=True, code="def run(): pass"))
+    assert not repeats_start(program, Evaluation(reward=1.0, valid=True, code="def run(): return 1"))
+
+
+@pytest.mark.parametrize("mode", ["zero", "drop", "keep"])
+def test_unchanged_answers_in_the_advantages(tmp_path: Path, mode: str) -> None:
+    """Group of 4: two copies of the start (reward 3), two edits (rewards 1 and 2)."""
+    import numpy as np
+
+    from ttd_agent.objective import group_advantages
+    from ttd_agent.policy.base import Sample
+    from ttd_agent.trainer import training_rewards
+
+    trainer = DiscoveryTrainer(DiscoveryConfig(**SMALL, steps=1, run_dir=str(tmp_path), unchanged=mode))
+    samples = [Sample(prompt="p", text=t, prompt_ids=[], completion_ids=[1], logprobs=np.zeros(1)) for t in "abcd"]
+    rewards = np.array([[3.0, 3.0, 1.0, 2.0]])
+    unchanged = np.array([[True, True, False, False]])
+    train, trained = training_rewards(rewards, unchanged, mode)
+    items, _, informative = trainer._advantages([samples], train, trained)
+    trainer.close()
+    assert informative == 1
+    if mode == "drop":
+        assert [it.sample.text for it in items] == ["c", "d"]
+        expected, _ = group_advantages(np.array([1.0, 2.0]), "entropic-adaptive")
+    else:
+        assert [it.sample.text for it in items] == list("abcd")
+        expected, _ = group_advantages(train[0], "entropic-adaptive")
+    assert [it.advantage for it in items] == pytest.approx(expected.tolist())
+    if mode == "zero":
+        assert train[0].tolist() == [0.0, 0.0, 1.0, 2.0]
+        assert items[0].advantage < 0 < items[3].advantage
+    if mode == "keep":
+        assert items[0].advantage > 0 > items[2].advantage

@@ -171,6 +171,16 @@ def teach_edit_prior(policy: Any, spec: EmbeddedSpec, edits: float, rng: np.rand
     return policy.imitate(pairs, steps=steps, batch_size=batch_size)
 
 
+def training_rewards(rewards: np.ndarray, unchanged: np.ndarray,
+                     mode: Literal["zero", "drop", "keep"]) -> tuple[np.ndarray, np.ndarray]:
+    """(rewards the advantages see, mask of the samples trained on); see `DiscoveryConfig.unchanged`."""
+    if mode not in ("zero", "drop", "keep"):
+        raise ValueError(f"unchanged must be 'zero', 'drop' or 'keep', got {mode!r}")
+    seen = np.where(unchanged, 0.0, rewards) if mode == "zero" else rewards
+    trained = ~unchanged if mode == "drop" else np.ones_like(unchanged, dtype=bool)
+    return seen, trained
+
+
 def repeats_start(start: State, evaluation: Evaluation) -> bool:
     """True when a valid answer reproduced its start state: same construction (or, without one, same code)."""
     if not evaluation.valid:
@@ -269,9 +279,7 @@ class DiscoveryTrainer:
         rewards = np.array([ev.reward for ev in evaluations], dtype=np.float64).reshape(len(starts), cfg.group_size)
         unchanged = np.array([repeats_start(starts[i // cfg.group_size], ev)
                               for i, ev in enumerate(evaluations)]).reshape(rewards.shape)
-        train_rewards = np.where(unchanged, 0.0, rewards) if cfg.unchanged == "zero" else rewards
-        trained = ~unchanged if cfg.unchanged == "drop" else np.ones_like(unchanged)
-        items, betas, informative = self._advantages(groups, train_rewards, trained)
+        items, betas, informative = self._advantages(groups, *training_rewards(rewards, unchanged, cfg.unchanged))
         update_stats = self.policy.update(items, self._loss_config()) if cfg.update and items else {}
         t_update = time.perf_counter()
 
