@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lora-rank", type=int, default=32)
     train.add_argument("--lora-alpha", type=float)
     train.add_argument("--lora-target-modules", nargs="+", help="module names to adapt (default: all linear layers)")
+    train.add_argument("--full-finetune", action="store_true", help="HF backend: train all weights, no LoRA")
     train.add_argument("--temperature", type=float)
     train.add_argument("--max-new-tokens", type=int)
     train.add_argument("--objective", choices=("entropic-adaptive", "entropic", "mean", "grpo"),
@@ -108,6 +109,7 @@ def _discovery_config(args: argparse.Namespace) -> Any:
         max_new_tokens=args.max_new_tokens, objective=args.objective, beta=args.beta, reuse=args.reuse,
         puct_c=args.puct_c, kl_coef=args.kl_coef or 0.0, clip_eps=args.clip_eps, update=not args.no_update,
         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, lora_target_modules=args.lora_target_modules,
+        full_finetune=args.full_finetune,
         device=args.device, sampler=args.sampler, eval_workers=args.eval_workers, executor=args.executor,
         edit_prior=not args.no_edit_prior,
         seed=args.seed, run_dir=run_dir)

@@ -75,6 +75,8 @@ class DiscoveryConfig:
     lora_rank: int = 32
     lora_alpha: float | None = None
     lora_target_modules: list[str] | None = None
+    full_finetune: bool = False
+    """HF backend: train every weight instead of a LoRA adapter (small models only)."""
     device: str | None = None
     sampler: Literal["hf", "vllm"] = "hf"
     embedded: dict[str, Any] = field(default_factory=dict)
@@ -149,7 +151,8 @@ def build_policy(config: DiscoveryConfig, problem: Any) -> Policy:
             teach_edit_prior(policy, spec, config.edit_prior_edits, np.random.default_rng([config.seed, 1]))
         return policy
     return make_policy("hf", model=config.model, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
-                       target_modules=config.lora_target_modules, lr=config.lr, device=config.device,
+                       target_modules=config.lora_target_modules, full_finetune=config.full_finetune,
+                       lr=config.lr, device=config.device,
                        seed=config.seed, sampler=config.sampler)
 
 

@@ -589,7 +589,8 @@ def config_from_args(args: Any) -> tuple[TTRLConfig, dict[str, Any]]:
     policy = ({"kind": "embedded", "alphabet": EMBEDDED_ALPHABET, "seed": fields.get("seed", 0), "max_context": 256}
               if embedded else
               {"kind": "hf", "model": args.model, "lora_rank": arg("lora_rank") or 32, "lora_alpha": arg("lora_alpha"),
-               "target_modules": arg("lora_target_modules"), "device": arg("device"),
+               "target_modules": arg("lora_target_modules"), "full_finetune": bool(arg("full_finetune")),
+               "device": arg("device"),
                "sampler": arg("sampler") or "hf", "seed": fields.get("seed", 0), "weight_decay": 0.01})
     config = TTRLConfig(**fields, extra={"policy": policy})
     return config, policy
