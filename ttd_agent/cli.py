@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -210,6 +212,8 @@ def show_best(run_dir: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if os.getcwd() not in sys.path:  # like `python -m`: --env package.module:Class from the current directory
+        sys.path.insert(0, os.getcwd())
     try:
         if args.command == "envs":
             return list_envs()
@@ -219,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             return train_ttrl(args)
         return train_discovery(args)
     except (ValueError, KeyError, FileNotFoundError, FileExistsError, ImportError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # str(KeyError) adds quotes
+        console.print(f"[red]error:[/] {escape(str(message))}")
         return 2
 
 
