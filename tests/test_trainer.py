@@ -118,17 +118,18 @@ def test_cli_envs_and_best(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_an_answer_that_repeats_its_start_state_is_recognised() -> None:
-    from ttd_agent.trainer import repeats_start
+    from ttd_agent.puct import same_solution
     from ttd_envs.core.problem import Evaluation
     from ttd_envs.core.state import State
 
     start = State(construction="+-+-", reward=1.0)
-    assert repeats_start(start, Evaluation(reward=1.0, valid=True, construction="+-+-"))
-    assert not repeats_start(start, Evaluation(reward=2.0, valid=True, construction="++--"))
-    assert not repeats_start(start, Evaluation.failure("bad"))
+    same = Evaluation(reward=1.0, valid=True, construction="+-+-").child_of(start)
+    edited = Evaluation(reward=2.0, valid=True, construction="++--").child_of(start)
+    assert same_solution(start, same) and not same_solution(start, edited)
+    assert Evaluation.failure("bad").child_of(start) is None
     program = State(code="def run(): pass")
-    assert repeats_start(program, Evaluation(reward=1.0, valid=True, code="def run(): pass"))
-    assert not repeats_start(program, Evaluation(reward=1.0, valid=True, code="def run(): return 1"))
+    assert same_solution(program, Evaluation(reward=1.0, valid=True, code="def run(): pass").child_of(program))
+    assert not same_solution(program, Evaluation(reward=1.0, valid=True, code="def run(): return 1").child_of(program))
 
 
 @pytest.mark.parametrize("mode", ["zero", "drop", "keep"])

@@ -74,6 +74,11 @@ def dedup_keys(state: State) -> list[str]:
     return keys
 
 
+def same_solution(a: State, b: State) -> bool:
+    """True when the buffer would count `a` and `b` as one solution (a shared `dedup_keys` key)."""
+    return not set(dedup_keys(a)).isdisjoint(dedup_keys(b))
+
+
 def pick_lineage_disjoint(ranked: Sequence[State], count: int, blocked_by: Callable[[State], set[str]],
                           rng: np.random.Generator, epsilon: float = 0.0) -> list[State]:
     """Walk `ranked` best first, taking states outside the lineage of every earlier pick.

@@ -28,7 +28,7 @@ from ttd_agent.executor import Executor
 from ttd_agent.objective import group_advantages, is_informative
 from ttd_agent.plots import plot_best_so_far, plot_reward_distribution
 from ttd_agent.policy.base import LossConfig, Policy, Sample, TrainItem
-from ttd_agent.puct import StateBuffer
+from ttd_agent.puct import StateBuffer, same_solution
 from ttd_agent.rundir import RunDir, write_json_atomic
 from ttd_envs.core.problem import EmbeddedSpec, Evaluation
 from ttd_envs.core.state import State
@@ -184,18 +184,6 @@ def training_rewards(rewards: np.ndarray, unchanged: np.ndarray,
     return seen, trained
 
 
-def repeats_start(start: State, evaluation: Evaluation) -> bool:
-    """True when a valid answer reproduced its start state: same construction (or, without one, same code)."""
-    if not evaluation.valid:
-        return False
-    if evaluation.construction is not None or start.construction is not None:
-        try:
-            return bool(np.array_equal(np.asarray(evaluation.construction), np.asarray(start.construction)))
-        except (TypeError, ValueError):
-            return False
-    return evaluation.code is not None and evaluation.code == start.code
-
-
 class DiscoveryTrainer:
     """Owns the problem, policy, buffer, executor and run directory of one TTT-Discover run."""
 
@@ -280,13 +268,15 @@ class DiscoveryTrainer:
         t_eval = time.perf_counter()
 
         rewards = np.array([ev.reward for ev in evaluations], dtype=np.float64).reshape(len(starts), cfg.group_size)
-        unchanged = np.array([repeats_start(starts[i // cfg.group_size], ev)
-                              for i, ev in enumerate(evaluations)]).reshape(rewards.shape)
+        parents = [start for start in starts for _ in range(cfg.group_size)]
+        children = [ev.child_of(parent, {"step": self.step + 1}) for parent, ev in zip(parents, evaluations)]
+        unchanged = np.array([child is not None and same_solution(parent, child)
+                              for parent, child in zip(parents, children)]).reshape(rewards.shape)
         items, betas, informative = self._advantages(groups, *training_rewards(rewards, unchanged, cfg.unchanged))
         update_stats = self.policy.update(items, self._loss_config()) if cfg.update and items else {}
         t_update = time.perf_counter()
 
-        improved = self._grow_buffer(starts, evaluations)
+        improved = self._grow_buffer(starts, children)
         self.step += 1
         self.samples += len(jobs)
         row = self._metrics(rewards, evaluations, groups, betas, informative, update_stats,
@@ -322,24 +312,17 @@ class DiscoveryTrainer:
             items.extend(TrainItem(sample, float(a)) for sample, a in zip(kept, advantages))
         return items, betas, informative
 
-    def _grow_buffer(self, starts: list[State], evaluations: list[Evaluation]) -> bool:
-        """Insert each group's valid children under its parent; True when the best state improved."""
+    def _grow_buffer(self, starts: list[State], children: list[State | None]) -> bool:
+        """Record each group's children (None = failed rollout) under its start state; True when
+        the best state improved."""
         size = self.config.group_size
         previous = self.best.reward if self.best is not None and self.best.reward is not None else -math.inf
         for g, parent in enumerate(starts):
-            children = []
-            for ev in evaluations[g * size:(g + 1) * size]:
-                if not ev.valid:
-                    children.append(None)
-                    continue
-                children.append(parent.child(code=ev.code, reward=ev.reward, score=ev.score,
-                                             construction=ev.construction, stdout=ev.stdout,
-                                             metadata={"step": self.step + 1}))
-            self.buffer.record_expansion(parent, children)
+            self.buffer.record_expansion(parent, children[g * size:(g + 1) * size])
         best = self.buffer.best()
         if best.reward is not None and best.reward > previous:
             self.best = best
-            self.best_curve.append((self.samples + len(evaluations), float(best.reward)))
+            self.best_curve.append((self.samples + len(children), float(best.reward)))
             return True
         return False
 

@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from ttd_envs.core.problem import Evaluation, Problem
+from ttd_envs.core.problem import Problem
 from ttd_envs.core.state import State
 from ttd_envs.core.text import CHARSET, MAX_ACTION_CHARS, MAX_PROMPT_CHARS, sanitize
 
@@ -55,7 +55,7 @@ class DiscoveryEnv(gym.Env[str, str]):
             raise RuntimeError("call reset() before step()")
         text = action if isinstance(action, str) else str(action)
         evaluation = self.problem.evaluate(text, self.state)
-        new_state = self._child(evaluation) if evaluation.valid else None
+        new_state = evaluation.child_of(self.state)
         if new_state is not None:
             self.state = new_state
         self._turn += 1
@@ -71,16 +71,6 @@ class DiscoveryEnv(gym.Env[str, str]):
         }
         terminated = self._turn >= self.max_turns
         return self._observation(), reward, terminated, False, info
-
-    def _child(self, evaluation: Evaluation) -> State:
-        assert self.state is not None
-        return self.state.child(
-            code=evaluation.code,
-            reward=float(evaluation.reward),
-            score=evaluation.score,
-            construction=evaluation.construction,
-            stdout=evaluation.stdout,
-        )
 
     def _observation(self) -> str:
         assert self.state is not None

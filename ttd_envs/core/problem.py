@@ -79,6 +79,13 @@ class Evaluation:
     elapsed_s: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
 
+    def child_of(self, parent: State, metadata: dict[str, Any] | None = None) -> State | None:
+        """The new State this evaluation made from `parent`, or None when it was invalid."""
+        if not self.valid:
+            return None
+        return parent.child(code=self.code, reward=float(self.reward), score=self.score,
+                            construction=self.construction, stdout=self.stdout, metadata=metadata)
+
     @classmethod
     def failure(cls, error: str, *, code: str | None = None, stdout: str = "", elapsed_s: float = 0.0,
                 details: dict[str, Any] | None = None) -> Evaluation:
