@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ttd_agent.objective import grpo_advantages, is_informative
+from ttd_agent.plots import plot_ttrl
 from ttd_agent.policy.base import LossConfig, Policy, Sample, TrainItem
 from ttd_agent.rundir import RunDir, write_json_atomic
 from ttd_agent.ttrl import avg_at_k, group_metrics, group_outcome, mean_metrics
@@ -661,59 +662,5 @@ def _update_stats(updates: Sequence[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# Plots
-# --------------------------------------------------------------------------------------------
-
-
-def plot_ttrl(train_rows: Sequence[dict[str, Any]], eval_rows: Sequence[dict[str, Any]], directory: Path,
-              title: str) -> None:
-    """plots/ttrl_accuracy.png (avg@k, maj@n, train label accuracy and ground-truth ratio per step)
-    and plots/ttrl_training.png (majority ratio, label/reward accuracy, answer rate, entropy)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def series(rows: Sequence[dict[str, Any]], name: str) -> tuple[list[int], list[float]]:
-        points = [(r["step"], r[name]) for r in rows if r.get(name) is not None]
-        return [p[0] for p in points], [p[1] for p in points]
-
-    directory.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    if eval_rows:
-        k, n = eval_rows[-1]["k"], eval_rows[-1]["n"]
-        ax.plot(*series(eval_rows, "avg_at_k"), marker="o", label=f"eval avg@{k} (true answers)")
-        ax.plot(*series(eval_rows, "maj_at_n"), marker="s", label=f"eval maj@{n} (true answers)")
-    ax.plot(*series(train_rows, "ground_truth_ratio"), alpha=0.6, label="train: share of votes correct")
-    ax.plot(*series(train_rows, "label_accuracy"), alpha=0.6, label="train: label accuracy (batch maj@N)")
-    ax.set_xlabel("rollout step")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"TTRL on {title}: accuracy")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(directory / "ttrl_accuracy.png", dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in ("majority_ratio", "label_accuracy", "reward_accuracy", "answer_rate"):
-        ax.plot(*series(train_rows, name), label=name.replace("_", " "))
-    ax.set_xlabel("rollout step")
-    ax.set_ylabel("share")
-    ax.set_ylim(-0.02, 1.02)
-    steps, entropy = series(train_rows, "entropy")
-    if entropy:
-        right = ax.twinx()
-        right.plot(steps, entropy, color="black", linestyle="--", label="entropy (right)")
-        right.set_ylabel("mean token entropy (nats)")
-        right.legend(loc="lower right", fontsize=8)
-    ax.set_title(f"TTRL on {title}: majority ratio vs label accuracy")
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(directory / "ttrl_training.png", dpi=110)
-    plt.close(fig)
-
-
 __all__ = ["TTRLConfig", "TTRLResult", "TTRLTrainer", "build_policy", "cli_main", "config_from_args", "evaluate",
-           "learning_rate", "plot_ttrl", "resolve_config", "set_learning_rate", "train_ttrl"]
+           "learning_rate", "resolve_config", "set_learning_rate", "train_ttrl"]
