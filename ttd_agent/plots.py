@@ -19,6 +19,13 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_reward_distribution(rollouts: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     """One column of points per step (valid rollouts), with the step's mean and max.
 
@@ -43,10 +50,7 @@ def plot_reward_distribution(rollouts: Sequence[dict[str, Any]], path: Path, tit
     ax.set_ylabel("reward")
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_best_so_far(curves: dict[str, tuple[Sequence[int], Sequence[float]]], path: Path, title: str,
@@ -63,10 +67,7 @@ def plot_best_so_far(curves: dict[str, tuple[Sequence[int], Sequence[float]]], p
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_ttrl(train_rows: Sequence[dict[str, Any]], eval_rows: Sequence[dict[str, Any]], directory: Path,
@@ -79,7 +80,6 @@ def plot_ttrl(train_rows: Sequence[dict[str, Any]], eval_rows: Sequence[dict[str
         points = [(r["step"], r[name]) for r in rows if r.get(name) is not None]
         return [p[0] for p in points], [p[1] for p in points]
 
-    directory.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     if eval_rows:
         k, n = eval_rows[-1]["k"], eval_rows[-1]["n"]
@@ -92,9 +92,7 @@ def plot_ttrl(train_rows: Sequence[dict[str, Any]], eval_rows: Sequence[dict[str
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"TTRL on {title}: accuracy")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(directory / "ttrl_accuracy.png", dpi=110)
-    plt.close(fig)
+    _save(plt, fig, directory / "ttrl_accuracy.png")
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name in ("majority_ratio", "label_accuracy", "reward_accuracy", "answer_rate"):
@@ -110,6 +108,4 @@ def plot_ttrl(train_rows: Sequence[dict[str, Any]], eval_rows: Sequence[dict[str
         right.legend(loc="lower right", fontsize=8)
     ax.set_title(f"TTRL on {title}: majority ratio vs label accuracy")
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(directory / "ttrl_training.png", dpi=110)
-    plt.close(fig)
+    _save(plt, fig, directory / "ttrl_training.png")
