@@ -139,15 +139,16 @@ def resolve(config: DiscoveryConfig, problem: Any) -> DiscoveryConfig:
     return resolved
 
 
-def build_policy(config: DiscoveryConfig, problem: Any) -> Policy:
-    """The embedded tiny transformer for "embedded", else a HF causal LM with LoRA."""
+def build_policy(config: DiscoveryConfig, problem: Any, teach_prior: bool = True) -> Policy:
+    """The embedded tiny transformer for "embedded", else a HF causal LM with LoRA. `teach_prior`
+    False skips the edit prior (a checkpoint is about to replace the weights anyway)."""
     from ttd_agent.policy import make_policy
 
     if config.model == "embedded":
         spec = problem.defaults.embedded
         policy = make_policy("embedded", alphabet=spec.alphabet, length=spec.length,
                              edit_channel=spec.answer_edits_prompt, lr=config.lr, seed=config.seed, **config.embedded)
-        if spec.answer_edits_prompt and config.edit_prior:
+        if spec.answer_edits_prompt and config.edit_prior and teach_prior:
             teach_edit_prior(policy, spec, config.edit_prior_edits, np.random.default_rng([config.seed, 1]))
         return policy
     return make_policy("hf", model=config.model, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
@@ -197,7 +198,9 @@ class DiscoveryTrainer:
             config = DiscoveryConfig(**{**saved, **overrides})
         self.problem = make_problem(config.env, **config.env_kwargs)
         self.config = resolve(config, self.problem)
-        self.policy = policy if policy is not None else build_policy(self.config, self.problem)
+        resuming = resume and self.run_dir.latest_checkpoint() is not None
+        self.policy = policy if policy is not None else build_policy(self.config, self.problem,
+                                                                    teach_prior=not resuming)
         self.compact = self.config.model == "embedded"
         self.executor = Executor(self.problem, self.config.eval_workers, self.config.eval_timeout_s,
                                  self.config.executor)
