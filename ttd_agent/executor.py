@@ -9,6 +9,12 @@ Two local executors share one contract, `evaluate(jobs) -> list[Evaluation]` in 
   of scoring is heavy Python (judges, metrics) and threads would contend for the GIL.
 Every evaluation has a deadline (`timeout_s`, above the problem's own hard kill); one that raises,
 hangs past it, or takes its worker process down becomes `Evaluation.failure` with the reason.
+
+Streaming (to overlap evaluation with sampling): `submit(action, state)` starts one evaluation now
+and returns a `Future`; `gather(futures)` waits for them, in order, with the same deadline and
+failure rules as `evaluate` (which is `gather` over `submit`s). A trainer submits each completion
+as soon as the sampler finishes it, and gathers once the last one is sampled. Any executor (the
+Ray one too) offers `submit`, `gather`, `evaluate` and `close` with these meanings.
 """
 
 from __future__ import annotations
@@ -65,16 +71,22 @@ class Executor:
                 self._pool = cf.ProcessPoolExecutor(self.workers, initializer=_init_worker, initargs=(self.problem,))
         return self._pool
 
-    def _submit(self, pool: cf.Executor, action: str, state: State) -> cf.Future[Evaluation]:
+    def submit(self, action: str, state: State) -> cf.Future[Evaluation]:
+        """Start evaluating one answer now; the future's result is its Evaluation (see `gather`)."""
         if self.kind == "thread":
-            return pool.submit(_guarded, self.problem, action, state)
-        return pool.submit(_evaluate_in_worker, action, state)
+            return self._ensure_pool().submit(_guarded, self.problem, action, state)
+        try:
+            return self._ensure_pool().submit(_evaluate_in_worker, action, state)
+        except BrokenProcessPool:  # a worker died while earlier jobs of this stream ran
+            self._restart()
+            return self._ensure_pool().submit(_evaluate_in_worker, action, state)
 
-    def evaluate(self, jobs: Sequence[tuple[str, State]]) -> list[Evaluation]:
-        """One Evaluation per (action, state), in order. Never raises because of a job."""
-        pool = self._ensure_pool()
-        futures = [self._submit(pool, action, state) for action, state in jobs]
-        deadline = time.monotonic() + self.timeout_s * (1 + (len(jobs) - 1) // self.workers)
+    def gather(self, futures: Sequence[cf.Future[Evaluation]]) -> list[Evaluation]:
+        """The Evaluation of each future, in order. Never raises because of a job: an evaluation
+        that fails, dies or is still running past its deadline becomes `Evaluation.failure`. The
+        deadline counts from this call, `timeout_s` per round of `workers` unfinished jobs."""
+        pending = sum(not f.done() for f in futures)
+        deadline = time.monotonic() + self.timeout_s * (1 + max(0, pending - 1) // self.workers)
         results: list[Evaluation] = []
         broken = False
         for future in futures:
@@ -91,6 +103,10 @@ class Executor:
         if broken:
             self._restart()
         return results
+
+    def evaluate(self, jobs: Sequence[tuple[str, State]]) -> list[Evaluation]:
+        """One Evaluation per (action, state), in order. Never raises because of a job."""
+        return self.gather([self.submit(action, state) for action, state in jobs])
 
     def _restart(self) -> None:
         log.warning("restarting the evaluation pool after a worker died")
