@@ -50,10 +50,11 @@ _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
 
-def _braced(text: str, open_index: int) -> tuple[str, int] | None:
-    """Content of the brace group opening at `open_index` and the index after it; None if unbalanced."""
+def _braced(text: str, open_index: int, end: int | None = None) -> tuple[str, int] | None:
+    """Content of the brace group opening at `open_index` and the index after it; None if it is
+    not closed before `end` (default: the end of the text)."""
     depth = 0
-    for i in range(open_index, len(text)):
+    for i in range(open_index, len(text) if end is None else end):
         if text[i] == "{":
             depth += 1
         elif text[i] == "}":
@@ -67,12 +68,12 @@ def extract_boxed(text: str) -> str | None:
     """The content of the last ``\\boxed{...}`` / ``\\fbox{...}`` with balanced braces, else None.
 
     Linear time: when a box is unbalanced, any earlier box that is still usable must close before
-    it, so each earlier candidate is scanned only up to the failed one.
+    it, so each earlier candidate is scanned only up to the failed one (in place: no copies).
     """
     starts = sorted(m.end() - 1 for cmd in _BOX_COMMANDS for m in re.finditer(re.escape(cmd) + r"\s*\{", text))
     limit = len(text)
     for brace in reversed(starts):
-        group = _braced(text[:limit], brace)
+        group = _braced(text, brace, limit)
         if group is not None:
             return group[0]
         limit = brace

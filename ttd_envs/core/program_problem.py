@@ -13,13 +13,15 @@ from typing import Any
 
 from ttd_envs.core.parsing import extract_code_block, missing_block_message
 from ttd_envs.core.problem import Evaluation, Record, TrainerDefaults
-from ttd_envs.core.sandbox import GiB, Limits, Sandbox, SandboxResult
+from ttd_envs.core.sandbox import GiB, MiB, Limits, Sandbox, SandboxResult
 from ttd_envs.core.state import State
 from ttd_envs.core.text import tail
 
 log = logging.getLogger(__name__)
 
 STDOUT_TAIL_CHARS = 500
+RESULT_SLACK_BYTES = 64 << 10
+"""Room for the JSON header and `.npy` headers on top of a problem's largest valid payload."""
 DEFAULT_PRELOAD = ("numpy", "scipy", "scipy.signal", "scipy.optimize")
 
 
@@ -56,6 +58,9 @@ class PythonProgramProblem:
     defaults: TrainerDefaults
     entry: str
     preload: tuple[str, ...] = DEFAULT_PRELOAD
+    result_bytes: int = 64 * MiB
+    """The largest result the trusted side reads; a program whose result passes it is killed.
+    Subclasses set it from their largest valid answer, so a huge result fails early and cheaply."""
 
     def __init__(self, budget: ProgramBudget) -> None:
         self.budget = budget
@@ -96,7 +101,8 @@ class PythonProgramProblem:
 
     # -- the shared evaluation ---------------------------------------------------------------
     def limits(self) -> Limits:
-        return Limits(wall_s=self.budget.timeout_s, memory_bytes=self.budget.memory_bytes)
+        return Limits(wall_s=self.budget.timeout_s, memory_bytes=self.budget.memory_bytes,
+                      result_bytes=self.result_bytes)
 
     def run_program(self, code: str, state: State) -> SandboxResult:
         return self.sandbox.run_python(code, self.entry, kwargs=self.program_kwargs(),
@@ -119,9 +125,11 @@ class PythonProgramProblem:
         except InvalidConstruction as exc:
             return Evaluation.failure(str(exc), code=code, stdout=output, elapsed_s=result.elapsed_s,
                                       details=details | exc.details)
-        except (TypeError, ValueError, OverflowError, IndexError, KeyError) as exc:
-            return Evaluation.failure(f"could not read the returned value: {exc}", code=code, stdout=output,
-                                      elapsed_s=result.elapsed_s, details=details)
+        except Exception as exc:  # noqa: BLE001 - step never raises because of what a program returned
+            log.warning("%s: the checker raised %s on a returned value", self.name, type(exc).__name__,
+                        exc_info=True)
+            return Evaluation.failure(f"could not read the returned value ({type(exc).__name__}: {exc})",
+                                      code=code, stdout=output, elapsed_s=result.elapsed_s, details=details)
         reward = self.reward_for(score)
         if not math.isfinite(reward):
             return Evaluation.failure(f"score {score!r} gives a non-finite reward", code=code, stdout=output,

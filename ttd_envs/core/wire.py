@@ -1,13 +1,16 @@
 """The result wire format between an untrusted program and the trusted side. Never pickle.
 
 A message is an 8-byte header length, a JSON header, then raw `.npy` blobs. Arrays in the value
-tree are replaced by {"__ndarray__": i}; the trusted side loads blobs with allow_pickle=False.
+tree are replaced by {"__ndarray__": i}. The trusted side never unpickles and never lets numpy
+trust a blob: it checks each `.npy` header (numeric dtype, shape consistent with the blob length)
+before it copies the data out.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import numbers
 import struct
 from typing import Any
@@ -17,6 +20,8 @@ import numpy as np
 _HEADER = struct.Struct("<Q")
 MAX_HEADER_BYTES = 8 << 20
 MAX_DEPTH = 32
+MAX_INT_DIGITS = 19
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 class WireError(ValueError):
@@ -71,50 +76,118 @@ def encode_error(message: str) -> bytes:
     return _HEADER.pack(len(header)) + header
 
 
-def _untree(node: Any, arrays: list[np.ndarray]) -> Any:
-    if isinstance(node, dict):
-        if "__ndarray__" in node:
-            index = node["__ndarray__"]
-            if not isinstance(index, int) or not 0 <= index < len(arrays):
-                raise WireError("malformed result: bad array reference")
-            return arrays[index]
-        if "__seq__" in node:
-            items = [_untree(v, arrays) for v in node["__seq__"]]
-            return tuple(items) if node.get("tuple") else items
-        if "__dict__" in node:
-            return {k: _untree(v, arrays) for k, v in node["__dict__"].items()}
-        raise WireError("malformed result: unknown node")
+# -- the trusted side ------------------------------------------------------------------------
+# Everything below reads bytes a hostile program may have written by hand (it can write to the
+# result descriptor itself). Decoding is total: any byte string gives a value or a WireError.
+
+def _bounded_int(text: str) -> int:
+    """JSON integers must fit in 64 bits: no problem needs more, and Python refuses to convert
+    integers of more than 4,300 digits with a ValueError the caller would not expect."""
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise WireError(f"the result holds an integer with {digits} digits; integers must fit in 64 bits "
+                        "(return floats or arrays for large numbers)")
+    value = int(text)
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise WireError(f"the result holds the integer {value}, outside the 64-bit range")
+    return value
+
+
+def _load_array(blob: memoryview) -> np.ndarray:
+    """One `.npy` blob as a numeric array; the header is checked against the blob's length before
+    anything is allocated (np.load would trust a header that claims 10^12 elements)."""
+    stream = io.BytesIO(blob)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise WireError(f"unsupported .npy version {version}")
+    except WireError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - numpy's header parser raises many types on junk
+        raise WireError(f"malformed array in result: {exc}") from None
+    if dtype.hasobject or dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
+        raise WireError(f"arrays in a result must be numeric; got dtype {dtype}")
+    count = math.prod(shape)
+    body = blob[stream.tell():]
+    if count * dtype.itemsize != len(body):
+        raise WireError(f"malformed array in result: shape {shape} of {dtype} needs {count * dtype.itemsize} "
+                        f"bytes, the blob holds {len(body)}")
+    array = np.frombuffer(body, dtype=dtype, count=count)
+    return array.reshape(shape, order="F" if fortran_order else "C").copy(order="K")
+
+
+def _untree(node: Any, arrays: list[np.ndarray], depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise WireError(f"malformed result: nested deeper than {MAX_DEPTH} levels")
+    if node is None or isinstance(node, (bool, int, float, str)):
+        return node
     if isinstance(node, list):
         raise WireError("malformed result: bare list")
-    return node
+    if "__ndarray__" in node:
+        index = node["__ndarray__"]
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(arrays):
+            raise WireError("malformed result: bad array reference")
+        return arrays[index]
+    if "__seq__" in node:
+        items = node["__seq__"]
+        if not isinstance(items, list):
+            raise WireError("malformed result: a sequence node without a list")
+        values = [_untree(v, arrays, depth + 1) for v in items]
+        return tuple(values) if node.get("tuple") is True else values
+    if "__dict__" in node:
+        members = node["__dict__"]
+        if not isinstance(members, dict):
+            raise WireError("malformed result: a dict node without members")
+        return {k: _untree(v, arrays, depth + 1) for k, v in members.items()}
+    raise WireError("malformed result: unknown node")
 
 
-def decode(data: bytes) -> tuple[Any, str | None]:
-    """Parse a message from an untrusted program: (value, error). Raises WireError if malformed."""
-    if len(data) < _HEADER.size:
+def _decode(data: bytes | bytearray | memoryview) -> tuple[Any, str | None]:
+    view = memoryview(data).cast("B")
+    if len(view) < _HEADER.size:
         raise WireError("the program returned no result")
-    (header_len,) = _HEADER.unpack_from(data)
-    if header_len > MAX_HEADER_BYTES or _HEADER.size + header_len > len(data):
-        raise WireError("malformed result header")
+    (header_len,) = _HEADER.unpack_from(view)
+    if header_len > MAX_HEADER_BYTES or _HEADER.size + header_len > len(view):
+        raise WireError(f"malformed result header: it claims {header_len} bytes")
     try:
-        header = json.loads(data[_HEADER.size:_HEADER.size + header_len])
+        header = json.loads(bytes(view[_HEADER.size:_HEADER.size + header_len]), parse_int=_bounded_int)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WireError(f"malformed result header: {exc}") from None
+    except RecursionError:
+        raise WireError(f"malformed result: nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(header, dict):
-        raise WireError("malformed result header")
+        raise WireError("malformed result header: not a JSON object")
     if "error" in header:
-        return None, str(header["error"])
+        if not isinstance(header["error"], str):
+            raise WireError("malformed result header: the error is not a string")
+        return None, header["error"]
     sizes = header.get("blob_sizes", [])
-    if not isinstance(sizes, list) or not all(isinstance(s, int) and s >= 0 for s in sizes):
+    if not isinstance(sizes, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                              for s in sizes):
         raise WireError("malformed blob sizes")
     offset = _HEADER.size + header_len
-    if offset + sum(sizes) != len(data):
-        raise WireError("result length does not match its header")
+    if offset + sum(sizes) != len(view):
+        raise WireError(f"result length does not match its header ({len(view)} bytes, the header accounts for "
+                        f"{offset + sum(sizes)})")
     arrays = []
     for size in sizes:
-        try:
-            arrays.append(np.load(io.BytesIO(data[offset:offset + size]), allow_pickle=False))
-        except Exception as exc:  # noqa: BLE001 - any malformed blob is the program's fault
-            raise WireError(f"malformed array in result: {exc}") from None
+        arrays.append(_load_array(view[offset:offset + size]))
         offset += size
-    return _untree(header.get("value"), arrays), None
+    return _untree(header.get("value"), arrays, 0), None
+
+
+def decode(data: bytes | bytearray | memoryview) -> tuple[Any, str | None]:
+    """Parse a message from an untrusted program: (value, error). Raises WireError, and only
+    WireError, for anything malformed: wrong lengths, junk JSON, deep nesting, integers beyond
+    64 bits, non-numeric or lying `.npy` headers. Values are numbers, strings, None, lists,
+    tuples, dicts with string keys and numeric numpy arrays, nested at most MAX_DEPTH deep."""
+    try:
+        return _decode(data)
+    except WireError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError, MemoryError) as exc:
+        raise WireError(f"malformed result ({type(exc).__name__}: {exc})") from None
