@@ -76,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-edit-prior", action="store_true",
                        help="embedded policy on an edit env (LABS): skip the few-second imitation of near-copies")
     train.add_argument("--eval-workers", type=int, default=2)
-    train.add_argument("--executor", choices=("thread", "process"), default="thread")
+    train.add_argument("--executor", choices=("thread", "process", "ray"), default="thread",
+                       help="where evaluations run: local threads, local processes, or a Ray cluster")
+    train.add_argument("--ray-address", metavar="ADDRESS",
+                       help="--executor ray: 'auto' (the cluster this node belongs to), HEAD_IP:6379, or unset "
+                            "for $RAY_ADDRESS, else a new local cluster (see docs/distributed.md)")
     train.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     train.add_argument("--sampler", choices=("hf", "vllm"), default="hf", help="sample with vLLM on a GPU")
     train.add_argument("--seed", type=int, default=0)
@@ -119,6 +123,9 @@ def _discovery_config(args: argparse.Namespace) -> Any:
 
 def train_discovery(args: argparse.Namespace) -> int:
     from ttd_agent.trainer import DiscoveryConfig, DiscoveryTrainer
+
+    if args.ray_address:  # where the cluster is today: Ray reads it; not part of the run's config
+        os.environ["RAY_ADDRESS"] = args.ray_address
 
     if args.resume:
         if not args.run_dir:

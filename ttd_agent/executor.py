@@ -52,14 +52,25 @@ def _guarded(problem: Problem, action: str, state: State) -> Evaluation:
 
 
 class Executor:
-    """Runs `problem.evaluate(action, state)` for many jobs at once, at most `workers` at a time."""
+    """Runs `problem.evaluate(action, state)` for many jobs at once, at most `workers` at a time.
+
+    `kind="ray"` returns a `ttd_agent.ray_executor.RayExecutor` (same methods; the cluster comes
+    from `ray_options`, e.g. `address=`, else $RAY_ADDRESS, else a new local one)."""
+
+    def __new__(cls, problem: Problem, workers: int = 2, timeout_s: float = 120.0,
+                kind: Literal["thread", "process", "ray"] = "thread", **ray_options: Any) -> Any:
+        if cls is Executor and kind == "ray":
+            from ttd_agent.ray_executor import RayExecutor
+
+            return RayExecutor(problem, workers, timeout_s, **ray_options)
+        return super().__new__(cls)
 
     def __init__(self, problem: Problem, workers: int = 2, timeout_s: float = 120.0,
-                 kind: Literal["thread", "process"] = "thread") -> None:
+                 kind: Literal["thread", "process", "ray"] = "thread") -> None:
         if workers < 1:
             raise ValueError(f"--eval-workers must be >= 1, got {workers}")
         if kind not in ("thread", "process"):
-            raise ValueError(f"executor kind must be 'thread' or 'process', got {kind!r}")
+            raise ValueError(f"executor kind must be 'thread', 'process' or 'ray', got {kind!r}")
         self.problem, self.workers, self.timeout_s, self.kind = problem, workers, timeout_s, kind
         self._pool: cf.Executor | None = None
 
