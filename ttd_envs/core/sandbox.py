@@ -60,6 +60,33 @@ class Limits:
     nice: int = 5
 
 
+@dataclass(frozen=True)
+class Grants:
+    """What one problem's programs may see beyond the closed view. Explicit and per Sandbox (a
+    Sandbox serves one problem), so a grant never widens what other problems' programs see.
+
+    - `read_only_paths`: files or directories bound read-only at their own path (e.g. driver
+      libraries, a compiler tool that Triton calls). Each must exist when the Sandbox starts.
+    - `devices`: device nodes bound read-write at their own path; shell-style patterns are
+      expanded when the Sandbox starts (e.g. "/dev/nvidia*"). A pattern matching nothing is an
+      error, so a missing GPU fails loudly instead of silently running without it.
+    - `writable_cache`: a private, writable `CACHE_DIR` (on the run's size-capped tmpfs, gone
+      after the run); `XDG_CACHE_HOME` and `TTD_CACHE_DIR` point at it.
+    - `env`: extra environment variables for the program (e.g. {"TRITON_CACHE_DIR": CACHE_DIR}).
+    - `address_space_limit`: False drops RLIMIT_AS (a CUDA context reserves far more address
+      space than it uses); memory stays bounded for the whole run by the cgroup or by init.
+    """
+
+    read_only_paths: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
+    writable_cache: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    address_space_limit: bool = True
+
+
+CACHE_DIR = "/tmp/cache"
+
+
 @dataclass
 class SandboxResult:
     """Everything a run produced, as plain data. `ok` means a value came back (Python) or the
@@ -103,9 +130,10 @@ class Sandbox:
     """
 
     def __init__(self, preload: tuple[str, ...] = ("numpy", "scipy", "scipy.signal", "scipy.optimize"),
-                 threads: int = 1, spares: int = 1) -> None:
+                 threads: int = 1, spares: int = 1, grants: Grants = Grants()) -> None:
         if spares < 1:
             raise ValueError(f"spares must be >= 1, got {spares}")
+        self.grants = grants
         self.preload = preload
         self.threads = threads
         self.spares = spares
