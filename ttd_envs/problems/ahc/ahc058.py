@@ -4,6 +4,7 @@ replays the action list with exact integers, as the official tester does with i6
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,17 +64,22 @@ def parse_factory(data: bytes) -> Factory:
     return Factory(n, levels, turns, apples, a, tuple(tuple(flat[i * n:(i + 1) * n]) for i in range(levels)))
 
 
+_ACTION_LINE = re.compile(rb"^[ \t\r\x0b\x0c]*([^#\s][^\n]*)", re.MULTILINE)
+
+
 def parse_actions(factory: Factory, output: bytes) -> list[tuple[int, int] | None]:
     """The first T actions (None = do nothing). Lines are trimmed; empty and '#' lines are skipped;
-    reading stops at the T-th action, so anything after it is ignored."""
+    reading stops at the T-th action, so anything after it is ignored. Linear in the output and
+    never splits it whole: skipped lines are passed over by the regex engine, and only the first
+    three tokens of an action line are read."""
     actions: list[tuple[int, int] | None] = []
-    for number, raw in enumerate(output.split(b"\n"), start=1):
+    number, counted_to = 1, 0
+    for match in _ACTION_LINE.finditer(output):
         if len(actions) == factory.turns:
             break
-        line = raw.strip()
-        if not line or line.startswith(b"#"):
-            continue
-        tokens = line.split()
+        number += output.count(b"\n", counted_to, match.start())
+        counted_to = match.start()
+        tokens = match.group(1).split(maxsplit=2)
         level = parse_int(tokens[0], f"the level on line {number}")
         if not -1 <= level < factory.levels:
             raise WrongAnswer(f"out of range: level {level} on line {number} must be in [-1, {factory.levels - 1}]")

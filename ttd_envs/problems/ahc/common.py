@@ -28,6 +28,9 @@ from ttd_envs.core.state import State
 log = logging.getLogger(__name__)
 
 SHIPPED_SEEDS = 150
+MAX_INTEGER_CHARS = 19
+"""Longest integer token a checker reads: a sign and 18 digits always fit in 64 bits, and no
+answer of either contest needs more (Python refuses to convert 4,300 digits with a ValueError)."""
 _INTEGER = re.compile(rb"[+-]?[0-9]+")
 _MAIN = re.compile(r"\b(int|void)\s+main\s*\(", re.IGNORECASE)
 
@@ -38,6 +41,9 @@ def data_dir(problem_id: str) -> Path:
 
 def parse_int(token: bytes, what: str) -> int:
     """A plain decimal integer, as the official testers read it (an optional sign; no `1_0`, `1.0`, `0x1`)."""
+    if len(token) > MAX_INTEGER_CHARS:
+        raise WrongAnswer(f"parse error: {what} is too long ({token[:24]!r}...): integers here have at most "
+                          f"{MAX_INTEGER_CHARS - 1} digits")
     if not _INTEGER.fullmatch(token):
         raise WrongAnswer(f"parse error: {what} must be an integer, got {token[:40]!r}")
     return int(token)
@@ -141,7 +147,14 @@ class AHCProblem:
             parsed = self.parse_input(data)
             with self._lock:
                 self._parsed[test.name] = parsed
-        return float(self.score_output(parsed, output))
+        try:
+            return float(self.score_output(parsed, output))
+        except WrongAnswer:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a program's output must never crash the judge
+            log.warning("%s: the checker raised %s on a program's output", self.name, type(exc).__name__,
+                        exc_info=True)
+            raise WrongAnswer(f"the output could not be read ({type(exc).__name__}: {str(exc)[:200]})") from None
 
     def judge_source(self, source: str) -> JudgeReport:
         """Compile `source` and judge it on this problem's tests."""
