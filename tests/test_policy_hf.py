@@ -43,7 +43,7 @@ def test_sample_shapes_and_chat_template(tiny_lm):
             assert 1 <= len(s.completion_ids) <= 7 and s.logprobs.shape == (len(s.completion_ids),)
             assert np.all(s.logprobs <= 0) and np.all(s.entropy >= 0)
             assert s.finished == (s.completion_ids[-1] in policy.eos_ids)
-    raw = HFPolicy(tiny_lm, lora_rank=4, use_chat_template=False)
+    raw = HFPolicy(tiny_lm, lora_rank=4, renderer="plain")
     assert raw.render("abc") == raw.tokenizer("abc")["input_ids"]
 
 

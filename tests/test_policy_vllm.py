@@ -28,7 +28,7 @@ def policy(tmp_path_factory):
     path = build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"), hidden_size=256, intermediate_size=512,
                                 num_attention_heads=4, num_key_value_heads=2)
     return HFPolicy(str(path), lora_rank=8, lr=5e-2, dtype="bfloat16", sampler="vllm", vllm_kwargs=VLLM,
-                    vllm_logprobs="sampler")
+                    logprobs="sampler")
 
 
 def flat(groups):
@@ -51,7 +51,7 @@ def test_vllm_logprobs_match_the_trainer_before_and_after_an_update(policy):
     """The processed (temperature-scaled) vLLM log-probs agree with the HF forward, first with the
     base model and then with the adapter saved after an update (so vLLM really loaded it)."""
     samples = flat(policy.sample(PROMPTS, 8, temperature=0.7, max_new_tokens=16))
-    if policy.vllm.processed:
+    if policy.engine.processed:
         gap = np.mean([np.abs(a - s.logprobs).mean() for a, s in zip(policy.logprobs(samples), samples, strict=True)])
         assert gap < 0.05
 
@@ -60,18 +60,18 @@ def test_vllm_logprobs_match_the_trainer_before_and_after_an_update(policy):
     after = flat(policy.sample(PROMPTS, 8, temperature=0.7, max_new_tokens=16))
     with_adapter = policy.logprobs(after)
     without = policy.reference_logprobs(after)
-    if policy.vllm.processed:
+    if policy.engine.processed:
         gap_adapter = np.mean([np.abs(a - s.logprobs).mean() for a, s in zip(with_adapter, after, strict=True)])
         gap_base = np.mean([np.abs(a - s.logprobs).mean() for a, s in zip(without, after, strict=True)])
         assert gap_adapter < 0.05 and gap_adapter < gap_base
 
 
 def test_recompute_mode_makes_the_update_exactly_on_policy(policy):
-    policy.vllm_logprobs = "recompute"
+    policy.settings.logprobs = "recompute"
     try:
         samples = flat(policy.sample(PROMPTS, 4, temperature=1.0, max_new_tokens=8))
         assert all(s.entropy is not None for s in samples)
         stats = policy.update([TrainItem(s, 1.0) for s in samples], LossConfig(clip_eps=0.2))
         assert abs(stats["ratio_max"] - 1) < 1e-2
     finally:
-        policy.vllm_logprobs = "sampler"
+        policy.settings.logprobs = "sampler"

@@ -8,7 +8,7 @@ sample for a single optimizer step. Backends: `embedded` (a tiny transformer bui
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -31,6 +31,9 @@ class Sample:
     """Entropy of the sampling distribution at each completion token, when the backend reports it."""
     finished: bool = True
     """False when the completion was cut at max_new_tokens."""
+    loss_mask: np.ndarray | None = None
+    """Per completion token, 1 if the update trains on it and 0 if the trainer forced it (the
+    "answer now" of a two-phase completion); None means every token is trained."""
 
 
 @dataclass
@@ -60,6 +63,10 @@ class LossConfig:
     kl_mode: Literal["reward", "k3"] = "reward"
     aggregation: Literal["seq-sum", "token-mean"] = "seq-sum"
     max_grad_norm: float = 1.0
+    kl_center: bool = False
+    """kl_mode "reward": subtract the batch mean of log(sampled / reference) from each token's
+    penalty (the reference's centring), so the penalty moves tokens against each other, not the
+    batch's mean advantage."""
 
 
 @runtime_checkable
@@ -68,8 +75,11 @@ class Policy(Protocol):
 
     kind: str
 
-    def sample(self, prompts: Sequence[str], n: int, *, temperature: float, max_new_tokens: int) -> list[list[Sample]]:
+    def sample(self, prompts: Sequence[str], n: int, *, temperature: float, max_new_tokens: int,
+               on_sample: Callable[[int, int, Sample], None] | None = None) -> list[list[Sample]]:
         """`n` completions for each prompt: result[i][j] is the j-th sample of prompts[i].
+        `on_sample(i, j, sample)`, when given, hears of each sample as soon as it is complete
+        (from any thread), so a trainer can evaluate it while the others are still sampled.
 
         Each token is drawn from softmax(logits / temperature) (the embedded policy first masks
         the tokens its alphabet excludes), and `Sample.logprobs` are that distribution's. A call

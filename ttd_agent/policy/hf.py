@@ -1,39 +1,48 @@
 """The `hf` backend: a Hugging Face causal LM trained with a peft LoRA adapter (or in full).
 
-Prompts. With `use_chat_template` and a tokenizer that has a chat template, a prompt is one user
-turn (after an optional system turn) rendered with `add_generation_prompt=True`; otherwise the raw
-prompt is tokenized with the tokenizer's special tokens. `Sample.prompt_ids` holds the exact ids.
+Prompts and answers. A `Renderer` (renderers.py) turns a prompt into token ids (the chat template
+of the model's family, with a fixed date, Qwen3's thinking flag or gpt-oss's reasoning effort)
+and a completion into the answer the env receives (the final channel only). With a thinking
+budget, completions that run out of it are continued after a forced "answer now" (two-phase
+completion); the forced tokens are masked out of the loss (`Sample.loss_mask`).
 
-Sampling. Our own batched decoding loop (left-padded prompts, the model's KV cache), not
-`generate`: `generate` fills any option we leave unset from the model's `generation_config`
-(Qwen ships top_k=20, top_p=0.8, a repetition penalty), which would make the sampled distribution
-differ from the one trained, and it draws from the global torch RNG. Here every token is drawn
-from softmax(logits / T) with the policy's own `torch.Generator` (seeded, saved in checkpoints),
-and the stored log-prob and entropy are those of that distribution. A completion ends at an EOS
-token (the tokenizer's and the generation config's), which stays in `completion_ids` so its
-log-prob is trained, or at `max_new_tokens` (`finished=False`). `text` is decoded without special
-tokens.
+Sampling. Three engines behind one token-level interface (rows of ids in, `Completion`s out):
+"hf", our own batched decoding loop (left-padded prompts, the model's KV cache), not `generate`:
+`generate` fills any option we leave unset from the model's `generation_config` (Qwen ships
+top_k=20, top_p=0.8, a repetition penalty), which would make the sampled distribution differ
+from the one trained, and it draws from the global torch RNG. Here every token is drawn from
+softmax(logits / T) with the policy's own `torch.Generator` (seeded, saved in checkpoints).
+"vllm" (vllm_sampler.py, a GPU) and "openai" (openai_sampler.py, any OpenAI-compatible server)
+sample with the latest adapter; each row gets its own seed (`renderers.sample_seeds`), so
+identical prompts draw different samples. A completion ends at a stop token (the renderer's
+and the model's EOS), which stays in `completion_ids` so its log-prob is trained, or at the
+token limit (`finished=False`).
 
 Temperature convention (the same as the embedded policy). The policy's distribution is
 softmax(logits / T); `sample(temperature=T)` with T > 0 sets `policy.temperature = T`, and
-`logprobs()`/`update()` use it, so a fresh sample's importance ratio is 1 (up to the float
-differences between cached decoding and a full forward: ~1e-6 in float32, larger in bfloat16).
-T = 0 is greedy (log-probs reported as 0, `temperature` unchanged).
+`logprobs()`/`update()` use it. T = 0 is greedy (log-probs reported as 0).
 
-Training. `update` runs teacher-forced forwards in micro-batches of `micro_batch_size` sequences
-(gradients accumulate; the loss is normalised over the whole batch) and takes one AdamW step on
-the trainable parameters. The KL reference is the base model, obtained by running the same
-weights with the adapter disabled (`peft`'s `disable_adapter()`): no second copy. Full
-fine-tuning (`full_finetune=True`, for small models) keeps a frozen copy as the reference.
+Importance ratio. `update` weighs each token by exp(logp_new - logp_sampled) with the log-probs
+the sampler reported (`logprobs="sampler"`, the reference's loss: it also corrects for the
+numerical gap between vLLM's kernels and the trainer's); `logprobs="recompute"` replaces them by
+the trainer's own forward first (ratio exactly 1 at the first update).
+
+Memory. Teacher-forced scoring never builds (tokens × vocabulary) logits for a whole batch: the
+decoder's hidden states go through the LM head in chunks of `logit_chunk_tokens` rows
+(logprobs.py). Micro-batches hold at most `micro_batch_size` sequences and `micro_batch_tokens`
+padded tokens; `gradient_checkpointing` recomputes layer activations in the backward pass.
+With the vLLM engine on the same GPU, the engine sleeps (weights to CPU, KV cache freed) during
+each update and wakes before the next sample (`sleep`).
+
+Training. One AdamW step per `update` (betas 0.9/0.95 and eps 1e-12, the reference's Adam) on
+the trainable parameters, gradients accumulated over micro-batches, loss normalised over the
+whole batch. The KL reference is the base model, obtained by running the same weights with the
+adapter disabled (`peft`'s `disable_adapter()`): no second copy. Full fine-tuning
+(`full_finetune=True`, for small models) keeps a frozen copy as the reference.
 
 LoRA defaults: rank 32 and alpha 32 (so the update scale alpha / rank is 1 at rank 32), on every
 linear layer ("all-linear"); alpha is fixed rather than proportional to the rank, as in Tinker
 (which TTT-Discover trained with), so the learning rate need not change with the rank.
-
-vLLM. `sampler="vllm"` samples through `VLLMSampler` (GPU) with the latest adapter, saved after each
-update. By default (`vllm_logprobs="recompute"`) the stored log-probs and entropies are then
-recomputed with this model's forward (as verl does), so the update starts exactly on-policy for
-the trainer's numerics; "sampler" keeps vLLM's own (processed, temperature-scaled) log-probs.
 """
 
 from __future__ import annotations
@@ -42,8 +51,9 @@ import contextlib
 import inspect
 import json
 import logging
+import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,9 +62,15 @@ import torch
 import torch.nn.functional as F
 
 from ttd_agent.policy.base import LossConfig, Sample, TrainItem
+from ttd_agent.policy.logprobs import token_logprobs
 from ttd_agent.policy.loss import policy_gradient_loss
+from ttd_agent.policy.renderers import Completion, Renderer, complete, sample_seeds
+from ttd_agent.policy.settings import LLMSettings
 
 log = logging.getLogger(__name__)
+
+OnSample = Callable[[int, int, Sample], None]
+"""Called as (prompt index, sample index, sample) the moment a sample is complete."""
 
 
 def _dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -68,37 +84,54 @@ def _dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype
     raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'bfloat16', 'float16' or 'float32'")
 
 
+def token_budget_batches(lengths: Sequence[int], max_sequences: int, max_tokens: int) -> list[list[int]]:
+    """Consecutive index groups with at most `max_sequences` members and at most `max_tokens`
+    padded tokens (members × the longest member); a sequence longer than the budget goes alone."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i, n in enumerate(lengths):
+        if current and (len(current) >= max_sequences or (len(current) + 1) * max(longest, n) > max_tokens):
+            batches.append(current)
+            current, longest = [], 0
+        current.append(i)
+        longest = max(longest, n)
+    if current:
+        batches.append(current)
+    return batches
+
+
 class HFPolicy:
-    """A `Policy` (kind "llm") over a transformers causal LM; see the module docstring."""
+    """A `Policy` (kind "llm") over a transformers causal LM; see the module docstring.
+
+    Engine and policy settings come from `settings` (an `LLMSettings`), with keyword overrides of
+    its fields (`micro_batch_size=4`); `vllm_kwargs` passes extra `vllm.LLM` arguments and
+    `engine` an already built sampling engine (tests use a fake one)."""
 
     kind = "llm"
 
     def __init__(self, model: str, *, lora_rank: int = 32, lora_alpha: float | None = None, lora_dropout: float = 0.0,
                  target_modules: Sequence[str] | None = None, full_finetune: bool = False, lr: float = 4e-5,
-                 weight_decay: float = 0.0, device: str | None = None, dtype: str | torch.dtype | None = None,
-                 use_chat_template: bool = True, system_prompt: str | None = None, seed: int = 0,
-                 sampler: Literal["hf", "vllm"] = "hf", vllm_kwargs: dict[str, Any] | None = None,
-                 vllm_logprobs: Literal["recompute", "sampler"] = "recompute", micro_batch_size: int = 8,
-                 sample_batch_size: int = 64):
+                 weight_decay: float = 0.0, device: str | None = None, seed: int = 0,
+                 sampler: Literal["hf", "vllm", "openai"] = "hf", settings: LLMSettings | None = None,
+                 vllm_kwargs: dict[str, Any] | None = None, engine: Any = None, **overrides: Any):
         import transformers
         from packaging.version import Version
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if sampler not in ("hf", "vllm"):
-            raise ValueError(f"sampler must be 'hf' or 'vllm', got {sampler!r}")
-        if sampler == "vllm" and full_finetune:
-            raise ValueError("sampler='vllm' follows the policy through its LoRA adapter; it cannot with "
-                             "full_finetune=True (use sampler='hf')")
-        if micro_batch_size < 1 or sample_batch_size < 1:
-            raise ValueError("micro_batch_size and sample_batch_size must be >= 1")
+        if sampler not in ("hf", "vllm", "openai"):
+            raise ValueError(f"sampler must be 'hf', 'vllm' or 'openai', got {sampler!r}")
+        if sampler != "hf" and full_finetune:
+            raise ValueError(f"sampler={sampler!r} follows the policy through its LoRA adapter; it cannot with "
+                             f"full_finetune=True (use sampler='hf')")
+        self.settings = LLMSettings.from_dict({**(settings.__dict__ if settings else {}), **overrides})
+        cfg = self.settings
         self.model_name = str(model)
+        self.seed = seed
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype = _dtype(dtype, self.device)
+        self.dtype = _dtype(cfg.dtype, self.device)
         self.lora = not full_finetune
         self.lora_rank, self.lora_alpha = lora_rank, float(lora_alpha if lora_alpha is not None else 32)
-        self.use_chat_template, self.system_prompt = use_chat_template, system_prompt
-        self.micro_batch_size, self.sample_batch_size = micro_batch_size, sample_batch_size
-        self.vllm_logprobs = vllm_logprobs
         self.temperature = 1.0
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
@@ -106,13 +139,18 @@ class HFPolicy:
             else self.tokenizer.eos_token_id
         if self.pad_id is None:
             raise ValueError(f"the tokenizer of {self.model_name} has neither a pad nor an EOS token")
+        self.renderer = Renderer(self.tokenizer, cfg.renderer, thinking=cfg.thinking,
+                                 reasoning_effort=cfg.reasoning_effort, date=cfg.date,
+                                 system_prompt=cfg.system_prompt)
         dtype_kw = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # peft's LoRA A init draws from the global RNG
             base = AutoModelForCausalLM.from_pretrained(self.model_name, **{dtype_kw: self.dtype}).to(self.device)
             eos = base.generation_config.eos_token_id
-            eos = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
-            self.eos_ids = sorted(i for i in eos if i is not None)
+            eos = set(eos if isinstance(eos, list) else [eos]) | set(self.renderer.stop_ids)
+            self.renderer.stop_ids = sorted(i for i in eos if i is not None)
+            if cfg.gradient_checkpointing:
+                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if self.lora:
                 from peft import LoraConfig, get_peft_model
 
@@ -127,76 +165,107 @@ class HFPolicy:
                 self.model = base
                 self.reference = copy.deepcopy(base).eval().requires_grad_(False)
         self.model.eval()
-        forward = inspect.signature((base if self.lora else self.model).forward).parameters
+        forward = inspect.signature(base.forward).parameters
         self._keep_arg = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in forward), None)
         self._cache_arg = "cache" if "cache" in forward else "past_key_values"  # renamed in transformers 5.x
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.trainable, lr=lr, weight_decay=weight_decay)
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=lr, betas=(0.9, 0.95), eps=1e-12,
+                                           weight_decay=weight_decay)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.version = 0
-        """Number of updates so far (names the adapter the vLLM sampler must use)."""
+        """Number of updates so far (names the adapter the sampler must use)."""
+        self.calls = 0
+        """Sampling calls so far (with the seed, it derives each row's sampling seed)."""
 
-        self.vllm = None
+        self.engine = None
+        if sampler != "hf":
+            self._adapters = tempfile.TemporaryDirectory(prefix="ttd-adapters-")
+            self._adapter_dirs: list[Path] = []
         if sampler == "vllm":
             from ttd_agent.policy.vllm_sampler import VLLMSampler
 
-            self.vllm = VLLMSampler(self.model_name, max_lora_rank=lora_rank, seed=seed, **(vllm_kwargs or {}))
-            self._adapters = tempfile.TemporaryDirectory(prefix="ttd-adapters-")
-            self._adapter_dir: Path | None = None
+            self.engine = VLLMSampler(self.model_name, max_lora_rank=lora_rank, seed=seed, settings=cfg,
+                                      engine=engine, **(vllm_kwargs or {}))
+        elif sampler == "openai":
+            from ttd_agent.policy.openai_sampler import OpenAISampler
+
+            self.engine = OpenAISampler(cfg.served_model or self.model_name, settings=cfg, lora=True)
+
+    @property
+    def eos_ids(self) -> list[int]:
+        """Tokens that end a completion: the renderer's stop tokens and the model's EOS."""
+        return self.renderer.stop_ids
+
+    @eos_ids.setter
+    def eos_ids(self, ids: list[int]) -> None:
+        self.renderer.stop_ids = list(ids)
 
     # ---- prompts
 
     def render(self, prompt: str) -> list[int]:
-        """Token ids of `prompt` as the model sees it (chat template when there is one)."""
-        tok = self.tokenizer
-        if self.use_chat_template and getattr(tok, "chat_template", None):
-            messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
-            messages.append({"role": "user", "content": prompt})
-            text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            return list(tok(text, add_special_tokens=False)["input_ids"])
-        text = prompt if self.system_prompt is None else f"{self.system_prompt}\n\n{prompt}"
-        return list(tok(text, add_special_tokens=True)["input_ids"])
-
-    def _text(self, completion_ids: Sequence[int]) -> str:
-        ids = list(completion_ids)
-        if ids and ids[-1] in self.eos_ids:
-            ids = ids[:-1]
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+        """Token ids of `prompt` as the model sees it (see `Renderer.prompt_ids`)."""
+        return self.renderer.prompt_ids(prompt)
 
     # ---- sampling
 
     @torch.no_grad()
-    def sample(self, prompts: Sequence[str], n: int, *, temperature: float, max_new_tokens: int) -> list[list[Sample]]:
-        """`n` completions per prompt; see the module docstring for the distribution and EOS rules."""
+    def sample(self, prompts: Sequence[str], n: int, *, temperature: float, max_new_tokens: int,
+               on_sample: OnSample | None = None) -> list[list[Sample]]:
+        """`n` completions per prompt; `on_sample` hears of each one as soon as it is complete
+        (possibly from another thread), so its evaluation can start while the rest are sampled."""
         if n < 1 or temperature < 0 or max_new_tokens < 1:
             raise ValueError(f"need n >= 1, temperature >= 0 and max_new_tokens >= 1, got n={n}, "
                              f"temperature={temperature}, max_new_tokens={max_new_tokens}")
         if temperature > 0:
             self.temperature = float(temperature)
         prompt_ids = [self.render(p) for p in prompts]
-        if self.vllm is not None:
-            groups = self.vllm.sample(prompt_ids, n, temperature=temperature, max_new_tokens=max_new_tokens,
-                                      adapter_dir=self._current_adapter(), prompt_texts=list(prompts))
-            if self.vllm_logprobs == "recompute" and temperature > 0:
-                flat = [s for g in groups for s in g]
-                for s, (logp, entropy) in zip(flat, self._score(self.model, flat, temperature, entropy=True),
-                                              strict=True):
-                    s.logprobs, s.entropy = logp, entropy
-            return groups
+        owners = [(i, j) for i in range(len(prompts)) for j in range(n)]
+        rows = [prompt_ids[i] for i, _ in owners]
+        out: list[list[Sample | None]] = [[None] * n for _ in prompts]
+        recompute = self.engine is not None and self.settings.logprobs == "recompute" and temperature > 0
 
+        def finish(k: int, c: Completion) -> None:
+            i, j = owners[k]
+            sample = Sample(prompt=prompts[i], text=self.renderer.answer(c.ids), prompt_ids=list(rows[k]),
+                            completion_ids=list(c.ids), logprobs=c.logprobs, entropy=c.entropy,
+                            finished=c.finished, loss_mask=c.loss_mask)
+            out[i][j] = sample
+            if on_sample is not None and not recompute:
+                on_sample(i, j, sample)
+
+        seeds = sample_seeds(self.seed, self.calls, len(rows))
+        later = sample_seeds(self.seed, self.calls, len(rows), phase=1)
+        self.calls += 1
+        if self.engine is not None:
+            self.engine.wake()
+        complete(self._generate, self.renderer, rows, temperature=temperature, max_new_tokens=max_new_tokens,
+                 seeds=seeds, seeds_phase2=later, thinking_budget=self.settings.thinking_budget,
+                 answer_budget=self.settings.answer_budget, on_row=finish)
+        groups = [[s for s in group if s is not None] for group in out]
+        if recompute:
+            flat = [s for g in groups for s in g]
+            for s, (logp, entropy) in zip(flat, self._score(self.model, flat, temperature, entropy=True), strict=True):
+                s.logprobs, s.entropy = logp if s.loss_mask is None else np.where(s.loss_mask > 0, logp, 0.0), entropy
+            if on_sample is not None:
+                for i, group in enumerate(groups):
+                    for j, s in enumerate(group):
+                        on_sample(i, j, s)
+        return groups
+
+    def _generate(self, rows: list[list[int]], temperature: float, max_new_tokens: int, seeds: list[int],
+                  on_row: Callable[[int, Completion], None]) -> None:
+        """The token-level engine call: one Completion per row, reported through `on_row`."""
+        if self.engine is not None:
+            self.engine.generate(rows, temperature, max_new_tokens, seeds, on_row,
+                                 adapter_dir=self._current_adapter(), stop_ids=self.eos_ids)
+            return
         self.model.eval()
-        rows = [(i, ids) for i, ids in enumerate(prompt_ids) for _ in range(n)]
-        out: list[list[Sample]] = [[] for _ in prompts]
-        for start in range(0, len(rows), self.sample_batch_size):
-            chunk = rows[start:start + self.sample_batch_size]
-            for (i, ids), (tokens, logp, entropy, finished) in zip(
-                    chunk, self._decode([ids for _, ids in chunk], temperature, max_new_tokens), strict=True):
-                out[i].append(Sample(prompt=prompts[i], text=self._text(tokens), prompt_ids=list(ids),
-                                     completion_ids=tokens, logprobs=logp, entropy=entropy, finished=finished))
-        return out
+        size = self.settings.sample_batch_size
+        for start in range(0, len(rows), size):
+            for k, completion in enumerate(self._decode(rows[start:start + size], temperature, max_new_tokens)):
+                on_row(start + k, completion)
 
-    def _decode(self, rows: list[list[int]], temperature: float,
-                max_new_tokens: int) -> list[tuple[list[int], np.ndarray, np.ndarray, bool]]:
+    def _decode(self, rows: list[list[int]], temperature: float, max_new_tokens: int) -> list[Completion]:
         B, P = len(rows), max(len(r) for r in rows)
         ids = torch.full((B, P), self.pad_id, dtype=torch.long)
         attention = torch.zeros((B, P), dtype=torch.long)
@@ -240,39 +309,51 @@ class HFPolicy:
 
         tokens_l, lengths_l, done_l = tokens.tolist(), lengths.tolist(), done.tolist()
         logps_np, ent_np = logps.cpu().numpy(), entropies.cpu().numpy()
-        return [(tokens_l[i][:m], logps_np[i, :m].copy(), ent_np[i, :m].copy(), done_l[i])
-                for i, m in enumerate(lengths_l)]
+        return [Completion(ids=tokens_l[i][:m], logprobs=logps_np[i, :m].copy(), finished=done_l[i],
+                           entropy=ent_np[i, :m].copy()) for i, m in enumerate(lengths_l)]
 
     # ---- teacher forcing
 
-    def _forward(self, model: torch.nn.Module, samples: Sequence[Sample],
-                 temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(b, C) log-probs of the completion tokens at `temperature`, their (b, C) mask, and the
-        (b, C, vocab) log-distributions they were picked from. Sequences
-        are left-padded so every completion ends in the last column (row i's tokens are its last
-        len(completion_ids) columns); C is the longest completion."""
+    @staticmethod
+    def _causal_lm(model: torch.nn.Module) -> torch.nn.Module:
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def _forward(self, model: torch.nn.Module, samples: Sequence[Sample], temperature: float,
+                 entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(b, C) log-probs of the completion tokens at `temperature`, their (b, C) mask of real
+        tokens, and the (b, C) entropies when asked. Sequences are left-padded so every completion
+        ends in the last column; C is the longest completion. The LM head runs in chunks over the
+        real tokens only (logprobs.py), never over the whole (b, C, vocabulary)."""
         seqs = [list(s.prompt_ids) + list(s.completion_ids) for s in samples]
         lengths = [len(s.completion_ids) for s in samples]
         L, C = max(len(s) for s in seqs), max(lengths)
         ids = torch.full((len(seqs), L), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(seqs), L), dtype=torch.long)
-        mask = torch.zeros((len(seqs), C))
+        mask = torch.zeros((len(seqs), C), dtype=torch.bool)
         for i, (seq, c) in enumerate(zip(seqs, lengths, strict=True)):
             ids[i, L - len(seq):] = torch.tensor(seq)
             attention[i, L - len(seq):] = 1
-            mask[i, C - c:] = 1.0
+            mask[i, C - c:] = True
         ids, attention, mask = ids.to(self.device), attention.to(self.device), mask.to(self.device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        keep = {self._keep_arg: C + 1} if self._keep_arg else {}
-        logits = model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=False,
-                       **keep).logits[:, -(C + 1):-1].float()
-        log_dist = F.log_softmax(logits / temperature, dim=-1)
-        logp = log_dist.gather(-1, ids[:, L - C:, None]).squeeze(-1)
-        return logp * mask, mask, log_dist
+        lm = self._causal_lm(model)
+        hidden = lm.get_decoder()(input_ids=ids, attention_mask=attention, position_ids=positions,
+                                  use_cache=False).last_hidden_state
+        rows = hidden[:, L - C - 1:L - 1][mask]  # the positions that predict completion tokens
+        targets = ids[:, L - C:][mask]
+        logp, ent = token_logprobs(lm.get_output_embeddings(), rows, targets, temperature=temperature,
+                                   chunk_tokens=self.settings.logit_chunk_tokens, with_entropy=entropy)
+        full = torch.zeros(mask.shape, dtype=logp.dtype, device=self.device)
+        logp_bc = full.masked_scatter(mask, logp)
+        ent_bc = full.masked_scatter(mask, ent.detach()) if ent is not None else None
+        return logp_bc, mask.to(logp.dtype), ent_bc
 
     def _micro_batches(self, samples: Sequence[Any]) -> Iterator[Sequence[Any]]:
-        for start in range(0, len(samples), self.micro_batch_size):
-            yield samples[start:start + self.micro_batch_size]
+        """Micro-batches by sequence count and token budget (see `token_budget_batches`)."""
+        lengths = [len(s.prompt_ids) + len(s.completion_ids)
+                   for s in (x.sample if isinstance(x, TrainItem) else x for x in samples)]
+        for batch in token_budget_batches(lengths, self.settings.micro_batch_size, self.settings.micro_batch_tokens):
+            yield [samples[i] for i in batch]
 
     @torch.no_grad()
     def _score(self, model: torch.nn.Module, samples: Sequence[Sample], temperature: float,
@@ -280,10 +361,9 @@ class HFPolicy:
         model.eval()
         out = []
         for chunk in self._micro_batches(samples):
-            logp, _, log_dist = self._forward(model, chunk, temperature)
-            ent = (-(log_dist.exp() * log_dist).nan_to_num().sum(-1)).cpu().numpy() if entropy else None
-            del log_dist
-            logp = logp.cpu().numpy()
+            logp, _, ent = self._forward(model, chunk, temperature, entropy)
+            logp = logp.float().cpu().numpy()
+            ent = ent.float().cpu().numpy() if ent is not None else None
             C = logp.shape[1]
             for i, s in enumerate(chunk):
                 c = len(s.completion_ids)
@@ -308,15 +388,31 @@ class HFPolicy:
         else:
             yield self.reference
 
+    def _padded(self, samples: Sequence[Sample], values: Callable[[Sample], np.ndarray | None], C: int,
+                default: float) -> torch.Tensor:
+        """(b, C) tensor of per-token values, right-aligned like `_forward`'s columns."""
+        out = torch.full((len(samples), C), default, device=self.device)
+        for i, s in enumerate(samples):
+            v = values(s)
+            if v is not None:
+                out[i, C - len(s.completion_ids):] = torch.as_tensor(np.asarray(v, dtype=np.float32), device=self.device)
+        return out
+
     def update(self, items: Sequence[TrainItem], loss: LossConfig) -> dict[str, float]:
-        """One AdamW step on `items` (micro-batched; gradients clipped to `loss.max_grad_norm`)."""
+        """One AdamW step on `items` (micro-batched; gradients clipped to `loss.max_grad_norm`).
+        Tokens with loss mask 0 (forced by two-phase completion) take no part."""
         items = [it for it in items if it.sample.completion_ids]
-        tokens = sum(len(it.sample.completion_ids) for it in items)
+        trained = [float(it.sample.loss_mask.sum()) if it.sample.loss_mask is not None else len(it.sample.completion_ids)
+                   for it in items]
+        tokens = sum(trained)
         stats = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio_mean": 0.0, "ratio_max": 1.0,
                  "grad_norm": 0.0, "tokens": float(tokens)}
-        if not items:
+        if not items or tokens == 0:
             stats["ratio_mean"] = 1.0
             return stats
+        if self.engine is not None:
+            self.engine.sleep()
+        kl_offset = self._kl_offset(items, loss) if loss.kl_center else 0.0
         self.optimizer.zero_grad(set_to_none=True)
         ratio_max = 0.0
         for chunk in self._micro_batches(items):
@@ -329,13 +425,11 @@ class HFPolicy:
             self.model.train()
             logp_new, mask, _ = self._forward(self.model, samples, self.temperature)
             C = mask.shape[1]
-            logp_sampled = torch.zeros_like(mask)
-            for i, s in enumerate(samples):
-                c = len(s.completion_ids)
-                logp_sampled[i, C - c:] = torch.as_tensor(np.asarray(s.logprobs, dtype=np.float32), device=self.device)
+            mask = mask * self._padded(samples, lambda s: s.loss_mask, C, 1.0)
+            logp_sampled = self._padded(samples, lambda s: s.logprobs, C, 0.0)
             advantages = torch.tensor([it.advantage for it in chunk], dtype=torch.float32, device=self.device)
             value, part = policy_gradient_loss(logp_new, logp_sampled, advantages, mask, loss, logp_ref,
-                                               total_sequences=len(items), total_tokens=tokens)
+                                               total_sequences=len(items), total_tokens=tokens, kl_offset=kl_offset)
             value.backward()
             for key in ("loss", "kl", "clip_fraction", "ratio_mean"):
                 stats[key] += part[key]
@@ -346,29 +440,51 @@ class HFPolicy:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.version += 1
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()  # hand the activations' memory back before the engine wakes
         return stats
 
-    # ---- vLLM adapter sync
+    @torch.no_grad()
+    def _kl_offset(self, items: Sequence[TrainItem], loss: LossConfig) -> float:
+        """The batch mean of log(sampled / reference) over trained tokens: the reference centres
+        the per-token KL penalty by it, so the penalty shifts no sequence's mean advantage."""
+        if loss.kl_coef <= 0 or loss.kl_mode != "reward":
+            return 0.0
+        samples = [it.sample for it in items]
+        total = count = 0.0
+        for s, ref in zip(samples, self.reference_logprobs(samples), strict=True):
+            weight = s.loss_mask if s.loss_mask is not None else np.ones(len(ref))
+            total += float(((np.asarray(s.logprobs) - ref) * weight).sum())
+            count += float(weight.sum())
+        return total / max(count, 1.0)
+
+    # ---- adapters for the sampler
 
     def _current_adapter(self) -> Path | None:
-        """The adapter directory for vLLM: None before the first update (the adapter is then a no-op)."""
+        """The adapter directory for the sampler: None before the first update (the adapter is
+        then a no-op). Keeps the newest `keep_adapters` versions on disk, deletes older ones."""
         if self.version == 0:
             return None
         path = Path(self._adapters.name) / f"v{self.version:06d}"
-        if self._adapter_dir != path:
+        if not self._adapter_dirs or self._adapter_dirs[-1] != path:
             self.model.save_pretrained(path)
-            self._adapter_dir = path
+            self._adapter_dirs.append(path)
+            while len(self._adapter_dirs) > self.settings.keep_adapters:
+                old = self._adapter_dirs.pop(0)
+                self.engine.forget_adapter(old)
+                shutil.rmtree(old, ignore_errors=True)
         return path
 
     # ---- checkpoints
 
     def save(self, directory: Path) -> None:
-        """`adapter/` (peft) or `model/` (full fine-tuning), and `trainer_state.pt` (optimizer, RNG, temperature)."""
+        """`adapter/` (peft) or `model/` (full fine-tuning), and `trainer_state.pt` (optimizer, RNG,
+        temperature, update and sampling-call counters)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(directory / ("adapter" if self.lora else "model"))
         state = {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
-                 "temperature": self.temperature, "version": self.version}
+                 "temperature": self.temperature, "version": self.version, "calls": self.calls}
         torch.save(state, directory / "trainer_state.pt")
         info = {"model": self.model_name, "lora": self.lora, "lora_rank": self.lora_rank,
                 "lora_alpha": self.lora_alpha}
@@ -397,3 +513,4 @@ class HFPolicy:
         self.generator.set_state(state["generator"])
         self.temperature = float(state["temperature"])
         self.version = int(state["version"])
+        self.calls = int(state.get("calls", 0))

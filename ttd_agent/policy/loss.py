@@ -6,7 +6,8 @@ were drawn with) and `logp_ref` (the reference policy) are constants. Per token 
 
     ratio       = exp(logp_new - logp_sampled)
     A_bt        = A_b                                        (one advantage per sequence)
-    A_bt       -= kl_coef * (logp_new - logp_ref).detach()   (kl_mode "reward", TTT-Discover)
+    A_bt       -= kl_coef * (logp_new - logp_ref).detach()   (kl_mode "reward", TTT-Discover;
+                  minus its batch mean with kl_center, as the reference centres it)
     surrogate   = -ratio * A_bt                              (no clip_eps)
                 = max(-ratio * A_bt, -clip(ratio, 1-eps, 1+eps) * A_bt)   (PPO, clip_eps = eps)
 
@@ -28,7 +29,8 @@ from ttd_agent.policy.base import LossConfig
 def policy_gradient_loss(logp_new: torch.Tensor, logp_sampled: torch.Tensor, advantages: torch.Tensor,
                          mask: torch.Tensor, config: LossConfig,
                          logp_ref: torch.Tensor | None = None, *, total_sequences: float | None = None,
-                         total_tokens: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                         total_tokens: float | None = None,
+                         kl_offset: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """The scalar loss to minimise and its statistics (loss, kl, clip_fraction, ratio_mean, ratio_max).
 
     `advantages` is (B,) (one per sequence) or (B, T) (already per token). `kl` is the mean per-token
@@ -38,6 +40,9 @@ def policy_gradient_loss(logp_new: torch.Tensor, logp_sampled: torch.Tensor, adv
     Gradient accumulation: pass the whole batch's `total_sequences` and `total_tokens` when this
     call sees one micro-batch of it. Means are then taken over the whole batch, so the micro-batch
     losses (and every statistic but `ratio_max`, which takes the max) add up to the full-batch ones.
+
+    `kl_offset` (kl_mode "reward" with `config.kl_center`): the batch mean of the per-token KL,
+    subtracted from each token's penalty before shaping, so the penalty is centred.
     """
     if logp_new.shape != logp_sampled.shape or logp_new.shape != mask.shape:
         raise ValueError(f"logp_new, logp_sampled and mask must share a (B, T) shape, got "
@@ -63,7 +68,8 @@ def policy_gradient_loss(logp_new: torch.Tensor, logp_sampled: torch.Tensor, adv
         if config.kl_mode == "reward":
             kl_per_token = -delta  # k1
             if config.kl_coef > 0:
-                adv = adv - config.kl_coef * kl_per_token.detach()
+                offset = kl_offset if config.kl_center else 0.0
+                adv = adv - config.kl_coef * (kl_per_token.detach() - offset)
         else:
             kl_per_token = torch.clamp(torch.exp(delta) - delta - 1.0, -10.0, 10.0)  # k3
 

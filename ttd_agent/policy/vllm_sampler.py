@@ -1,16 +1,24 @@
 """Sampling through vLLM on a GPU, with the policy's latest LoRA adapter.
 
 `HFPolicy(sampler="vllm")` trains with transformers + peft and samples here: after each update it
-saves its adapter to a new directory, and the next `sample` passes it as a `LoRARequest` with a new
-integer id (vLLM caches adapters by id, so a new version must never reuse one).
+saves its adapter to a new directory, and the next call passes it as a `LoRARequest` with a new
+integer id (vLLM caches adapters by id, so a new version must never reuse one); the policy
+deletes directories the engine no longer needs and tells the engine to drop them.
+
+Seeds. Each row (one sample of one prompt) is its own request with `n=1` and its own seed, so
+identical prompts (a fixed initial state, repeated PUCT picks) draw different samples; vLLM's
+prefix caching still shares the prompt's KV cache between them.
+
+One GPU. The engine is built with `enable_sleep_mode`; `sleep()` (level 1: weights to CPU RAM,
+KV cache dropped) runs before each update and `wake()` before the next sample, so the update
+has the memory the KV cache held. Both are no-ops when already in that state or when
+`settings.sleep` is off.
 
 Log-prob convention. vLLM's default `logprobs_mode` is "raw_logprobs": log-probs of the model's
-raw distribution, before temperature (and penalties, top-k/top-p). Our policies train on the
-temperature-scaled distribution, so where vLLM has `logprobs_mode` (v0.10.2 and later) we ask for
+raw distribution, before temperature. Our policies train on the temperature-scaled
+distribution, so where vLLM has `logprobs_mode` (v0.10.2 and later) we ask for
 "processed_logprobs": the distribution actually sampled from. With an older vLLM the reported
-log-probs are the raw ones and `processed` is False; `HFPolicy` recomputes them with its own
-forward by default either way (`vllm_logprobs="recompute"`), which also removes the small
-numerical mismatch between vLLM's kernels and the trainer's.
+log-probs are the raw ones; use `logprobs="recompute"` there.
 
 Sampling parameters are explicit and neutral (top-p 1, no top-k, no min-p, no penalties): vLLM
 only applies a model's `generation_config.json` defaults when no `SamplingParams` is given.
@@ -20,13 +28,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ttd_agent.policy.base import Sample
+from ttd_agent.policy.renderers import Completion
+from ttd_agent.policy.settings import LLMSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,29 +49,60 @@ def _import_vllm() -> Any:
     return vllm
 
 
-class VLLMSampler:
-    """A `vllm.LLM` with LoRA enabled; `sample` returns `Sample`s with per-token sampled log-probs."""
+def engine_args(model: str, settings: LLMSettings, *, max_lora_rank: int, seed: int,
+                fields: set[str]) -> dict[str, Any]:
+    """`vllm.LLM` arguments from the settings; `fields` are the names this vLLM's EngineArgs knows."""
+    args: dict[str, Any] = {"model": model, "enable_lora": True, "max_lora_rank": max_lora_rank, "seed": seed,
+                            "gpu_memory_utilization": settings.gpu_memory_utilization,
+                            "enforce_eager": settings.enforce_eager,
+                            "tensor_parallel_size": settings.tensor_parallel_size,
+                            "enable_prefix_caching": True}
+    if settings.max_model_len is not None:
+        args["max_model_len"] = settings.max_model_len
+    if settings.dtype is not None:
+        args["dtype"] = settings.dtype
+    if settings.sleep:
+        args["enable_sleep_mode"] = True
+    if "logprobs_mode" in fields:
+        args["logprobs_mode"] = "processed_logprobs"
+    return {k: v for k, v in args.items() if k in fields or k == "model"}
 
-    def __init__(self, model: str, *, max_lora_rank: int, gpu_memory_utilization: float = 0.5, seed: int = 0,
-                 **kwargs: Any):
-        vllm = _import_vllm()
+
+class VLLMSampler:
+    """A `vllm.LLM` with LoRA enabled, as a token-level engine (`generate`) that can sleep."""
+
+    def __init__(self, model: str, *, max_lora_rank: int, seed: int = 0, settings: LLMSettings | None = None,
+                 engine: Any = None, **kwargs: Any):
+        self.vllm = _import_vllm()
         self.model = str(model)
-        self.seed = seed
-        self._calls = 0
-        self._adapter_ids: dict[str, int] = {}
-        fields = {f.name for f in dataclasses.fields(vllm.EngineArgs)}
-        self.processed = "logprobs_mode" in fields
-        """True when vLLM reports the log-probs of the (temperature-scaled) distribution it sampled from."""
-        args: dict[str, Any] = {"model": self.model, "enable_lora": True, "max_lora_rank": max_lora_rank,
-                                "gpu_memory_utilization": gpu_memory_utilization, "seed": seed}
-        if self.processed:
-            args["logprobs_mode"] = "processed_logprobs"
-        args.update(kwargs)
+        self.settings = settings or LLMSettings()
+        known = {f.name for f in dataclasses.fields(self.vllm.EngineArgs)}
+        args = {**engine_args(self.model, self.settings, max_lora_rank=max_lora_rank, seed=seed, fields=known),
+                **kwargs}
         self.processed = args.get("logprobs_mode") == "processed_logprobs"
+        """True when vLLM reports the log-probs of the (temperature-scaled) distribution it sampled from."""
         if not self.processed:
-            log.warning("this vLLM reports raw (un-tempered) log-probs; recompute them with the trainer's model")
-        self.llm = vllm.LLM(**args)
-        self.tokenizer = self.llm.get_tokenizer()
+            log.warning("this vLLM reports raw (un-tempered) log-probs; use --logprobs recompute")
+        self.sleeps = bool(args.get("enable_sleep_mode"))
+        self.asleep = False
+        self.llm = engine if engine is not None else self.vllm.LLM(**args)
+        self._adapter_ids: dict[str, int] = {}
+        self._next_id = 1  # ids start at 1 and are never reused
+
+    # ---- memory around updates
+
+    def sleep(self) -> None:
+        """Free the GPU for an update: weights to CPU RAM, KV cache dropped (level 1)."""
+        if self.sleeps and not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def wake(self) -> None:
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
+
+    # ---- adapters
 
     def _lora(self, adapter_dir: Path | None) -> Any:
         if adapter_dir is None:
@@ -71,31 +111,35 @@ class VLLMSampler:
 
         key = str(Path(adapter_dir).resolve())
         if key not in self._adapter_ids:
-            self._adapter_ids[key] = len(self._adapter_ids) + 1  # ids start at 1
+            self._adapter_ids[key] = self._next_id
+            self._next_id += 1
         index = self._adapter_ids[key]
         return LoRARequest(f"policy-{index}", index, key)
 
-    def sample(self, prompts: Sequence[str | Sequence[int]], n: int, *, temperature: float, max_new_tokens: int,
-               adapter_dir: Path | None = None, prompt_texts: Sequence[str] | None = None) -> list[list[Sample]]:
-        """`n` completions per prompt (text, or token ids as rendered by the caller) with the adapter in
-        `adapter_dir` (None: the base model). `prompt_texts` labels the samples (default: the prompts)."""
-        vllm = _import_vllm()
-        params = vllm.SamplingParams(n=n, temperature=temperature, top_p=1.0, top_k=-1, min_p=0.0,
-                                     max_tokens=max_new_tokens, logprobs=0, seed=self.seed + self._calls)
-        self._calls += 1
-        inputs = [{"prompt": p} if isinstance(p, str) else {"prompt_token_ids": list(p)} for p in prompts]
+    def forget_adapter(self, adapter_dir: Path) -> None:
+        """The policy deletes `adapter_dir`: drop it from the engine's LoRA cache too."""
+        index = self._adapter_ids.pop(str(Path(adapter_dir).resolve()), None)
+        remove = getattr(self.llm, "remove_lora", None) or getattr(getattr(self.llm, "llm_engine", None),
+                                                                    "remove_lora", None)
+        if index is not None and remove is not None:
+            remove(index)
+
+    # ---- sampling
+
+    def generate(self, rows: list[list[int]], temperature: float, max_new_tokens: int, seeds: list[int],
+                 on_row: Callable[[int, Completion], None], *, adapter_dir: Path | None = None,
+                 stop_ids: Sequence[int] = ()) -> None:
+        """One completion per row of prompt ids, each with its own seed, reported through `on_row`."""
+        self.wake()
+        params = [self.vllm.SamplingParams(n=1, temperature=temperature, top_p=1.0, top_k=-1, min_p=0.0,
+                                           max_tokens=max_new_tokens, logprobs=0, seed=seed,
+                                           stop_token_ids=list(stop_ids)) for seed in seeds]
+        inputs = [{"prompt_token_ids": list(r)} for r in rows]
         outputs = self.llm.generate(inputs, params, lora_request=self._lora(adapter_dir), use_tqdm=False)
-        groups = []
-        for i, out in enumerate(outputs):
-            label = prompt_texts[i] if prompt_texts is not None else (prompts[i] if isinstance(prompts[i], str) else "")
-            group = []
-            for completion in out.outputs:
-                ids = list(completion.token_ids)
-                steps = completion.logprobs or []
-                logp = np.array([steps[t][tok].logprob for t, tok in enumerate(ids)] if steps else [0.0] * len(ids),
-                                dtype=np.float32)
-                group.append(Sample(prompt=label, text=completion.text, prompt_ids=list(out.prompt_token_ids),
-                                    completion_ids=ids, logprobs=logp, entropy=None,
-                                    finished=completion.finish_reason != "length"))
-            groups.append(group)
-        return groups
+        for k, out in enumerate(outputs):
+            completion = out.outputs[0]
+            ids = list(completion.token_ids)
+            steps = completion.logprobs or []
+            logp = np.array([steps[t][tok].logprob for t, tok in enumerate(ids)] if steps else [0.0] * len(ids),
+                            dtype=np.float32)
+            on_row(k, Completion(ids=ids, logprobs=logp, finished=completion.finish_reason != "length"))

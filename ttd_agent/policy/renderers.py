@@ -1,0 +1,187 @@
+"""How a prompt becomes tokens and a completion becomes an answer, per model family.
+
+Families (`renderer="auto"` picks one from the tokenizer):
+- "plain": no chat template; the prompt is tokenized as is. The answer is the whole completion.
+- "chat": the tokenizer's chat template, one user turn. The answer is the whole completion.
+- "qwen3": the chat template with `enable_thinking`; the model thinks inside `<think>...</think>`
+  and the answer is what follows the last `</think>` (nothing while the thinking is unfinished).
+- "gpt-oss": the harmony format with `reasoning_effort`; the model writes an `analysis` channel,
+  then a `final` one. The answer is the last `final` message only: the analysis often holds
+  drafts of code, and the env takes the *last* code block of what it is given.
+
+Every template renders with a fixed date (`strftime_now` and `date_string`, which gpt-oss and
+Llama 3 templates stamp into the system message), so a resumed run renders the same tokens.
+
+Two-phase completion (`complete`). With a thinking budget, a completion that is still thinking
+when the budget runs out gets the family's "answer now" text appended (for qwen3: a sentence
+and `</think>`; for gpt-oss: a sentence, then a switch to the final channel) and continues for
+`answer_budget` more tokens. The appended tokens are the trainer's, not the model's: they carry
+loss mask 0 and log-prob 0, so the update neither rewards nor punishes them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FAMILIES = ("plain", "chat", "qwen3", "gpt-oss")
+ANSWER_NOW = "I am out of thinking time, so I will give my final answer now."
+
+
+@dataclass
+class Completion:
+    """What a sampling engine returns for one row: token ids, their sampled log-probs, and
+    whether it stopped on its own (False: cut by the token limit)."""
+
+    ids: list[int]
+    logprobs: np.ndarray
+    finished: bool
+    entropy: np.ndarray | None = None
+    loss_mask: np.ndarray | None = None
+    """0 on tokens the trainer forced (two-phase completion), 1 elsewhere; None means all 1."""
+
+
+OnRow = Callable[[int, Completion], None]
+"""Hears (row index, its Completion) as soon as that row is complete."""
+Generate = Callable[[list[list[int]], float, int, list[int], OnRow], None]
+"""(rows of token ids, temperature, max new tokens, one seed per row, on_row): a sampling engine
+that reports each row's Completion through `on_row` (in any order, possibly from other threads)."""
+
+
+def detect_family(tokenizer: Any) -> str:
+    """The family a tokenizer belongs to, read from its special tokens and template."""
+    vocab = tokenizer.get_vocab()
+    if "<|channel|>" in vocab and "<|message|>" in vocab:
+        return "gpt-oss"
+    if "<think>" in vocab and "</think>" in vocab and getattr(tokenizer, "chat_template", None):
+        return "qwen3"
+    return "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+
+
+class Renderer:
+    """Prompt → token ids, completion ids → answer, stop tokens and the forced "answer now" ids."""
+
+    def __init__(self, tokenizer: Any, family: str = "auto", *, thinking: bool = True,
+                 reasoning_effort: str = "medium", date: str = "2026-01-01", system_prompt: str | None = None):
+        self.tokenizer = tokenizer
+        self.family = detect_family(tokenizer) if family == "auto" else family
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown renderer {family!r}; expected auto or one of {', '.join(FAMILIES)}")
+        if self.family != "plain" and not getattr(tokenizer, "chat_template", None):
+            raise ValueError(f"renderer {self.family!r} needs a tokenizer with a chat template; this one has none "
+                             f"(use renderer 'plain')")
+        self.system_prompt = system_prompt
+        day = datetime.datetime.strptime(date, "%Y-%m-%d")
+        self.template_kwargs: dict[str, Any] = {
+            "strftime_now": lambda fmt: day.strftime(fmt), "date_string": day.strftime("%d %b %Y")}
+        if self.family == "qwen3":
+            self.template_kwargs["enable_thinking"] = thinking
+        if self.family == "gpt-oss":
+            self.template_kwargs["reasoning_effort"] = reasoning_effort
+        vocab = tokenizer.get_vocab()
+        stops = {"qwen3": ["<|im_end|>", "<|endoftext|>"], "gpt-oss": ["<|return|>", "<|call|>"]}.get(self.family, [])
+        self.stop_ids = sorted({vocab[t] for t in stops if t in vocab}
+                               | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
+        forced = {"qwen3": f"\n\n{ANSWER_NOW}\n</think>\n\n",
+                  "gpt-oss": f" {ANSWER_NOW}<|end|><|start|>assistant<|channel|>final<|message|>"}.get(self.family)
+        self.forced_ids = list(tokenizer(forced, add_special_tokens=False)["input_ids"]) if forced else []
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """Token ids of one user turn (after the system prompt, if any), ready for the reply."""
+        tok = self.tokenizer
+        if self.family == "plain":
+            text = prompt if self.system_prompt is None else f"{self.system_prompt}\n\n{prompt}"
+            return list(tok(text, add_special_tokens=True)["input_ids"])
+        messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
+        messages.append({"role": "user", "content": prompt})
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **self.template_kwargs)
+        return list(tok(text, add_special_tokens=False)["input_ids"])
+
+    def _decode(self, ids: Sequence[int], keep_special: bool) -> str:
+        ids = list(ids)
+        if ids and ids[-1] in self.stop_ids:
+            ids = ids[:-1]
+        return self.tokenizer.decode(ids, skip_special_tokens=not keep_special)
+
+    def answer(self, completion_ids: Sequence[int]) -> str:
+        """What the env receives: the final answer only (see the module docstring)."""
+        if self.family == "gpt-oss":
+            text = self._decode(completion_ids, keep_special=True)
+            marker = "<|channel|>final<|message|>"
+            if marker not in text:
+                return ""
+            final = text.rsplit(marker, 1)[1]
+            for end in ("<|end|>", "<|return|>", "<|start|>"):
+                final = final.split(end, 1)[0]
+            return final
+        text = self._decode(completion_ids, keep_special=False)
+        if self.family == "qwen3":
+            if "</think>" in text:
+                return text.rsplit("</think>", 1)[1].lstrip("\n")
+            return "" if "<think>" in text else text
+        return text
+
+    def still_thinking(self, completion_ids: Sequence[int]) -> bool:
+        """True when a cut completion never reached its answer (the two-phase trigger)."""
+        if self.family == "gpt-oss":
+            return "<|channel|>final<|message|>" not in self._decode(completion_ids, keep_special=True)
+        if self.family == "qwen3":
+            text = self._decode(completion_ids, keep_special=False)
+            return "<think>" in text and "</think>" not in text.rsplit("<think>", 1)[1]
+        return False
+
+
+def sample_seeds(seed: int, call: int, rows: int, phase: int = 0) -> list[int]:
+    """One 31-bit sampling seed per row, distinct across rows, calls and phases, from (seed, call)."""
+    state = np.random.SeedSequence([seed, call, phase]).generate_state(rows, dtype=np.uint64)
+    return [int(s % (2**31 - 1)) for s in state]
+
+
+def _merge(head: Completion, forced: list[int], tail: Completion) -> Completion:
+    """Phase one, the forced tokens (log-prob 0, loss mask 0) and phase two, as one completion."""
+    zeros = np.zeros(len(forced), dtype=np.float32)
+    entropy = None
+    if head.entropy is not None and tail.entropy is not None:
+        entropy = np.concatenate([head.entropy, zeros, tail.entropy]).astype(np.float32)
+    head_mask = head.loss_mask if head.loss_mask is not None else np.ones(len(head.ids), dtype=np.float32)
+    tail_mask = tail.loss_mask if tail.loss_mask is not None else np.ones(len(tail.ids), dtype=np.float32)
+    return Completion(ids=head.ids + forced + tail.ids,
+                      logprobs=np.concatenate([head.logprobs, zeros, tail.logprobs]).astype(np.float32),
+                      finished=tail.finished, entropy=entropy,
+                      loss_mask=np.concatenate([head_mask, zeros, tail_mask]).astype(np.float32))
+
+
+def complete(generate: Generate, renderer: Renderer, rows: list[list[int]], *, temperature: float,
+             max_new_tokens: int, seeds: list[int], on_row: OnRow, thinking_budget: int | None = None,
+             answer_budget: int = 2048, seeds_phase2: list[int] | None = None) -> None:
+    """One completion per row, reported through `on_row` as each is done; with `thinking_budget`,
+    the two-phase completion of the module docstring (phase one gets `thinking_budget` tokens
+    instead of `max_new_tokens`; rows that answered in time are reported before phase two)."""
+    if thinking_budget is None or not renderer.forced_ids:
+        if thinking_budget is not None:
+            log.warning("thinking_budget is ignored: renderer %r has no thinking phase", renderer.family)
+        generate(rows, temperature, max_new_tokens, seeds, on_row)
+        return
+    heads: dict[int, Completion] = {}
+
+    def first(k: int, c: Completion) -> None:
+        if not c.finished and renderer.still_thinking(c.ids):
+            heads[k] = c
+        else:
+            on_row(k, c)
+
+    generate(rows, temperature, thinking_budget, seeds, first)
+    if not heads:
+        return
+    cut = sorted(heads)
+    forced = renderer.forced_ids
+    later = seeds_phase2 if seeds_phase2 is not None else sample_seeds(seeds[0], len(rows), len(rows), phase=1)
+    generate([rows[k] + heads[k].ids + forced for k in cut], temperature, answer_budget, [later[k] for k in cut],
+             lambda m, tail: on_row(cut[m], _merge(heads[cut[m]], forced, tail)))
