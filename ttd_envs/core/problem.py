@@ -61,6 +61,9 @@ class TrainerDefaults:
     temperature: float = 1.0
     eval_timeout_s: float = 120.0
     cpus_per_eval: int = 1
+    gpus_per_eval: int = 0
+    """GPUs one evaluation holds alone (kernel timing): executors run at most one such evaluation per
+    GPU at a time, and nothing else on that GPU beside it."""
     embedded: EmbeddedSpec | None = None
     """Set for problems the embedded policy can attempt; they also define `compact_prompt(state)`."""
 
