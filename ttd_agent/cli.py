@@ -1,20 +1,28 @@
 """`ttd-agent`: train on one env (TTT-Discover or TTRL), list the envs, show a run's best state.
 
     ttd-agent train --env ttd/LABS-v0                       # embedded policy, env defaults
+    ttd-agent train --env my_module:MyProblem --model tiny --steps 2   # plumbing check on a CPU
     ttd-agent train --env ttd/ErdosOverlap-v0 --model Qwen/Qwen2.5-Coder-7B-Instruct
     ttd-agent train --env ttd/MathVote-v0 --method ttrl --model PATH --env-arg dataset=aime24
+    ttd-agent train --config run.toml                       # flags from a TOML file
     ttd-agent train --run-dir runs/x --resume               # continue after a kill
     ttd-agent envs
     ttd-agent best runs/x
+
+Every error is one line that names the flag or file and what to do (`--debug` shows the
+traceback). Output has no colour codes when it is not a terminal.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
 import sys
+import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +40,12 @@ from rich.table import Table
 
 console = Console()
 
+FLAG_FIELDS = {"env_arg": "env_kwargs", "no_update": "update", "no_edit_prior": "edit_prior"}
+"""Flags whose DiscoveryConfig field has another name (all others share the flag's name)."""
+NOT_CONFIG = frozenset({"command", "config", "resume", "method", "debug", "votes", "keep", "questions_per_step",
+                        "episodes", "eval_every"})
+"""Train flags that are not DiscoveryConfig fields (TTRL's own flags, and how the CLI runs)."""
+
 
 def _env_arg(text: str) -> tuple[str, Any]:
     """KEY=VALUE with VALUE read as JSON when it parses (numbers, true, lists), else a string."""
@@ -44,38 +58,60 @@ def _env_arg(text: str) -> tuple[str, Any]:
         return key, value
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends the default to a flag's help when there is one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ttd-agent", description="Test-time RL on ttd discovery problems.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="run TTT-Discover (or TTRL with --method ttrl) on one env")
-    train.add_argument("--env", help="env id, e.g. ttd/LABS-v0 (see `ttd-agent envs`)")
+    train = sub.add_parser("train", help="run TTT-Discover (or TTRL with --method ttrl) on one env",
+                           formatter_class=_HelpFormatter,
+                           description="Train on one env; every None default is the env's own default.")
+    parser.train_parser = train  # type: ignore[attr-defined]  # --config fills its defaults
+    train.add_argument("--config", metavar="FILE.toml",
+                       help="read flags from a TOML file (group-size = 4, env-arg = {n = 40}); "
+                            "flags on the command line override it")
+    train.add_argument("--env", help="env id (see `ttd-agent envs`) or module:ProblemClass importable from "
+                                     "the current directory or PYTHONPATH")
     train.add_argument("--env-arg", action="append", type=_env_arg, default=[], metavar="KEY=VALUE",
                        help="a make() kwarg of the env, e.g. n=40 or initial=record (repeatable)")
-    train.add_argument("--method", choices=("discover", "ttrl"), default="discover")
-    train.add_argument("--model", help="causal LM path or hub id (HF + LoRA), or 'embedded'; default: the env's kind")
-    train.add_argument("--steps", type=int)
-    train.add_argument("--groups-per-step", type=int, help="start states per step (B)")
-    train.add_argument("--group-size", type=int, help="samples per start state (G)")
-    train.add_argument("--lr", type=float)
-    train.add_argument("--lora-rank", type=int, default=32)
-    train.add_argument("--lora-alpha", type=float)
+    train.add_argument("--method", choices=("discover", "ttrl"), default="discover",
+                       help="TTT-Discover on one problem, or TTRL on a question set")
+    train.add_argument("--model", help="causal LM directory or hub id (HF + LoRA); 'embedded' for the "
+                                       "built-in policy of data-answer envs; 'tiny' for a random tiny LM "
+                                       "(a plumbing check on a CPU that finds nothing); default: the env's kind")
+    train.add_argument("--steps", type=int, help="training steps (default: the env's)")
+    train.add_argument("--groups-per-step", type=int, help="start states per step, B (default: the env's)")
+    train.add_argument("--group-size", type=int, help="samples per start state, G (default: the env's)")
+    train.add_argument("--lr", type=float, help="learning rate (default: 1e-3 embedded, 4e-5 LLM)")
+    train.add_argument("--lora-rank", type=int, default=32, help="LoRA rank")
+    train.add_argument("--lora-alpha", type=float, help="LoRA alpha (default: 32)")
     train.add_argument("--lora-target-modules", nargs="+", help="module names to adapt (default: all linear layers)")
     train.add_argument("--full-finetune", action="store_true", help="HF backend: train all weights, no LoRA")
-    train.add_argument("--temperature", type=float)
-    train.add_argument("--max-new-tokens", type=int)
+    train.add_argument("--temperature", type=float, help="sampling temperature (default: the env's, 1.0)")
+    train.add_argument("--max-new-tokens", type=int, help="answer length cap in tokens (default: the env's)")
     train.add_argument("--objective", choices=("entropic-adaptive", "entropic", "mean", "grpo"),
-                       default="entropic-adaptive")
+                       default="entropic-adaptive", help="how a group's rewards become advantages")
     train.add_argument("--beta", type=float, default=2.0, help="β of --objective entropic")
-    train.add_argument("--reuse", choices=("puct", "greedy", "none"), default="puct")
-    train.add_argument("--puct-c", type=float, default=1.0)
+    train.add_argument("--reuse", choices=("puct", "greedy", "none"), default="puct",
+                       help="how start states are picked from the buffer")
+    train.add_argument("--puct-c", type=float, default=1.0, help="exploration constant of PUCT")
     train.add_argument("--kl-coef", type=float, help="λ of the KL penalty to the base policy (default 0; TTRL 0.001)")
     train.add_argument("--clip-eps", type=float, help="PPO ratio clip (default off; TTRL 0.2)")
     train.add_argument("--no-update", action="store_true",
                        help="never update the policy: best-of-N from the frozen model at the same budget")
     train.add_argument("--no-edit-prior", action="store_true",
                        help="embedded policy on an edit env (LABS): skip the few-second imitation of near-copies")
-    train.add_argument("--eval-workers", type=int, default=2)
+    train.add_argument("--eval-workers", type=int, default=2, help="answers evaluated in parallel")
     train.add_argument("--executor", choices=("thread", "process", "ray"), default="thread",
                        help="where evaluations run: local threads, local processes, or a Ray cluster")
     train.add_argument("--ray-address", metavar="ADDRESS",
@@ -83,9 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "for $RAY_ADDRESS, else a new local cluster (see docs/distributed.md)")
     train.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     train.add_argument("--sampler", choices=("hf", "vllm"), default="hf", help="sample with vLLM on a GPU")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--run-dir", default=None, help="where the run is written (default runs/<env>-<seed>)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    train.add_argument("--seed", type=int, default=0, help="seed of the policy, the sampler and the buffer")
+    train.add_argument("--run-dir", default=None,
+                       help="where the run is written (default: runs/<name>-seed<seed>, e.g. runs/LABS-v0-seed0; "
+                            "<name> is the id after 'ttd/' or the class name)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --run-dir from its last checkpoint; flags that would change "
+                            "what it learns are refused")
     ttrl = train.add_argument_group("TTRL (--method ttrl)")
     ttrl.add_argument("--votes", type=int, help="N samples per question for the majority vote (64)")
     ttrl.add_argument("--keep", type=int, help="M of the N trained on (32)")
@@ -99,77 +139,153 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: list[str] | None) -> tuple[argparse.Namespace, set[str]]:
+    """The arguments (defaults < --config file < command line) and the train flags the user gave."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "train":
+        return args, set()
+    bare = build_parser()
+    for action in bare.train_parser._actions:  # type: ignore[attr-defined]
+        action.default = argparse.SUPPRESS
+    given = set(vars(bare.parse_args(argv))) - {"command", "debug"}
+    if args.config:
+        from ttd_agent.runconfig import load_toml
+
+        actions = {a.dest: a for a in parser.train_parser._actions if a.dest not in ("help", "config")}  # type: ignore[attr-defined]
+        flags = load_toml(args.config, actions)
+        for name, value in flags.items():
+            _check_toml_value(args.config, actions[name], value)
+        parser.train_parser.set_defaults(**flags)  # type: ignore[attr-defined]
+        args = parser.parse_args(argv)
+        given |= set(flags)
+    return args, given
+
+
+def _check_toml_value(path: str, action: argparse.Action, value: Any) -> None:
+    """What argparse checks on the command line, for a value that came from the TOML file."""
+    name = action.dest.replace("_", "-")
+    if action.choices is not None and value not in action.choices:
+        raise ValueError(f"--config {path}: {name} = {value!r} is not one of {', '.join(map(str, action.choices))}")
+    expected = {int: (int,), float: (int, float)}.get(action.type, ())  # type: ignore[arg-type]
+    is_flag = isinstance(action, argparse._StoreTrueAction)
+    if (expected and (isinstance(value, bool) or not isinstance(value, expected))) or \
+            (is_flag and not isinstance(value, bool)):
+        kind = "true or false" if is_flag else "a number"
+        raise ValueError(f"--config {path}: {name} must be {kind}, got {value!r}")
+
+
 # -- train ----------------------------------------------------------------------------------------
 def _progress() -> Progress:
-    return Progress(TextColumn("[bold]step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[status]}"),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console)
+    return Progress(TextColumn("[bold]step"), MofNCompleteColumn(), BarColumn(bar_width=20),
+                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                    TimeRemainingColumn(), console=console)
 
 
-def _discovery_config(args: argparse.Namespace) -> Any:
-    from ttd_agent.trainer import DiscoveryConfig
-
-    run_dir = args.run_dir or f"runs/{args.env.split('/')[-1]}-seed{args.seed}"
-    return DiscoveryConfig(
-        env=args.env, env_kwargs=dict(args.env_arg), model=args.model, steps=args.steps,
-        groups_per_step=args.groups_per_step, group_size=args.group_size, lr=args.lr, temperature=args.temperature,
-        max_new_tokens=args.max_new_tokens, objective=args.objective, beta=args.beta, reuse=args.reuse,
-        puct_c=args.puct_c, kl_coef=args.kl_coef or 0.0, clip_eps=args.clip_eps, update=not args.no_update,
-        lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, lora_target_modules=args.lora_target_modules,
-        full_finetune=args.full_finetune,
-        device=args.device, sampler=args.sampler, eval_workers=args.eval_workers, executor=args.executor,
-        edit_prior=not args.no_edit_prior,
-        seed=args.seed, run_dir=run_dir)
+def default_run_dir(env: str, seed: int) -> str:
+    """runs/<name>-seed<seed>: the id after 'ttd/', or the class of a module:Class env."""
+    name = env.rsplit(":", 1)[-1] if ":" in env and not env.startswith("ttd/") else env.split("/")[-1]
+    return f"runs/{name}-seed{seed}"
 
 
-def train_discovery(args: argparse.Namespace) -> int:
+def _discovery_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """DiscoveryConfig fields from the train flags (None = the env's default)."""
+    fields: dict[str, Any] = {}
+    for name, value in vars(args).items():
+        if name in NOT_CONFIG or name == "ray_address":
+            continue
+        fields[FLAG_FIELDS.get(name, name)] = value
+    fields["env_kwargs"] = dict(args.env_arg)
+    fields["update"], fields["edit_prior"] = not args.no_update, not args.no_edit_prior
+    fields["kl_coef"] = args.kl_coef or 0.0
+    return fields
+
+
+def _make_trainer(args: argparse.Namespace, given: set[str]) -> Any:
     from ttd_agent.trainer import DiscoveryConfig, DiscoveryTrainer
 
+    fields = _discovery_fields(args)
+    if args.resume:
+        if not args.run_dir and not args.env:
+            raise ValueError("--resume needs --run-dir (the run to continue)")
+        fields["run_dir"] = args.run_dir or default_run_dir(args.env, args.seed)
+        changes = {FLAG_FIELDS.get(flag, flag): fields[FLAG_FIELDS.get(flag, flag)] for flag in given
+                   if flag not in NOT_CONFIG and FLAG_FIELDS.get(flag, flag) in fields and flag != "run_dir"}
+        config = DiscoveryConfig(env=args.env or "", run_dir=fields["run_dir"])
+        return DiscoveryTrainer(config, resume=True, changes=changes)
+    if not args.env:
+        raise ValueError("--env is required (see `ttd-agent envs`), or --resume with --run-dir")
+    fields["run_dir"] = args.run_dir or default_run_dir(args.env, args.seed)
+    return DiscoveryTrainer(DiscoveryConfig(**fields))
+
+
+def train_discovery(args: argparse.Namespace, given: set[str]) -> int:
     if args.ray_address:  # where the cluster is today: Ray reads it; not part of the run's config
         os.environ["RAY_ADDRESS"] = args.ray_address
-
-    if args.resume:
-        if not args.run_dir:
-            raise ValueError("--resume needs --run-dir (the run to continue)")
-        config = DiscoveryConfig(env=args.env or "", run_dir=args.run_dir, steps=args.steps)
-    else:
-        if not args.env:
-            raise ValueError("--env is required (see `ttd-agent envs`)")
-        config = _discovery_config(args)
-    trainer = DiscoveryTrainer(config, resume=args.resume)
+    trainer = _make_trainer(args, given)
     cfg = trainer.config
-    console.print(f"[bold]{cfg.env}[/] with {cfg.model}: {cfg.steps} steps x {cfg.groups_per_step} groups x "
-                  f"{cfg.group_size} samples, objective {cfg.objective}, reuse {cfg.reuse} -> {trainer.run_dir.path}")
+    console.print(f"[bold]{escape(cfg.env)}[/] with {escape(str(cfg.model))}: {cfg.steps} steps x "
+                  f"{cfg.groups_per_step} groups x {cfg.group_size} samples, objective {cfg.objective}, "
+                  f"reuse {cfg.reuse}", highlight=False)
+    console.print(f"run dir {escape(str(trainer.run_dir.path))}", highlight=False)
     with _progress() as progress:
         task = progress.add_task("train", total=cfg.steps, completed=trainer.step, status="")
 
         def on_step(result: Any) -> None:
-            row = result.row
-            progress.update(task, completed=row["step"], status=(
-                f"best {row['best_reward']:.5g}  mean {row['reward_mean']:.4g}  valid {row['valid_fraction']:.0%}"
-                + ("  [green]new best[/]" if result.improved else "")))
+            progress.update(task, completed=result.row["step"], status=step_status(result.row, result.improved))
 
         best = trainer.run(on_step)
-    _print_summary(trainer, best)
+    print_summary(trainer, best)
     return 0
 
 
-def _print_summary(trainer: Any, best: Any) -> None:
+def step_status(row: dict[str, Any], improved: bool) -> str:
+    """The progress line of one step; a run with no valid answer yet says so."""
+    best = "no valid answer yet" if row.get("best_reward") is None else f"best {row['best_reward']:.5g}"
+    return (f"{best}  mean {row['reward_mean']:.4g}  valid {row['valid_fraction']:.0%}"
+            + ("  [green]new best[/]" if improved else ""))
+
+
+def _rollout_outcomes(trainer: Any, top: int = 2) -> tuple[int, list[tuple[str, int]]]:
+    """How many rollouts were valid, and the most common errors of the others."""
+    rollouts = trainer.run_dir.read(trainer.run_dir.rollouts_file)
+    errors = Counter(" ".join((row.get("error") or "no message").split())[:120]
+                     for row in rollouts if not row.get("valid"))
+    return sum(1 for row in rollouts if row.get("valid")), errors.most_common(top)
+
+
+def print_summary(trainer: Any, best: Any) -> None:
+    """What the run found, in the problem's metric beside the reward the plots show."""
     problem, run = trainer.problem, trainer.run_dir.path
-    table = Table(title=f"{trainer.config.env}: best state after {trainer.samples} samples", show_header=False)
-    table.add_row("reward", f"{best.reward:.10g}")
-    table.add_row("score (the problem's own metric)", f"{best.score:.10g}" if best.score is not None else "-")
+    found = best is not None and best.reward is not None and not best.is_initial
+    table = Table(title=f"{escape(trainer.config.env)}: after {trainer.samples} samples", show_header=False,
+                  title_justify="left")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    if not found:
+        valid, errors = _rollout_outcomes(trainer)
+        table.add_row("result", "no answer beat the initial state" if valid else
+                      f"no valid answer in {trainer.samples} samples")
+        for error, count in errors:
+            table.add_row(f"error x{count}", escape(error))
+    if best is not None and best.reward is not None:
+        label = "best reward" if found else "initial reward"
+        table.add_row(label, f"{best.reward:.10g} (the plots show this)")
+    if best is not None and best.score is not None:
+        table.add_row("its score", f"{best.score:.10g} (the problem's own metric)")
     if problem.record is not None:
-        table.add_row("record to beat", problem.record.describe())
-        if best.score is not None:
+        table.add_row("record (score)", escape(problem.record.describe()))
+        if found and best.score is not None:
             gap = best.score - problem.record.score
-            beaten = gap < 0 if not problem.record.higher_is_better else gap > 0
-            table.add_row("gap to the record", f"{gap:+.6g}" + ("  [bold green]record beaten[/]" if beaten else
-                                                             "  [green]record matched[/]" if gap == 0 else ""))
-    if isinstance(best.construction, str) and len(best.construction) <= 200:
-        table.add_row("construction", best.construction)
-    table.add_row("run dir", str(run))
-    table.add_row("best state", str(run / "best.json"))
-    table.add_row("plots", f"{run / 'plots' / 'reward_distribution.png'}, {run / 'plots' / 'best_so_far.png'}")
+            beaten = gap > 0 if problem.record.higher_is_better else gap < 0
+            table.add_row("gap to record", f"{gap:+.6g}" + ("  [bold green]record beaten[/]" if beaten else
+                                                           "  [green]record matched[/]" if gap == 0 else ""))
+    if found and isinstance(best.construction, str) and len(best.construction) <= 200:
+        table.add_row("construction", escape(best.construction))
+    table.add_row("run dir", escape(str(run)))
+    table.add_row("best state", escape(f"ttd-agent best {run}"))
+    table.add_row("plots", escape(str(run / "plots")))
     console.print(table)
 
 
@@ -181,19 +297,16 @@ def train_ttrl(args: argparse.Namespace) -> int:
 
 # -- envs and best ----------------------------------------------------------------------------------
 def list_envs() -> int:
-    from ttd_envs.registration import ENVS, load_target
+    """One entry per id: the id and who can attempt it, then the summary and the record, indented."""
+    from ttd_envs.registration import ENVS, describe_entry
 
-    table = Table(title="ttd environments")
-    for column in ("id", "problem", "record to beat", "policy"):
-        table.add_column(column)
     for entry in ENVS:
-        target = load_target(entry.target)
-        summary = getattr(target, "summary", None) or (target.__doc__ or "").strip().splitlines()[0]
-        record = getattr(target, "record", None)
-        defaults = getattr(target, "defaults", None)
-        table.add_row(entry.env_id, summary, record.describe() if record is not None else "per instance",
-                      getattr(defaults, "model_kind", "llm"))
-    console.print(table)
+        info = describe_entry(entry)
+        console.print(f"[bold]{entry.env_id}[/]  policy: {info['policy']}", highlight=False)
+        console.print(f"    {escape(info['summary'])}", highlight=False)
+        console.print(f"    record: {escape(info['record'])}", highlight=False)
+    console.print("policy 'llm': answers are programs, pass --model; 'embedded': the built-in policy "
+                  "runs on a CPU; 'vote': TTRL with --method ttrl", highlight=False)
     return 0
 
 
@@ -203,8 +316,11 @@ def show_best(run_dir: str) -> int:
         raise FileNotFoundError(f"{path} does not exist: is {run_dir} a ttd-agent run directory?")
     best = json.loads(path.read_text())
     state = best["state"]
-    console.print(f"[bold]{best['env']}[/]: best after {best['samples']} samples (step {best['step']})")
-    console.print(f"reward {state['reward']!r}   score {state['score']!r}   state id {state['id']}")
+    console.print(f"[bold]{escape(best['env'])}[/]: best after {best['samples']} samples (step {best['step']})",
+                  highlight=False)
+    if state.get("reward") is None or state.get("is_initial"):
+        console.print("no valid answer yet: this is the initial state", highlight=False)
+    console.print(f"reward {state['reward']!r}   score {state['score']!r}   state id {state['id']}", highlight=False)
     if state.get("code"):
         console.print("code:")
         console.print(state["code"], markup=False, highlight=False)
@@ -216,22 +332,46 @@ def show_best(run_dir: str) -> int:
     return 0
 
 
+# -- errors ----------------------------------------------------------------------------------------
+def error_line(error: BaseException) -> str:
+    """One line that says what was wrong and what to do."""
+    if isinstance(error, OSError) and not isinstance(error, (FileNotFoundError, FileExistsError)) \
+            and error.errno is not None:
+        where = f"{error.filename}: " if error.filename else ""
+        if error.errno == errno.ENOSPC:
+            return f"{where}the disk is full; free some space (or pass another --run-dir) and continue with --resume"
+        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return f"{where}cannot write there ({error.strerror}); pass a writable --run-dir"
+        return f"{where}{error.strerror}"
+    message = error.args[0] if isinstance(error, KeyError) and error.args else error  # str(KeyError) adds quotes
+    text = " ".join(str(message).split())
+    if isinstance(error, (ValueError, KeyError, OSError, ImportError, TypeError)):
+        return text or type(error).__name__
+    return f"{type(error).__name__}: {text} (an unexpected error: rerun with --debug and report the traceback)"
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")  # their deprecations, not ours
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     if os.getcwd() not in sys.path:  # like `python -m`: --env package.module:Class from the current directory
         sys.path.insert(0, os.getcwd())
     try:
+        args, given = parse(argv)
         if args.command == "envs":
             return list_envs()
         if args.command == "best":
             return show_best(args.run_dir)
         if args.method == "ttrl":
             return train_ttrl(args)
-        return train_discovery(args)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError, ImportError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # str(KeyError) adds quotes
-        console.print(f"[red]error:[/] {escape(str(message))}")
+        return train_discovery(args, given)
+    except KeyboardInterrupt:
+        console.print("interrupted: continue with the same command and --resume", highlight=False)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the CLI turns every error into one line
+        if debug:
+            raise
+        console.print(f"[red]error:[/] {escape(error_line(error))}", highlight=False, soft_wrap=True)
         return 2
 
 

@@ -17,12 +17,15 @@ is replaced atomically after it, so `latest.json` always names a complete checkp
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 CHECKPOINTS_KEPT = 2
 
@@ -140,6 +143,37 @@ class RunDir:
         data = json.loads(latest.read_text())
         return int(data["step"]), self.path / data["path"]
 
+    def checkpoints_newest_first(self) -> list[tuple[int, Path]]:
+        """The latest checkpoint, then the older finished ones kept beside it."""
+        latest = self.latest_checkpoint()
+        if latest is None:
+            return []
+        older = sorted((p for p in self.checkpoints.glob("step-*") if p.is_dir() and p != latest[1]), reverse=True)
+        return [latest] + [(int(p.name.removeprefix("step-")), p) for p in older
+                           if int(p.name.removeprefix("step-")) < latest[0]]
+
+    def restore(self, load: Callable[[int, Path], None]) -> int | None:
+        """`load(step, directory)` the newest checkpoint that loads, falling back to an older one
+        with a warning when the latest is damaged (a truncated file, a disk that filled up).
+        Returns the step restored, None when the run has no checkpoint yet."""
+        candidates = self.checkpoints_newest_first()
+        failures = []
+        for step, directory in candidates:
+            try:
+                load(step, directory)
+            except Exception as error:  # noqa: BLE001 - any damage means: try the previous one
+                failures.append(f"{directory.relative_to(self.path)}: {type(error).__name__}: {_one_line(error)}")
+                log.warning("checkpoint %s cannot be loaded (%s); falling back to the previous one",
+                            directory, _one_line(error))
+                continue
+            if failures:
+                log.warning("resumed from %s, an older checkpoint: the steps after it are run again", directory)
+            return step
+        if failures:
+            raise ValueError(f"no intact checkpoint in {self.path} ({'; '.join(failures)}); "
+                             f"start a new run in another --run-dir")
+        return None
+
     def _prune(self, keep: Path) -> None:
         finished = sorted(p for p in self.checkpoints.glob("step-*") if p.is_dir())
         for old in finished[:-CHECKPOINTS_KEPT]:
@@ -150,3 +184,8 @@ class RunDir:
 
     def iter_steps(self) -> Iterator[dict[str, Any]]:
         yield from self.read(self.metrics_file)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text[:200] if text else type(error).__name__

@@ -30,6 +30,7 @@ from ttd_agent.plots import plot_best_so_far, plot_reward_distribution
 from ttd_agent.policy.base import LossConfig, Policy, Sample, TrainItem
 from ttd_agent.puct import StateBuffer, same_solution
 from ttd_agent.rundir import RunDir, write_json_atomic
+from ttd_agent.runconfig import reconcile_resume
 from ttd_envs.core.problem import EmbeddedSpec, Evaluation
 from ttd_envs.core.state import State
 from ttd_envs.registration import make_problem
@@ -188,14 +189,17 @@ def training_rewards(rewards: np.ndarray, unchanged: np.ndarray,
 class DiscoveryTrainer:
     """Owns the problem, policy, buffer, executor and run directory of one TTT-Discover run."""
 
-    def __init__(self, config: DiscoveryConfig, *, resume: bool = False, policy: Policy | None = None) -> None:
+    def __init__(self, config: DiscoveryConfig, *, resume: bool = False, policy: Policy | None = None,
+                 changes: dict[str, Any] | None = None) -> None:
+        """On `resume`, the saved config is used with `changes` (fields the caller asked for; by
+        default `config.steps` when set) applied or refused by `runconfig.reconcile_resume`."""
         self.run_dir = RunDir(config.run_dir)
         if not resume:
             self.run_dir.refuse_existing()
         if resume:
-            saved = self.run_dir.config()
-            overrides = {"steps": config.steps} if config.steps is not None else {}
-            config = DiscoveryConfig(**{**saved, **overrides})
+            if changes is None:
+                changes = {"steps": config.steps} if config.steps is not None else {}
+            config = DiscoveryConfig(**reconcile_resume(self.run_dir.config(), changes)[0])
         self.problem = make_problem(config.env, **config.env_kwargs)
         self.config = resolve(config, self.problem)
         resuming = resume and self.run_dir.latest_checkpoint() is not None
@@ -230,10 +234,14 @@ class DiscoveryTrainer:
                            sampler=sampler, epsilon=self.config.epsilon)
 
     def _restore(self) -> bool:
-        latest = self.run_dir.latest_checkpoint()
-        if latest is None:
+        """Load the newest intact checkpoint (an older one, with a warning, if the latest is damaged)."""
+        step = self.run_dir.restore(self._load_checkpoint)
+        if step is None:
             return False
-        step, path = latest
+        self.run_dir.truncate_logs(step)
+        return True
+
+    def _load_checkpoint(self, step: int, path: Path) -> None:
         self.policy.load(path / "policy")
         self.buffer = StateBuffer.load(path / "buffer.json")
         state = json.loads((path / "trainer.json").read_text())
@@ -241,8 +249,6 @@ class DiscoveryTrainer:
         self.rng.bit_generator.state = state["rng"]
         self.best = State.from_dict(state["best"]) if state["best"] else None
         self.best_curve = [tuple(point) for point in state["best_curve"]]
-        self.run_dir.truncate_logs(step)
-        return True
 
     def _checkpoint(self) -> None:
         def write(directory: Path) -> None:
@@ -287,10 +293,10 @@ class DiscoveryTrainer:
         row["unchanged_fraction"] = float(unchanged.mean())
         rollouts = self._rollout_rows(starts, groups, evaluations)
         self.run_dir.log_step(row, rollouts)
+        if improved:  # before the checkpoint: best.json is never staler than the last checkpoint
+            self._write_best()
         if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
             self._checkpoint()
-        if improved:
-            self._write_best()
         return StepResult(row=row, improved=improved)
 
     def _loss_config(self) -> LossConfig:

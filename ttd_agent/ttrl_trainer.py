@@ -332,6 +332,10 @@ class TTRLTrainer:
         self.judge = AnswerJudge(timeout_s=self.config.judge_timeout_s)
         if not any(q.answer is not None for q in questions):
             log.warning("no question in %s has a true answer: label metrics and evaluation are off", config.dataset)
+        limitation = policy_limitation(policy, questions, self.suffix, self.config.max_new_tokens)
+        if limitation:
+            log.warning("%s: %s; its majority votes are noise, so this run only checks the plumbing (pass --model "
+                        "with a math LLM to learn anything)", config.dataset, limitation)
         if self.config.resume and self._restore():
             log.info("resumed %s at step %d of %d", self.run_dir.path if self.run_dir else "", self.step, self.total)
         elif self.run_dir is not None:
@@ -603,6 +607,30 @@ def build_policy(settings: dict[str, Any], lr: float) -> Policy:
 
     kwargs = {k: v for k, v in settings.items() if k != "kind"}
     return make_policy(settings["kind"], lr=lr, **kwargs)
+
+
+def policy_limitation(policy: Policy, questions: Sequence[Question], suffix: str,
+                      max_new_tokens: int) -> str | None:
+    """Why a character-level embedded policy cannot answer this question set, or None.
+
+    It writes only the characters of its alphabet, at most `max_new_tokens` of them, and reads
+    only the last `max_context` characters of a prompt: a true answer outside that reach cannot
+    win a vote, and a question longer than its context is never read whole.
+    """
+    config = getattr(policy, "config", None)
+    alphabet, context = getattr(config, "alphabet", None), getattr(config, "max_context", None)
+    if getattr(policy, "kind", None) != "embedded" or alphabet is None:
+        return None
+    labelled = [q for q in questions if q.answer is not None]
+    unwritable = sum(1 for q in labelled if len(q.answer) > max_new_tokens or set(q.answer) - set(alphabet))
+    unread = sum(1 for q in questions if context is not None and len(q.prompt + suffix) + max_new_tokens > context)
+    reasons = []
+    if unwritable:
+        reasons.append(f"{unwritable} of {len(labelled)} true answers need characters outside {alphabet!r} "
+                       f"or more than {max_new_tokens} of them")
+    if unread:
+        reasons.append(f"{unread} of {len(questions)} questions are longer than its {context}-character context")
+    return "the embedded policy cannot answer it (" + "; ".join(reasons) + ")" if reasons else None
 
 
 def cli_main(args: Any, console: Any, progress_factory: Callable[[], Any]) -> int:

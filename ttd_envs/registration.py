@@ -1,12 +1,21 @@
-"""Every ttd env id in one place. Problems are imported lazily, at `make` time."""
+"""Every ttd env id in one place. Problems are imported lazily, at `make` time.
+
+Each discovery id also has a vector entry point, so `gym.make_vec(id, num_envs=N)` gives N envs
+that reset in the same step they terminate (Gymnasium's SAME_STEP autoreset): every vector step
+scores every action. Gymnasium's default (NEXT_STEP) would spend every other step of a one-step
+env on a reset and return reward 0 for the actions of that step. `asynchronous=True` runs the N
+envs in subprocesses with the same autoreset mode.
+"""
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
 from ttd_envs.core.env import DiscoveryEnv
 
@@ -16,6 +25,7 @@ class EnvEntry:
     env_id: str
     target: str  # "module:ProblemClass" wrapped in DiscoveryEnv, or "module:factory" of a vector env
     vector_env: bool = False  # made with gymnasium.make_vec, e.g. one sub-env per majority vote
+    summary: str | None = None  # for `ttd-agent envs` when the target has no `summary` of its own
 
 
 ENVS: tuple[EnvEntry, ...] = (
@@ -28,7 +38,8 @@ ENVS: tuple[EnvEntry, ...] = (
     EnvEntry("ttd/AHC058-v0", "ttd_envs.problems.ahc.ahc058:AHC058"),
     EnvEntry("ttd/Denoising-v0", "ttd_envs.problems.denoising:Denoising"),
     EnvEntry("ttd/LABS-v0", "ttd_envs.problems.labs:LABS"),
-    EnvEntry("ttd/MathVote-v0", "ttd_envs.problems.mathvote:make_vote_env", vector_env=True),
+    EnvEntry("ttd/MathVote-v0", "ttd_envs.problems.mathvote:make_vote_env", vector_env=True,
+             summary="TTRL: N answers to one math question in, N majority-vote rewards out"),
     EnvEntry("ttd/MathAnswer-v0", "ttd_envs.problems.mathvote:MathAnswer"),
 )
 
@@ -60,6 +71,22 @@ def make_problem(env_id: str, **kwargs: Any) -> Any:
     return problem_class(env_id)(**kwargs)
 
 
+def describe_entry(entry: EnvEntry) -> dict[str, str]:
+    """What `ttd-agent envs` shows: a one-line summary, the record, and who can attempt the env."""
+    target = load_target(entry.target)
+    if entry.vector_env:
+        return {"summary": entry.summary or "", "record": "none (a question set)", "policy": "vote"}
+    defaults = getattr(target, "defaults", None)
+    if defaults is None:  # set per instance (LABS sizes its defaults to n): ask a default instance
+        instance = target()
+        defaults = instance.defaults
+        getattr(instance, "close", lambda: None)()
+    record = getattr(target, "record", None)
+    return {"summary": entry.summary or target.summary,
+            "record": record.describe() if record is not None else "per instance (see its page)",
+            "policy": defaults.model_kind}
+
+
 class _Factory:
     """A picklable entry point that builds the DiscoveryEnv of one registered problem."""
 
@@ -70,11 +97,33 @@ class _Factory:
         return DiscoveryEnv(load_target(self.entry.target)(**kwargs), max_turns=max_turns)
 
 
+class _VectorFactory:
+    """`gym.make_vec` entry point: N copies of one problem's env, autoreset in the same step."""
+
+    def __init__(self, entry: EnvEntry) -> None:
+        self.single = _Factory(entry)
+
+    def __call__(self, num_envs: int = 1, asynchronous: bool = False, **kwargs: Any) -> gym.vector.VectorEnv:
+        vector = AsyncVectorEnv if asynchronous else SyncVectorEnv
+        return vector([partial(self.single, **kwargs)] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+class _VectorOnly:
+    """`gym.make` entry point of a vector-only id: says how to make it instead."""
+
+    def __init__(self, entry: EnvEntry) -> None:
+        self.env_id = entry.env_id
+
+    def __call__(self, **kwargs: Any) -> gym.Env:
+        raise ValueError(f"{self.env_id} is a vector env (N answers to one question vote together): make it "
+                         f"with gymnasium.make_vec({self.env_id!r}, num_envs=N, ...), not gymnasium.make")
+
+
 def register_envs() -> None:
     for entry in ENVS:
         if entry.env_id in gym.registry:
             continue
         if entry.vector_env:
-            gym.register(id=entry.env_id, vector_entry_point=entry.target)
+            gym.register(id=entry.env_id, entry_point=_VectorOnly(entry), vector_entry_point=entry.target)
         else:
-            gym.register(id=entry.env_id, entry_point=_Factory(entry))
+            gym.register(id=entry.env_id, entry_point=_Factory(entry), vector_entry_point=_VectorFactory(entry))

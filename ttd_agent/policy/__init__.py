@@ -3,12 +3,14 @@
 
     policy = make_policy("embedded", alphabet="+-", length=64)
     policy = make_policy("hf", model="Qwen/Qwen2.5-0.5B-Instruct", lora_rank=32)
+    policy = make_policy("hf", model="tiny")   # random tiny LM built in code: a plumbing check
 
 Importing this package needs only numpy; torch is imported when a policy is made.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ttd_agent.policy.base import LossConfig, Policy, Sample, TrainItem
@@ -41,5 +43,27 @@ def make_policy(kind: str, **kwargs: Any) -> Policy:
         raise ImportError(f"the 'hf' policy needs transformers and peft ({error.name} is missing): "
                           f"pip install 'ttd[agent]'") from error
     from ttd_agent.policy.hf import HFPolicy
+    from ttd_agent.policy.tiny import TINY, make_tiny_policy
 
-    return HFPolicy(**kwargs)
+    model = str(kwargs.get("model"))
+    if model == TINY:
+        return make_tiny_policy(**kwargs)
+    if _looks_like_path(model) and not Path(model).expanduser().exists():
+        raise FileNotFoundError(f"model directory {model} does not exist: pass the directory that holds the "
+                                f"model's config.json, a hub id such as Qwen/Qwen2.5-Coder-1.5B-Instruct, or 'tiny'")
+    try:
+        return HFPolicy(**kwargs)
+    except OSError as error:  # missing path, unknown hub id, no internet: transformers says which
+        raise ValueError(f"cannot load model {kwargs.get('model')!r}: {_first_line(error)}; pass a local directory "
+                         f"with config.json and tokenizer files, a hub id already in the Hugging Face cache "
+                         f"(or reachable online), or 'tiny' for a CPU plumbing check") from error
+
+
+def _looks_like_path(model: str) -> bool:
+    """A hub id is "org/name"; anything absolute, relative-dotted, home-based or deeper is a path."""
+    return model.startswith(("/", ".", "~")) or model.count("/") > 1
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0].rstrip(".") if lines else type(error).__name__

@@ -4,6 +4,11 @@ For tests, examples and smoke runs of the `hf` (and vLLM) backend without downlo
 
     path = build_tiny_causal_lm(Path("/tmp/tiny-lm"))
     policy = make_policy("hf", model=str(path))
+    policy = make_policy("hf", model="tiny")      # the same, built in a temporary directory
+
+`--model tiny` (`model="tiny"`) is a plumbing check: the whole trainer runs on any CPU in seconds,
+and the random model writes noise, so it will not find anything. Its answers are capped at
+`TINY_MAX_NEW_TOKENS` tokens, whatever the env's default length.
 
 The tokenizer is a byte-level BPE (every string encodes; ~300 tokens) trained on a few sentences,
 with BOS/EOS/PAD and role markers, and a one-line chat template. The model is a Llama of random
@@ -13,7 +18,14 @@ vLLM's attention kernels need).
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
+from typing import Any
+
+TINY = "tiny"
+"""The `--model` value that selects this model."""
+TINY_MAX_NEW_TOKENS = 64
+"""Answer length cap of the tiny model: noise gains nothing from being long."""
 
 CORPUS = [
     "def solve(x):\n    return [i * i for i in range(x)]\n",
@@ -64,3 +76,32 @@ def build_tiny_causal_lm(directory: Path, seed: int = 0, *, hidden_size: int = 3
         model = LlamaForCausalLM(config)
     model.save_pretrained(directory)
     return directory
+
+
+def make_tiny_policy(**hf_kwargs: Any) -> Any:
+    """An `HFPolicy` over the tiny random LM, built in a temporary directory that lives as long as
+    the policy; the same `seed` rebuilds the same weights, so a checkpoint's adapter fits on resume."""
+    from ttd_agent.policy.hf import HFPolicy
+
+    class TinyPolicy(HFPolicy):
+        """The tiny LM with its answers capped at TINY_MAX_NEW_TOKENS."""
+
+        def sample(self, prompts: Any, n: int, *, temperature: float, max_new_tokens: int) -> Any:
+            return super().sample(prompts, n, temperature=temperature,
+                                  max_new_tokens=min(max_new_tokens, TINY_MAX_NEW_TOKENS))
+
+    if hf_kwargs.get("sampler", "hf") != "hf":
+        raise ValueError("--model tiny samples with the hf backend only; drop --sampler vllm")
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars for a model of a few kB
+    directory = tempfile.TemporaryDirectory(prefix="ttd-tiny-lm-")  # deleted with the policy
+    try:
+        path = build_tiny_causal_lm(Path(directory.name), seed=hf_kwargs.get("seed", 0))
+        policy = TinyPolicy(**{**hf_kwargs, "model": str(path)})
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    policy.files = directory  # peft reads the base config when it saves an adapter
+    return policy

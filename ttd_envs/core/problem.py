@@ -102,6 +102,11 @@ class Problem(Protocol):
 
     `evaluate` must never raise because of the action's content: hostile or broken actions come
     back as `Evaluation.failure(...)` with a message saying what was wrong.
+
+    Optional: `info_keys`, the names of the problem-specific `Evaluation.details` (the env's
+    `info` then has each of them on every step, None when a step did not produce it), and
+    `compact_prompt(state)` for problems the embedded policy can attempt.
+    An initial state that has not been scored has `reward=None` and `score=None`.
     """
 
     name: str

@@ -1,8 +1,13 @@
-"""The character set of every ttd Text space, and helpers that keep prompts inside it."""
+"""The character set of every ttd Text space, the space itself, and helpers that keep prompts
+and program output inside it."""
 
 from __future__ import annotations
 
+import re
 import string
+from typing import Any
+
+from gymnasium import spaces
 
 MATH_SYMBOLS = "−×÷·≤≥≠≈∞∑∫√²³¹⁰ₖᵢ→←↔‖∈∉⊂∪∩∀∃αβγδεζηθικλμνξπρστυφχψωΔΣΩ…–—‘’“”•°±"
 LATIN_LETTERS = "".join(chr(c) for c in range(0xC0, 0x180))
@@ -15,6 +20,34 @@ MAX_ACTION_CHARS = 400_000
 def sanitize(text: str) -> str:
     """Replace characters outside CHARSET (e.g. from a program's stdout) with '?'."""
     return "".join(c if c in _ALLOWED else "?" for c in text)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def clean_output(text: str) -> str:
+    """A program's output made safe to print and to store as JSON: control characters (escape
+    sequences, NUL, carriage returns) and lone surrogates (undecodable bytes) become '?'; newlines
+    and tabs stay. Other non-ASCII text is kept."""
+    return _CONTROL.sub("?", text)
+
+
+class AnswerText(spaces.Text):
+    """The Text space of ttd prompts and answers.
+
+    `sample()` draws from CHARSET, but `contains()` accepts any str within the length limits,
+    because `step` accepts any text (non-ASCII included) and says what is wrong with it. The
+    `repr` names the charset's size instead of printing its 400 characters.
+    """
+
+    def __init__(self, max_length: int) -> None:
+        super().__init__(max_length=max_length, min_length=0, charset=CHARSET)
+
+    def contains(self, x: Any) -> bool:
+        return isinstance(x, str) and self.min_length <= len(x) <= self.max_length
+
+    def __repr__(self) -> str:
+        return f"AnswerText(max_length={self.max_length}, any str; sample() draws from {len(CHARSET)} characters)"
 
 
 def tail(text: str, limit: int = 500) -> str:

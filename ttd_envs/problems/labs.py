@@ -251,6 +251,8 @@ class LABS:
     """
 
     name = "LABS"
+    info_keys = ("energy", "merit_factor", "optimal_energy", "optimum_proven", "gap_to_optimum", "is_optimal",
+                 "reaches_reference", "read_from")
     summary = "Low-autocorrelation binary sequences: a ±1 sequence of length N with the smallest energy Σ C_k²"
 
     def __init__(self, n: int = 32, initial: str = "random") -> None:

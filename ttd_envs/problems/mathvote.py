@@ -212,6 +212,7 @@ class MathAnswer:
     """
 
     name = "MathAnswer"
+    info_keys = ("answer", "correct", "question_id")
     summary = "Answer a competition math question; reward 1 when the boxed answer equals the true answer."
     record = None
     defaults = TrainerDefaults(model_kind="llm", group_size=32, groups_per_step=8, steps=240,

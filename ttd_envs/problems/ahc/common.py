@@ -61,6 +61,7 @@ class AHCProblem:
     name: str
     summary: str
     record: Record | None
+    info_keys = ("ahc",)
     problem_id: str
     title: str
     statement: str
@@ -165,7 +166,7 @@ class AHCProblem:
 
     # -- the Problem protocol -----------------------------------------------------------------
     def initial_state(self, rng: np.random.Generator) -> State:
-        return State(is_initial=True, reward=0.0, score=None)
+        return State(is_initial=True, reward=None, score=None)  # nothing scored yet, as in every env
 
     def prompt(self, state: State) -> str:
         limits = self.run_limits

@@ -124,6 +124,7 @@ class Denoising(PythonProgramProblem):
     `cpus`, `memory_gb`, `poisson_gate`."""
 
     name = "Denoising"
+    info_keys = ("sandbox", *Scores.__dataclass_fields__)
     summary = "scRNA-seq denoising scored with the OpenProblems MSE and Poisson metrics (MCV split)"
     record = Record(0.43, "TTT-Discover, normalised MSE on PBMC 1k (headline 0.71 vs MAGIC 0.64)", True)
     defaults = TrainerDefaults(model_kind="llm", eval_timeout_s=600.0, cpus_per_eval=2, max_new_tokens=20000)
