@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ttd_envs.core.parsing import extract_code_block, missing_block_message
 from ttd_envs.core.problem import Evaluation, Record, TrainerDefaults
 from ttd_envs.core.sandbox import GiB, MiB, Limits, Sandbox, SandboxResult
@@ -32,6 +34,20 @@ class InvalidConstruction(ValueError):
     def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.details = dict(details or {})
+
+
+def real_array(value: Any, what: str) -> np.ndarray:
+    """A float64 array from real numbers only. `np.asarray(x, dtype=float)` would silently turn
+    booleans into 0/1, drop the imaginary part of complex values and parse numeric strings; here
+    each of those, and ragged nesting or other objects, is an InvalidConstruction naming `what`."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidConstruction(f"{what} must be a numeric array ({exc})") from None
+    if array.dtype.kind not in "iuf":
+        kind = {"b": "booleans", "c": "complex numbers"}.get(array.dtype.kind, f"elements of type {array.dtype}")
+        raise InvalidConstruction(f"{what} must hold real numbers; got {kind}")
+    return array.astype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -125,12 +141,12 @@ class PythonProgramProblem:
         try:
             construction, score = self.check(result.value)
         except InvalidConstruction as exc:
-            return Evaluation.failure(str(exc), code=code, stdout=output, elapsed_s=result.elapsed_s,
+            return Evaluation.failure(_bounded(str(exc)), code=code, stdout=output, elapsed_s=result.elapsed_s,
                                       details=details | exc.details)
         except Exception as exc:  # noqa: BLE001 - step never raises because of what a program returned
             log.warning("%s: the checker raised %s on a returned value", self.name, type(exc).__name__,
                         exc_info=True)
-            return Evaluation.failure(f"could not read the returned value ({type(exc).__name__}: {exc})",
+            return Evaluation.failure(_bounded(f"could not read the returned value ({type(exc).__name__}: {exc})"),
                                       code=code, stdout=output, elapsed_s=result.elapsed_s, details=details)
         reward = self.reward_for(score)
         if not math.isfinite(reward):
@@ -138,6 +154,11 @@ class PythonProgramProblem:
                                       elapsed_s=result.elapsed_s, details=details)
         return Evaluation(reward=reward, valid=True, score=score, code=code, construction=construction,
                           stdout=output, elapsed_s=result.elapsed_s, details=details)
+
+
+def _bounded(message: str, limit: int = 2000) -> str:
+    """A checker's message can quote what the program returned (a megabyte-long string, say)."""
+    return message if len(message) <= limit else message[:limit] + " [... message truncated]"
 
 
 def previous_attempt_section(state: State, *, value_name: str, digits: int, language: str = "python") -> str:

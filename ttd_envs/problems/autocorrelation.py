@@ -31,6 +31,7 @@ from scipy.fft import irfft, next_fast_len, rfft
 from ttd_envs.core.problem import Record, TrainerDefaults
 from ttd_envs.core.program_problem import (
     DEFAULT_PRELOAD,
+    RESULT_SLACK_BYTES,
     InvalidConstruction,
     ProgramBudget,
     PythonProgramProblem,
@@ -204,6 +205,7 @@ class _Autocorrelation(PythonProgramProblem):
         super().__init__(ProgramBudget(budget_s, timeout_s or budget_s * 1.5 + 10, cpus=cpus))
         self.initial = initial
         self.max_len = max_len
+        self.result_bytes = 8 * max_len + RESULT_SLACK_BYTES  # float64 heights; 0.8 MB at the default
 
     def initial_state(self, rng: np.random.Generator) -> State:
         """`random`: a constant sequence of random height and length 1000..7999 (AC1 = 2, AC2 = 2/3);

@@ -26,6 +26,7 @@ from ttd_envs.core.program_problem import (
     ProgramBudget,
     PythonProgramProblem,
     previous_attempt_section,
+    real_array,
 )
 from ttd_envs.core.state import State
 
@@ -33,22 +34,10 @@ TOLERANCE = 1e-12
 DATA_PACKAGE = "ttd_envs.data.math"
 
 
-def _real_array(value: Any, what: str) -> np.ndarray:
-    """A float64 array from numbers only: no booleans, complex values, strings or ragged nesting."""
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidConstruction(f"{what} must be a numeric array ({exc})") from None
-    if array.dtype.kind not in "iuf":
-        kind = {"b": "booleans", "c": "complex numbers"}.get(array.dtype.kind, f"elements of type {array.dtype}")
-        raise InvalidConstruction(f"{what} must hold real numbers; got {kind}")
-    return array.astype(np.float64)
-
-
 def packing_arrays(centers: Any, radii: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Shape and type checks: centers as (n, 2) and radii as (n,) float64 arrays, all finite."""
-    c = _real_array(centers, "centers")
-    r = _real_array(radii, "radii")
+    c = real_array(centers, "centers")
+    r = real_array(radii, "radii")
     if c.shape != (n, 2):
         raise InvalidConstruction(f"expected {n} circles: centers must have shape ({n}, 2), got {c.shape}")
     if r.shape != (n,):
@@ -102,6 +91,7 @@ class CirclePacking(PythonProgramProblem):
     record_file: str
     target: float  # the reference prompt's goal
     entry = "run_packing"
+    result_bytes = 1 << 20  # 32 circles are under 2 KB however they are encoded
     defaults = TrainerDefaults(model_kind="llm", eval_timeout_s=300.0, cpus_per_eval=1)
 
     def __init__(self, initial: str = "empty", budget_s: float = 120.0, timeout_s: float | None = None,
@@ -138,7 +128,7 @@ class CirclePacking(PythonProgramProblem):
         """Score a stored packing, `{"circles": [[x, y, r], ...]}`, exactly as a program's return value."""
         if not isinstance(data, dict) or "circles" not in data:
             raise InvalidConstruction('expected a JSON object with a "circles" list of [x, y, r] rows')
-        circles = _real_array(data["circles"], "circles")
+        circles = real_array(data["circles"], "circles")
         if circles.ndim != 2 or circles.shape[1] != 3:
             raise InvalidConstruction(f'"circles" must be a list of [x, y, r] rows; got shape {circles.shape}')
         return self.check((circles[:, :2], circles[:, 2], None))[1]

@@ -21,10 +21,12 @@ from scipy.fft import irfft, next_fast_len, rfft
 from ttd_envs.core.problem import Record, TrainerDefaults
 from ttd_envs.core.program_problem import (
     DEFAULT_PRELOAD,
+    RESULT_SLACK_BYTES,
     InvalidConstruction,
     ProgramBudget,
     PythonProgramProblem,
     previous_attempt_section,
+    real_array,
 )
 from ttd_envs.core.state import State
 
@@ -58,10 +60,7 @@ def c5_bound(h: np.ndarray) -> float:
 
 def normalised_samples(values: Any, max_points: int) -> np.ndarray:
     """The checks of the problem, in order; returns h rescaled to sum n/2. Raises InvalidConstruction."""
-    try:
-        h = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidConstruction(f"h_values must be a 1-D array of numbers: {exc}") from None
+    h = real_array(values, "h_values")
     if h.ndim != 1:
         raise InvalidConstruction(f"h_values must be 1-D, got shape {h.shape}")
     if not 1 <= h.size <= max_points:
@@ -69,16 +68,17 @@ def normalised_samples(values: Any, max_points: int) -> np.ndarray:
     if not np.all(np.isfinite(h)):
         raise InvalidConstruction("h_values contains NaN or inf")
     if h.min() < 0.0 or h.max() > 1.0:
-        raise InvalidConstruction(f"every h value must lie in [0, 1]; got min {h.min():.6g}, max {h.max():.6g}")
+        raise InvalidConstruction(f"every h value must lie in [0, 1]; got min {float(h.min())!r}, max {float(h.max())!r}")
     n = h.size
     total = float(np.sum(h))
     if total <= 0.0:
         raise InvalidConstruction("h_values sums to 0; h must have integral 1 (sum n/2)")
     if total != n / 2:
-        h = h * (n / 2) / total
-        if h.max() > 1.0:
+        h = h * ((n / 2) / total)
+        if not (np.all(np.isfinite(h)) and h.max() <= 1.0):
             raise InvalidConstruction(
-                f"after rescaling to sum n/2 = {n / 2:g}, the largest value is {h.max():.6g} > 1; "
+                f"after rescaling to sum n/2 = {n / 2:g}, the largest value is {float(h.max())!r}, above 1 by "
+                f"{float(h.max()) - 1:.3g}; "
                 "scale h so that sum(h) = n/2 with every value in [0, 1]"
             )
     return h
@@ -102,6 +102,7 @@ class ErdosOverlap(PythonProgramProblem):
         super().__init__(ProgramBudget(budget_s, timeout_s or budget_s * 1.5 + 10, cpus=cpus))
         self.initial = initial
         self.max_points = max_points
+        self.result_bytes = 8 * max_points + RESULT_SLACK_BYTES  # float64 samples; 0.8 MB at the default
 
     def initial_state(self, rng: np.random.Generator) -> State:
         if self.initial == "empty":

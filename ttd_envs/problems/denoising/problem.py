@@ -25,15 +25,16 @@ import numpy as np
 from ttd_envs.core.problem import Evaluation, Record, TrainerDefaults
 from ttd_envs.core.program_problem import (
     DEFAULT_PRELOAD,
+    RESULT_SLACK_BYTES,
     InvalidConstruction,
     ProgramBudget,
     PythonProgramProblem,
     previous_attempt_section,
 )
-from ttd_envs.core.sandbox import GiB, Limits, MiB, SandboxResult
+from ttd_envs.core.sandbox import GiB, SandboxResult
 from ttd_envs.core.state import State
 from ttd_envs.problems.denoising.datasets import BUILTIN, CountSplit, load_split, require_bio
-from ttd_envs.problems.denoising.metrics import DenoisingMetrics, Scores
+from ttd_envs.problems.denoising.metrics import Controls, DenoisingMetrics, Scores
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,17 @@ def gate_violation(scores: Scores, poisson_perfect: float, gate: float) -> str |
     return None
 
 
+def refuse_inverted_gate(controls: Controls, name: str) -> None:
+    """Refuse a split on which perfect denoising (Y = T) has no lower Poisson loss than no denoising
+    (Y = X). The gate assumes poisson_perfect < poisson_none; inverted, poisson_norm changes sign,
+    so the gate would accept noise and reject near-perfect answers."""
+    if not controls.poisson_perfect < controls.poisson_none:
+        raise ValueError(f"{name}: on this split the Poisson loss of the perfect prediction "
+                         f"({controls.poisson_perfect:.6g}) is not below that of no denoising "
+                         f"({controls.poisson_none:.6g}), so the Poisson gate would reward the wrong answers; "
+                         "use more cells or deeper counts, or another split_seed")
+
+
 def magic_source() -> str:
     """The shipped MAGIC-style program (the initial state's code)."""
     return resources.files(DATA_PACKAGE).joinpath(MAGIC_MODULE).read_text()
@@ -148,7 +160,8 @@ class Denoising(PythonProgramProblem):
         self.initial = initial
         self.poisson_gate = poisson_gate
         self.shape = self.split.shape  # loads and validates the data now, so bad options fail at make time
-        self.metrics  # noqa: B018 - the controls, once, before any concurrent evaluation
+        refuse_inverted_gate(self.metrics.controls, self.split.name)
+        self.result_bytes = 8 * self.shape[0] * self.shape[1] + RESULT_SLACK_BYTES  # one float64 prediction
 
     def __getstate__(self) -> dict[str, Any]:
         """Workers reload the data themselves rather than receive it pickled."""
@@ -172,11 +185,6 @@ class Denoising(PythonProgramProblem):
 
     def program_kwargs(self) -> dict[str, Any]:
         return {"random_state": RANDOM_STATE}
-
-    def limits(self) -> Limits:
-        prediction_bytes = 8 * self.shape[0] * self.shape[1]
-        return Limits(wall_s=self.budget.timeout_s, memory_bytes=self.budget.memory_bytes,
-                      result_bytes=2 * prediction_bytes + 16 * MiB)
 
     def run_program(self, code: str, state: State) -> SandboxResult:
         """Append the trusted call of `denoise(X_train, random_state=...)` to the program."""
