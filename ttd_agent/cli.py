@@ -21,10 +21,11 @@ import json
 import logging
 import os
 import sys
+import textwrap
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -68,14 +69,23 @@ class _HelpFormatter(argparse.HelpFormatter):
         return text
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error that points at --help (instead of the usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ttd-agent", description="Test-time RL on ttd discovery problems.")
+    parser = _Parser(prog="ttd-agent", description="Test-time RL on ttd discovery problems.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="run TTT-Discover (or TTRL with --method ttrl) on one env",
                            formatter_class=_HelpFormatter,
-                           description="Train on one env; every None default is the env's own default.")
+                           usage="%(prog)s --env ID [options]\n       %(prog)s --run-dir DIR --resume [options]",
+                           description="Train on one env. A flag with no default shown takes the env's own "
+                                       "(its TrainerDefaults); see docs/trainer.md.")
     parser.train_parser = train  # type: ignore[attr-defined]  # --config fills its defaults
     train.add_argument("--config", metavar="FILE.toml",
                        help="read flags from a TOML file (group-size = 4, env-arg = {n = 40}); "
@@ -132,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     ttrl.add_argument("--questions-per-step", type=int, help="B questions per step (8; 32 for MATH-500)")
     ttrl.add_argument("--episodes", type=int, help="passes over the question set (80 AIME, 30 AMC, 10 MATH)")
     ttrl.add_argument("--eval-every", type=int, help="evaluate avg@k and maj@N on true labels every k steps")
+
+    for action in train._actions:  # short metavars keep --help inside 80 columns
+        if action.metavar is None and action.type in (int, float):
+            action.metavar = "N" if action.type is int else "X"
 
     sub.add_parser("envs", help="list the env ids with their record to beat")
     best = sub.add_parser("best", help="print the best state of a run: score, code, construction")
@@ -300,13 +314,17 @@ def list_envs() -> int:
     """One entry per id: the id and who can attempt it, then the summary and the record, indented."""
     from ttd_envs.registration import ENVS, describe_entry
 
+    def wrapped(text: str) -> str:
+        return escape(textwrap.fill(text, width=console.width, initial_indent="    ", subsequent_indent="      "))
+
     for entry in ENVS:
         info = describe_entry(entry)
-        console.print(f"[bold]{entry.env_id}[/]  policy: {info['policy']}", highlight=False)
-        console.print(f"    {escape(info['summary'])}", highlight=False)
-        console.print(f"    record: {escape(info['record'])}", highlight=False)
-    console.print("policy 'llm': answers are programs, pass --model; 'embedded': the built-in policy "
-                  "runs on a CPU; 'vote': TTRL with --method ttrl", highlight=False)
+        console.print(f"[bold]{entry.env_id}[/]  (policy: {info['policy']})", highlight=False)
+        console.print(wrapped(info["summary"]), highlight=False)
+        console.print(wrapped(f"record: {info['record']}"), highlight=False)
+    console.print(textwrap.fill("policy llm: answers are programs, pass --model (or --model tiny for a "
+                                "plumbing check); embedded: the built-in policy trains on a CPU; vote: "
+                                "TTRL, with --method ttrl.", width=console.width), highlight=False)
     return 0
 
 

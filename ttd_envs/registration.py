@@ -10,6 +10,7 @@ envs in subprocesses with the same autoreset mode.
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -41,6 +42,8 @@ ENVS: tuple[EnvEntry, ...] = (
     EnvEntry("ttd/MathVote-v0", "ttd_envs.problems.mathvote:make_vote_env", vector_env=True,
              summary="TTRL: N answers to one math question in, N majority-vote rewards out"),
     EnvEntry("ttd/MathAnswer-v0", "ttd_envs.problems.mathvote:MathAnswer"),
+    EnvEntry("ttd/TriMul-v0", "ttd_envs.problems.kernels.trimul:TriMul"),
+    EnvEntry("ttd/MLADecode-v0", "ttd_envs.problems.kernels.mla_decode:MLADecode"),
 )
 
 
@@ -67,8 +70,37 @@ def problem_class(env_id: str) -> Any:
     raise KeyError(f"unknown discovery env id {env_id!r}; known ids: {known}")
 
 
+class UnknownOption(TypeError, ValueError):
+    """A make() kwarg (`--env-arg`) the problem does not take."""
+
+
 def make_problem(env_id: str, **kwargs: Any) -> Any:
-    return problem_class(env_id)(**kwargs)
+    """The Problem behind `env_id`, built with its options. An unknown option names the ones there
+    are; a bad value keeps its exception type and says which env and options it came from."""
+    cls = problem_class(env_id)
+    unknown, options = unknown_options(cls, kwargs)
+    if unknown:
+        raise UnknownOption(f"{env_id} has no option {', '.join(map(repr, unknown))} (given with --env-arg or as a "
+                            f"make() kwarg); its options: {', '.join(options) or 'none'}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as error:
+        if type(error) not in (TypeError, ValueError):
+            raise
+        given = ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
+        raise type(error)(f"{env_id} with {given or 'no options'}: {error}") from error
+
+
+def unknown_options(cls: Any, kwargs: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(the kwargs `cls` does not take, the names it does take); nothing is unknown when it takes **kwargs."""
+    try:
+        parameters = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return [], []
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return [], []
+    names = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return [key for key in kwargs if key not in names], names
 
 
 def describe_entry(entry: EnvEntry) -> dict[str, str]:
@@ -76,15 +108,14 @@ def describe_entry(entry: EnvEntry) -> dict[str, str]:
     target = load_target(entry.target)
     if entry.vector_env:
         return {"summary": entry.summary or "", "record": "none (a question set)", "policy": "vote"}
-    defaults = getattr(target, "defaults", None)
-    if defaults is None:  # set per instance (LABS sizes its defaults to n): ask a default instance
-        instance = target()
-        defaults = instance.defaults
-        getattr(instance, "close", lambda: None)()
-    record = getattr(target, "record", None)
+    source = target
+    if getattr(target, "defaults", None) is None:  # set per instance (LABS sizes them to n): ask a default one
+        source = target()
+        getattr(source, "close", lambda: None)()
+    record = getattr(source, "record", None)
     return {"summary": entry.summary or target.summary,
-            "record": record.describe() if record is not None else "per instance (see its page)",
-            "policy": defaults.model_kind}
+            "record": record.describe() if record is not None else "none (scored against true answers)",
+            "policy": source.defaults.model_kind}
 
 
 class _Factory:
@@ -94,7 +125,7 @@ class _Factory:
         self.entry = entry
 
     def __call__(self, max_turns: int = 1, **kwargs: Any) -> gym.Env:
-        return DiscoveryEnv(load_target(self.entry.target)(**kwargs), max_turns=max_turns)
+        return DiscoveryEnv(make_problem(self.entry.env_id, **kwargs), max_turns=max_turns)
 
 
 class _VectorFactory:

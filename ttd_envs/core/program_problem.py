@@ -17,7 +17,7 @@ from ttd_envs.core.parsing import extract_code_block, missing_block_message
 from ttd_envs.core.problem import Evaluation, Record, TrainerDefaults
 from ttd_envs.core.sandbox import GiB, MiB, Limits, Sandbox, SandboxResult
 from ttd_envs.core.state import State
-from ttd_envs.core.text import tail
+from ttd_envs.core.text import tail, unencodable
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,8 @@ class PythonProgramProblem:
         code = extract_code_block(action, "python")
         if code is None:
             return Evaluation.failure(missing_block_message("python"))
+        if (problem := unencodable(code)) is not None:
+            return Evaluation.failure(problem, code=code)
         result = self.run_program(code, state)
         output = tail(result.stdout + (f"\n[stderr]\n{result.stderr}" if result.stderr.strip() else ""),
                       STDOUT_TAIL_CHARS)

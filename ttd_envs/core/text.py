@@ -32,6 +32,18 @@ def clean_output(text: str) -> str:
     return _CONTROL.sub("?", text)
 
 
+def unencodable(text: str) -> str | None:
+    """Why `text` cannot be written as UTF-8 (a lone surrogate, e.g. from undecodable bytes), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        line = text.count("\n", 0, error.start) + 1
+        column = error.start - (text.rfind("\n", 0, error.start) + 1) + 1
+        return (f"the code has a lone surrogate character U+{ord(text[error.start]):04X} at line {line}, column "
+                f"{column}, which is not valid Unicode text and cannot be saved as UTF-8; remove it")
+    return None
+
+
 class AnswerText(spaces.Text):
     """The Text space of ttd prompts and answers.
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from ttd_envs.core.judge import CompileOptions, CppJudge, JudgeReport, RunLimits, TestCase, WrongAnswer, summarize
 from ttd_envs.core.parsing import extract_code_block, missing_block_message
+from ttd_envs.core.text import unencodable
 from ttd_envs.core.problem import Evaluation, Record, TrainerDefaults
 from ttd_envs.core.sandbox import GiB, MiB, Sandbox
 from ttd_envs.core.state import State
@@ -208,6 +209,8 @@ class AHCProblem:
         code = extract_code_block(action, "cpp")
         if code is None or not code.strip():
             return Evaluation.failure(missing_block_message("cpp"))
+        if (problem := unencodable(code)) is not None:
+            return Evaluation.failure(problem, code=code)
         if not _MAIN.search(code):
             return Evaluation.failure("the cpp block has no `int main(...)`: give a complete program that reads "
                                       "standard input and writes standard output", code=code)
