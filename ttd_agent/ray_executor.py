@@ -176,6 +176,10 @@ class RayExecutor:
         """One Evaluation per (action, state), in order. Never raises because of a job."""
         return self.gather([self.submit(action, state) for action, state in jobs])
 
+    def busy_nodes(self) -> list[str]:
+        """Node ids of the actors evaluating right now (one entry per evaluation in flight)."""
+        return [slot.node for slot in list(self._slots) if slot.job is not None and slot.node is not None]
+
     def nodes_used(self) -> set[str]:
         """Ids of the nodes whose actors have evaluated something (for tests and logs)."""
         return set().union(*(slot.nodes_seen for slot in self._slots)) if self._slots else set()

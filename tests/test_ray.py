@@ -1,0 +1,265 @@
+"""The Ray executor on a real two-node Ray cluster started here (a head and a second raylet on this
+machine, one CPU each): the trainer through it gives the local executor's rollouts and best state,
+a killed node turns its evaluations into failed rollouts, and nothing is left running afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ttd_agent.executor import Executor
+from ttd_agent.policy.base import LossConfig, Sample, TrainItem
+from ttd_agent.trainer import DiscoveryConfig, DiscoveryTrainer
+from ttd_envs.core.state import State
+from ttd_envs.registration import make_problem
+
+ray = pytest.importorskip("ray", reason="the Ray tests need the [ray] extra (pip install 'ray>=2.9')")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def _descendants() -> dict[int, str]:
+    """pid -> command line of every live process below this one (Ray's daemons, workers, sandboxes)."""
+    parents, commands = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            parents[int(entry)], commands[int(entry)] = int(fields[1]), command
+    me = os.getpid()
+
+    def below_me(pid: int) -> bool:
+        for _ in range(64):
+            pid = parents.get(pid, 0)
+            if pid == me:
+                return True
+            if pid <= 1:
+                return False
+        return False
+
+    return {pid: commands[pid] for pid in parents if below_me(pid)}
+
+
+def _left_after(before: dict[int, str], wait_s: float = 20.0) -> dict[int, str]:
+    deadline = time.monotonic() + wait_s
+    while (left := {p: c for p, c in _descendants().items() if p not in before}) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+class TwoNodes:
+    """The shared cluster: the head (where this driver is connected) and one worker node."""
+
+    def __init__(self) -> None:
+        self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1}, connect=True)
+        self.worker = self.add_worker()
+        self.worker_alive = True
+
+    def add_worker(self) -> Any:
+        node = self.cluster.add_node(num_cpus=1)
+        self.cluster.wait_for_nodes()
+        return node
+
+    def kill_worker(self) -> None:
+        """What a machine failure looks like: the node's raylet and every process on it die at once."""
+        self.cluster.remove_node(self.worker, allow_graceful=False)
+        self.worker_alive = False
+
+    def kill_worker_once_busy(self, executor: Any, timeout_s: float = 60.0) -> threading.Thread:
+        """In the background: kill the worker node as soon as an evaluation runs on it."""
+
+        def watch() -> None:
+            deadline = time.monotonic() + timeout_s
+            while self.worker.node_id not in executor.busy_nodes() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.kill_worker()
+
+        thread = threading.Thread(target=watch)
+        thread.start()
+        return thread
+
+    def worker_daemons_running(self) -> list[int]:
+        """Pids of the worker node's own daemons (raylet, ...) that are still running."""
+        return [info.process.pid for infos in self.worker.all_processes.values() for info in infos
+                if info.process.poll() is None]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[TwoNodes]:
+    before = _descendants()
+    nodes = TwoNodes()
+    yield nodes
+    ray.shutdown()
+    nodes.cluster.shutdown()
+    left = _left_after(before)
+    assert not left, f"processes left after the Ray cluster was torn down: {left}"
+
+
+@pytest.fixture
+def two_nodes(cluster: TwoNodes) -> TwoNodes:
+    """The cluster with its worker node alive (a fault test may have killed it)."""
+    if not cluster.worker_alive:
+        cluster.worker, cluster.worker_alive = cluster.add_worker(), True
+    return cluster
+
+
+class ProgramMenu:
+    """A real policy for program envs that needs no model: each answer is drawn, with its own seeded
+    generator, from a fixed menu of programs. It never learns (runs use update=False)."""
+
+    kind = "llm"
+
+    def __init__(self, programs: Sequence[str], seed: int = 0) -> None:
+        self.programs, self.rng = list(programs), np.random.default_rng(seed)
+
+    def sample(self, prompts: Sequence[str], n: int, *, temperature: float, max_new_tokens: int) -> list[list[Sample]]:
+        return [[self._draw(prompt) for _ in range(n)] for prompt in prompts]
+
+    def _draw(self, prompt: str) -> Sample:
+        text = self.programs[int(self.rng.integers(len(self.programs)))]
+        return Sample(prompt=prompt, text=text, prompt_ids=[], completion_ids=[0], logprobs=np.zeros(1))
+
+    def logprobs(self, samples: Sequence[Sample]) -> list[np.ndarray]:
+        return [s.logprobs for s in samples]
+
+    def update(self, items: Sequence[TrainItem], loss: LossConfig) -> dict[str, float]:
+        return {}
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "rng.json").write_text(json.dumps(self.rng.bit_generator.state))
+
+    def load(self, directory: Path) -> None:
+        self.rng.bit_generator.state = json.loads((directory / "rng.json").read_text())
+
+
+def packing(scale: float, sleep_s: float = 0.0) -> str:
+    """26 circles on a 6 x 5 grid with radius scale/12: valid up to scale 1, overlapping above."""
+    return ("```python\nimport time\nimport numpy as np\n\ndef run_packing():\n"
+            f"    time.sleep({sleep_s})\n"
+            "    xs, ys = (np.arange(6) + 0.5) / 6, (np.arange(5) + 0.5) / 5\n"
+            "    centers = np.array([(x, y) for y in ys for x in xs])[:26]\n"
+            f"    radii = np.full(26, {scale} / 12)\n"
+            "    return centers, radii, float(radii.sum())\n```")
+
+
+MENU = [packing(s) for s in (0.5, 0.8, 0.9, 1.0, 1.3)]
+PACKING = {"env": "ttd/CirclePacking26-v0", "env_kwargs": {"budget_s": 5, "timeout_s": 10}, "model": "menu",
+           "update": False}
+
+
+def _run(tmp: Path, name: str, executor: str, policy: Any = None, **config: Any) -> DiscoveryTrainer:
+    trainer = DiscoveryTrainer(DiscoveryConfig(run_dir=str(tmp / name), executor=executor, **config), policy=policy)
+    trainer.run()
+    return trainer
+
+
+def _written(trainer: DiscoveryTrainer) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """What a run leaves that must not depend on where it evaluated: every rollout and the best state.
+    State ids are random (uuid4) in every run, so each becomes the order in which it first appears:
+    equal results then also mean the same search tree."""
+    run = trainer.run_dir
+    rollouts, best = run.read(run.rollouts_file), json.loads(run.best_file.read_text())
+    order: dict[str, int] = {}
+
+    def number(state_id: str | None) -> int | None:
+        return None if state_id is None else order.setdefault(state_id, len(order))
+
+    for row in rollouts:
+        row["parent"] = number(row["parent"])
+    state = best["state"]
+    state["lineage"] = [number(i) for i in state["lineage"]]
+    state["parent_id"], state["id"] = number(state["parent_id"]), number(state["id"])
+    return rollouts, best
+
+
+def test_labs_through_ray_writes_the_local_rollouts_and_best(two_nodes: TwoNodes, tmp_path: Path) -> None:
+    config = {"env": "ttd/LABS-v0", "env_kwargs": {"n": 16}, "steps": 3, "groups_per_step": 4, "group_size": 8,
+              "edit_prior": False, "seed": 3}
+    local = _run(tmp_path, "local", "thread", **config)
+    remote = _run(tmp_path, "ray", "ray", **config)
+    assert _written(remote) == _written(local)
+    assert len(remote.executor.nodes_used()) == 2, "the evaluations should have used both nodes"
+
+
+def test_a_program_env_through_ray_writes_the_local_rollouts_and_best(two_nodes: TwoNodes, tmp_path: Path) -> None:
+    config = {**PACKING, "steps": 2, "groups_per_step": 2, "group_size": 4, "seed": 1}
+    local = _run(tmp_path, "local", "thread", ProgramMenu(MENU), **config)
+    remote = _run(tmp_path, "ray", "ray", ProgramMenu(MENU), **config)
+    rollouts, best = _written(remote)
+    assert (rollouts, best) == _written(local)
+    assert {r["valid"] for r in rollouts} == {True, False}  # the menu's scale 1.3 sticks out of the square
+    assert best["state"]["score"] == pytest.approx(26 / 12)  # scale 1.0: the best of the menu
+    assert len(remote.executor.nodes_used()) == 2
+
+
+def test_a_node_killed_mid_step_gives_failed_rollouts_and_the_step_completes(two_nodes: TwoNodes,
+                                                                             tmp_path: Path) -> None:
+    """Every program sleeps 2 s; the worker node dies while it evaluates one of them."""
+    config = {**PACKING, "steps": 1, "groups_per_step": 2, "group_size": 2, "seed": 0, "eval_workers": 2}
+    trainer = DiscoveryTrainer(DiscoveryConfig(run_dir=str(tmp_path / "fault"), executor="ray", **config),
+                               policy=ProgramMenu([packing(1.0, sleep_s=2.0)]))
+    killer = two_nodes.kill_worker_once_busy(trainer.executor)
+    started = time.monotonic()
+    try:
+        trainer.run()
+    finally:
+        killer.join()
+    elapsed = time.monotonic() - started
+    rollouts = trainer.run_dir.read(trainer.run_dir.rollouts_file)
+    lost = [r for r in rollouts if not r["valid"]]
+    assert len(rollouts) == 4 and trainer.step == 1
+    assert lost and all("Ray worker evaluating this was lost" in r["error"] for r in lost), rollouts
+    assert any(r["valid"] for r in rollouts), "the head node's evaluations should have finished"
+    assert elapsed < 60, f"the step took {elapsed:.0f} s after the node died"
+    assert not two_nodes.worker_daemons_running()
+
+
+def test_a_lost_deterministic_evaluation_is_retried_elsewhere(two_nodes: TwoNodes) -> None:
+    problem = make_problem("ttd/CirclePacking26-v0", budget_s=5, timeout_s=10)
+    executor = Executor(problem, 2, 30.0, kind="ray", retries=1)
+    try:
+        jobs = [(packing(1.0, sleep_s=1.5), State()) for _ in range(2)]
+        futures = [executor.submit(action, state) for action, state in jobs]
+        two_nodes.kill_worker_once_busy(executor).join()
+        results = executor.gather(futures)
+    finally:
+        executor.close()
+        problem.close()
+    assert [r.valid for r in results] == [True, True], [r.error for r in results]
+    assert [r.score for r in results] == pytest.approx([26 / 12] * 2)
+
+
+def test_an_evaluation_past_its_deadline_fails_and_the_pool_recovers(two_nodes: TwoNodes) -> None:
+    """The deadline (8 s, above a cold sandbox's start under load) kills a program that sleeps 60 s."""
+    problem = make_problem("ttd/CirclePacking26-v0", budget_s=60, timeout_s=90)
+    executor = Executor(problem, 2, 8.0, kind="ray")
+    try:
+        slow, fast = executor.evaluate([(packing(1.0, sleep_s=60), State()), (packing(0.5), State())])
+        again = executor.evaluate([(packing(0.8), State())])
+    finally:
+        executor.close()
+        problem.close()
+    assert not slow.valid and "8 s deadline" in slow.error
+    assert fast.valid and again[0].valid and again[0].score == pytest.approx(0.8 * 26 / 12)
+
+
+def test_a_request_no_node_can_hold_is_refused_at_once(two_nodes: TwoNodes) -> None:
+    problem = make_problem("ttd/LABS-v0", n=8)
+    with pytest.raises(ValueError, match="no node of the Ray cluster has 4 CPUs"):
+        Executor(problem, 2, 10.0, kind="ray", cpus_per_eval=4)
