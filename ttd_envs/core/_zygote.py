@@ -2,16 +2,20 @@
 
 Process tree of one run (see sandbox.py for the why):
 
-    zygote (scrubbed env, numpy/scipy imported) keeps a few spares ready, each:
-      └─ runner: setsid, unshare(pid, net, mount, ipc), waits for init
-           └─ init (pid 1 of the new pid namespace): fresh /proc, tmpfs /tmp; blocks for a job,
-              then forks the program, reaps orphans and reports how the program ended
-                └─ program: unique unprivileged uid, rlimits, runs the Python entry or execs a binary
+    zygote (scrubbed env, numpy/scipy and the problem's preset modules imported) keeps spares:
+      └─ runner: setsid, unshare(pid, net, mount, ipc [, user]), waits for init
+           └─ init (pid 1 of the new pid namespace, not dumpable): builds the closed view
+              (`_confine.build_view`) and blocks for a job; then joins the run's cgroups (when
+              the trusted side made some), forks the program, accounts the whole namespace when
+              no cgroup does, kills what is left when the program ends, reaps, reports
+                └─ program: no capabilities (a private uid as root), seccomp filter, rlimits;
+                   runs the Python entry or execs a binary
 
 A job arrives as descriptors only (pipes, a memfd with its JSON, memfds with input arrays, stdin,
-the binary), so everything before "fork the program" happens before the job exists: a run costs
-one fork. When init exits, the kernel kills whatever is left in the namespace, so nothing escapes
-by double-forking. Only plain bytes leave the tree: pipes for stdout, stderr, result and status.
+the binary, the cgroups' `cgroup.procs`), so everything before "fork the program" happens before
+the job exists: a run costs one fork. When init exits, the kernel kills whatever is left in the
+namespace, so nothing escapes by double-forking. Only plain bytes leave the tree: pipes for
+stdout, stderr, result and status; the trusted side validates the status, never trusts it.
 """
 
 from __future__ import annotations
@@ -20,10 +24,8 @@ import ctypes
 import fcntl
 import importlib
 import json
-import tempfile
 import os
 import resource
-import shutil
 import signal
 import socket
 import sys
@@ -31,123 +33,45 @@ import traceback
 import types
 from dataclasses import dataclass
 
+from ttd_envs.core import _confine
+from ttd_envs.core._confine import ViewPlan, prctl
+
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 0x4000, 1 << 18
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
 UID_BASE = 1_000_000
-TMPFS_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 WORKDIR = "/tmp/work"
 CHANNELS = ("stdout", "stderr", "result", "status", "job")
 PROGRAM_FD_STDOUT, PROGRAM_FD_STDERR, PROGRAM_FD_RESULT = 1, 2, 3
+POLL_S = 0.05  # how often init checks the whole run's CPU time and memory without cgroups
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _check(ret: int, what: str) -> None:
-    if ret != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"{what}: {os.strerror(errno)}")
-
-
-def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    _check(
-        _libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, ctypes.c_ulong(flags),
-                    data.encode() if data else None),
-        f"mount {target}",
-    )
 
 
 def _write_status(fd: int, **fields: object) -> None:
     os.write(fd, (json.dumps(fields) + "\n").encode())
 
 
-def _enter_namespaces(isolation: list[str], warnings: list[str]) -> int:
-    """unshare what the kernel allows; return the flags that took effect."""
-    base = CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC
-    attempts = [base] if os.geteuid() == 0 else [base | CLONE_NEWUSER]
-    attempts += [CLONE_NEWPID | CLONE_NEWNS | (0 if os.geteuid() == 0 else CLONE_NEWUSER), CLONE_NEWNET]
+def _enter_namespaces(isolation: list[str]) -> int:
+    """unshare every namespace the sandbox needs, or raise: without them there is no closed view."""
+    flags = CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | (0 if os.geteuid() == 0 else CLONE_NEWUSER)
     uid, gid = os.getuid(), os.getgid()
-    for flags in attempts:
-        if _libc.unshare(ctypes.c_int(flags)) == 0:
-            if flags & CLONE_NEWUSER:
-                for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"0 {uid} 1"),
-                                   ("/proc/self/gid_map", f"0 {gid} 1")):
-                    with open(path, "w") as handle:
-                        handle.write(text)
-            names = {CLONE_NEWPID: "pid namespace", CLONE_NEWNET: "network namespace (no network)",
-                     CLONE_NEWNS: "mount namespace", CLONE_NEWIPC: "ipc namespace", CLONE_NEWUSER: "user namespace"}
-            isolation += [name for bit, name in names.items() if flags & bit]
-            if not flags & CLONE_NEWNET:
-                warnings.append("network isolation could not be applied: the program may reach the network")
-            if not flags & CLONE_NEWPID:
-                warnings.append("pid namespace unavailable: processes that detach may outlive the run")
-            return flags
-    warnings.append("namespaces unavailable (unshare refused): no network isolation, no pid namespace")
-    return 0
-
-
-def _runtime_paths() -> list[str]:
-    """Directories the program must be able to read: the interpreter and its import path."""
-    candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path}
-    return sorted({os.path.realpath(p) for p in candidates if p and os.path.isdir(p)})
-
-
-def _hidden_ancestor(path: str) -> str | None:
-    """The top-most ancestor of `path` that others cannot traverse (e.g. /root, mode 0700)."""
-    current = "/"
-    for part in path.strip("/").split("/"):
-        current = os.path.join(current, part)
-        if not os.stat(current).st_mode & 0o001:
-            return current
-    return None
-
-
-def _expose_runtime(isolation: list[str]) -> None:
-    """Cover private homes that hold the interpreter with an empty tmpfs, then bind back, read-only,
-    only the interpreter and its import path; the rest of those homes stays invisible."""
-    needed: dict[str, list[str]] = {}
-    for path in _runtime_paths():
-        top = _hidden_ancestor(path)
-        if top is not None:
-            needed.setdefault(top, []).append(path)
-    for top, paths in needed.items():
-        handles = {p: os.open(p, os.O_PATH) for p in paths if not any(p.startswith(q + "/") for q in paths)}
-        _mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-        for path, handle in handles.items():
-            os.makedirs(path, 0o755, exist_ok=True)
-            _mount(f"/proc/self/fd/{handle}", path, None, MS_BIND | MS_REC)
-            _mount("none", path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
-            os.close(handle)
-        isolation.append(f"{top} hidden except the Python runtime (read-only)")
-
-
-def _prepare_filesystem(flags: int, isolation: list[str], private_uid: int | None) -> str | None:
-    """Private /proc and tmpfs over the world-writable dirs; return the work dir (None: no mount ns)."""
-    if not flags & CLONE_NEWNS:
-        return None
-    _mount("none", "/", None, MS_REC | MS_PRIVATE)
-    if private_uid is not None:
-        _expose_runtime(isolation)
-    if flags & CLONE_NEWPID:
-        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        isolation.append("private /proc")
-    for path in TMPFS_DIRS:
-        if os.path.isdir(path):
-            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=1777")
-    isolation.append("private tmpfs /tmp, /var/tmp, /dev/shm")
-    os.mkdir(WORKDIR, 0o700)
-    return WORKDIR
-
-
-def _size_filesystem(job: dict) -> None:
-    """The job decides how much its tmpfs may hold."""
-    for path in TMPFS_DIRS:
-        if os.path.ismount(path):
-            _mount("tmpfs", path, None, MS_REMOUNT | MS_NOSUID | MS_NODEV, f"size={int(job['limits']['disk_bytes'])}")
+    if _libc.unshare(ctypes.c_int(flags)) != 0:
+        raise OSError(ctypes.get_errno(), "the sandbox needs pid, network, mount and IPC namespaces (as root, or "
+                      "as any user with unprivileged user namespaces: sysctl user.max_user_namespaces > 0): "
+                      + os.strerror(ctypes.get_errno()))
+    if flags & CLONE_NEWUSER:
+        for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"0 {uid} 1"),
+                           ("/proc/self/gid_map", f"0 {gid} 1")):
+            with open(path, "w") as handle:
+                handle.write(text)
+        isolation.append("user namespace (unprivileged mode)")
+    isolation += ["pid namespace", "network namespace (no network)", "mount namespace", "ipc namespace"]
+    return flags
 
 
 def _load_inputs(job: dict, fds: list[int]) -> dict:
@@ -160,37 +84,27 @@ def _load_inputs(job: dict, fds: list[int]) -> dict:
     return values
 
 
-def _apply_limits(job: dict, uid: int | None) -> None:
+def _apply_limits(job: dict, private_uid: int | None) -> None:
     limits = job["limits"]
-    memory = int(limits["memory_bytes"])
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    if job.get("address_space_bytes"):
+        resource.setrlimit(resource.RLIMIT_AS, (int(job["address_space_bytes"]),) * 2)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_FSIZE, (int(limits["disk_bytes"]),) * 2)
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
     if limits.get("cpu_s"):
         soft = max(1, int(-(-float(limits["cpu_s"]) // 1)))
         resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 1))
-    nproc = int(limits["max_processes"])
-    if uid is None:  # could not switch to a private uid: count from what this user already runs
-        nproc += _count_own_tasks()
+    # a private uid counts only this run's tasks; in a fresh user namespace the count is per
+    # namespace too, where init is one of them
+    nproc = int(limits["max_processes"]) + (0 if private_uid is not None else 1)
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
     if limits.get("nice"):
         os.nice(int(limits["nice"]))
 
 
-def _count_own_tasks() -> int:
-    uid, count = os.getuid(), 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                count += len(os.listdir(f"/proc/{entry}/task")) if os.stat(f"/proc/{entry}").st_uid == uid else 0
-            except OSError:
-                pass
-    return count
-
-
-def _program_main(job: dict, fds: dict[str, int], workdir: str, inputs: dict, private_uid: int | None) -> None:
+def _program_main(job: dict, fds: dict[str, int], inputs: dict, private_uid: int | None, plan: ViewPlan) -> None:
     """Runs as the untrusted program. Never returns."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     wanted = [fds["stdin"], fds["stdout"], fds["stderr"], fds["result"]] + ([fds["binary"]] if "binary" in fds else [])
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in wanted]  # out of the way of 0..4
     for target, fd in enumerate(high):
@@ -200,22 +114,26 @@ def _program_main(job: dict, fds: dict[str, int], workdir: str, inputs: dict, pr
     if binary_fd >= 0:
         fcntl.fcntl(binary_fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
     if private_uid is not None:
-        os.chown(workdir, private_uid, private_uid)
-        os.setgroups([])
-        os.setgid(private_uid)
-        os.setuid(private_uid)
-    _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    os.chdir(workdir)
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
+        for path in (WORKDIR, plan.cache_dir):
+            if path:
+                os.chown(path, private_uid, private_uid)
+    _confine.drop_privileges(private_uid)
+    if _confine.seccomp_supported():
+        _confine.restrict_syscalls(deny_uncounted_memory=not job.get("cgroup_procs"))
+    os.chdir(WORKDIR)
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": WORKDIR, "TMPDIR": WORKDIR, "LANG": "C.UTF-8",
            **{k: str(job["threads"]) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                                "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS")}}
+    if plan.cache_dir:
+        env.update(XDG_CACHE_HOME=plan.cache_dir, TTD_CACHE_DIR=plan.cache_dir)
+    env.update(job.get("env") or {})
     _apply_limits(job, private_uid)
     if binary_fd >= 0:
         os.close(PROGRAM_FD_RESULT)
         os.execve(binary_fd, [job["binary_name"], *job.get("argv", [])], env)
     os.environ.clear()
     os.environ.update(env)
-    _run_python(job, workdir, inputs)
+    _run_python(job, WORKDIR, inputs)
 
 
 def _run_python(job: dict, workdir: str, inputs: dict) -> None:
@@ -288,75 +206,147 @@ def _receive_job(sock: socket.socket) -> tuple[dict, dict[str, int], list[int]]:
     return job, named, extra
 
 
-def _init_main(sock: socket.socket, flags: int, isolation: list[str], warnings: list[str],
-               private_uid: int | None) -> None:
-    """pid 1 of the namespace: set up, wait for a job, run the program, reap, report. Never returns."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    setup_error = None
-    try:
-        workdir = _prepare_filesystem(flags, isolation, private_uid)
-    except Exception as exc:  # noqa: BLE001 - reported once a job arrives
-        setup_error, workdir = f"sandbox setup failed: {exc}", None
+def _namespace_usage() -> tuple[float, int]:
+    """CPU seconds and memory (proportional anonymous + shared) of every live process in our pid
+    namespace but init; reaped processes' CPU is in init's RUSAGE_CHILDREN."""
+    cpu_ticks, memory = 0, 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or entry == "1":
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rpartition(")")[2].split()
+            cpu_ticks += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+            with open(f"/proc/{entry}/smaps_rollup") as handle:
+                for line in handle:
+                    if line.startswith(("Pss_Anon:", "Pss_Shmem:")):
+                        memory += int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            continue  # exited meanwhile
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return cpu_ticks / _CLOCK_TICKS + reaped.ru_utime + reaped.ru_stime, memory
+
+
+def _wait_accounting(program: int, limits: dict) -> tuple[int | None, str | None, int]:
+    """Wait for the program while accounting the whole namespace (no cgroup does it for us):
+    return (its wait status or None if we killed it, which limit it passed, peak memory)."""
+    cpu_limit = float(limits["cpu_s"]) if limits.get("cpu_s") else None
+    memory_limit = int(limits["memory_bytes"])
+    peak = 0
+    while True:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return None, None, peak
+            if pid == 0:
+                break
+            if pid == program:
+                return status, None, peak
+        cpu, memory = _namespace_usage()
+        peak = max(peak, memory)
+        if cpu_limit is not None and cpu > cpu_limit:
+            return None, "cpu", peak
+        if memory > memory_limit:
+            return None, "memory", peak
+        signal.sigtimedwait([signal.SIGCHLD], POLL_S)
+
+
+def _init_main(sock: socket.socket, isolation: list[str], private_uid: int | None, plan: ViewPlan,
+               setup_error: str | None) -> None:
+    """pid 1 of the namespace: close the view, wait for a job, run the program, account, reap,
+    report. Never returns."""
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    prctl(PR_SET_DUMPABLE, 0)  # no one in the run may open our descriptors through /proc/1/fd
+    if setup_error is None:
+        try:
+            isolation += _confine.build_view(plan, WORKDIR)
+        except Exception as exc:  # noqa: BLE001 - reported once a job arrives
+            setup_error = f"sandbox setup failed: {exc}"
     job, fds, extra = _receive_job(sock)
     sock.close()
     status_fd = fds["status"]
     try:
         if setup_error:
             raise RuntimeError(setup_error)
+        for index in job.get("cgroup_procs") or []:
+            os.write(extra[index], b"0")  # this process; its children follow it
         inputs = _load_inputs(job, extra) if job.get("source") is not None else {}
-        if workdir is None:  # no mount namespace: a host temp dir the trusted side removes
-            workdir = tempfile.mkdtemp(prefix="ttd-sandbox-work-")
-            isolation.append("private temp dir (host /tmp)")
-        else:
-            _size_filesystem(job)
+        _confine.size_writable(int(job["limits"]["disk_bytes"]))
         fds.setdefault("stdin", os.open(os.devnull, os.O_RDONLY))
     except Exception as exc:  # noqa: BLE001 - report setup failures as data
         _write_status(status_fd, phase="setup_failed", error=str(exc))
         os._exit(1)
+    isolation.append("no capabilities, no_new_privs")
+    if _confine.seccomp_supported():
+        isolation.append("seccomp filter (no mount, namespaces, ptrace, bpf, keyrings"
+                         + (")" if job.get("cgroup_procs") else ", memfd or SysV shared memory)"))
+    accounting = not job.get("cgroup_procs")
+    if accounting:
+        isolation.append(f"whole-run CPU and memory accounted by init every {POLL_S * 1e3:.0f} ms (no cgroup)")
     if private_uid is not None:
         isolation.append(f"private uid {private_uid}")
-    _write_status(status_fd, phase="started", isolation=isolation, warnings=warnings,
-                  host_workdir=workdir if workdir != WORKDIR else None)
+    _write_status(status_fd, phase="started", isolation=isolation, warnings=[])
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
     program = os.fork()
     if program == 0:
         try:
             os.close(status_fd)
-            _program_main(job, fds, workdir, inputs, private_uid)
+            _program_main(job, fds, inputs, private_uid, plan)
         except BaseException as exc:  # noqa: BLE001
             os.write(fds["stderr"], f"sandbox could not start the program: {exc}\n".encode())
         os._exit(127)
-    for name in ("stdout", "stderr", "result"):
-        os.close(fds[name])
-    while True:
-        pid, wait_status, usage = os.wait4(-1, 0)
-        if pid == program:
+    for fd in [fds[name] for name in ("stdout", "stderr", "result")] + extra:
+        os.close(fd)
+    peak, passed, wait_status = 0, None, None
+    if accounting:
+        wait_status, passed, peak = _wait_accounting(program, job["limits"])
+    else:
+        while wait_status is None:
+            pid, status = os.waitpid(-1, 0)
+            wait_status = status if pid == program else None
+    _kill_namespace()
+    while True:  # reap everything, so RUSAGE_CHILDREN holds the whole tree
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
             break
-    if workdir != WORKDIR:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if pid == program and wait_status is None:
+            wait_status = status
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     _write_status(
-        status_fd, phase="exited",
-        exit_code=os.waitstatus_to_exitcode(wait_status) if os.WIFEXITED(wait_status) else None,
-        signal=os.WTERMSIG(wait_status) if os.WIFSIGNALED(wait_status) else None,
-        cpu_s=usage.ru_utime + usage.ru_stime, max_rss_bytes=usage.ru_maxrss * 1024,
+        status_fd, phase="exited", limit=passed,
+        exit_code=os.waitstatus_to_exitcode(wait_status) if wait_status is not None and os.WIFEXITED(wait_status) else None,
+        signal=os.WTERMSIG(wait_status) if wait_status is not None and os.WIFSIGNALED(wait_status) else None,
+        cpu_s=usage.ru_utime + usage.ru_stime, max_rss_bytes=max(peak, usage.ru_maxrss * 1024),
     )
     os._exit(0)
 
 
-def _runner_main(sock: socket.socket) -> None:
+def _kill_namespace() -> None:
+    """SIGKILL every process of the run but init (kill(-1) from a namespace's init)."""
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _runner_main(sock: socket.socket, plan: ViewPlan) -> None:
     """Child of the zygote: enter fresh namespaces, fork init, tell the zygote its pid, wait."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     os.setsid()
     isolation: list[str] = ["own session"]
-    warnings: list[str] = []
-    flags = _enter_namespaces(isolation, warnings)
+    setup_error = None
+    flags = 0
+    try:
+        flags = _enter_namespaces(isolation)
+    except OSError as exc:
+        setup_error = f"sandbox setup failed: {exc}"
     private_uid = UID_BASE + os.getpid() if os.geteuid() == 0 and not flags & CLONE_NEWUSER else None
-    if private_uid is None:
-        warnings.append("not running as root: the program keeps your uid (files you own are writable unless "
-                        "a mount namespace hides them)")
     init = os.fork()
     if init == 0:
-        _init_main(sock, flags, isolation, warnings, private_uid)
+        _init_main(sock, isolation, private_uid, plan, setup_error)
     sock.send(json.dumps({"init": init}).encode())
     sock.close()
     os.waitpid(init, 0)
@@ -370,14 +360,14 @@ class _Spare:
     sock: socket.socket
 
 
-def _fork_spare(control: socket.socket) -> _Spare:
+def _fork_spare(control: socket.socket, plan: ViewPlan) -> _Spare:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:
         control.close()
         ours.close()
         try:
-            _runner_main(theirs)
+            _runner_main(theirs, plan)
         finally:
             os._exit(1)
     theirs.close()
@@ -385,11 +375,11 @@ def _fork_spare(control: socket.socket) -> _Spare:
     return _Spare(runner=pid, init=json.loads(reply)["init"] if reply else -1, sock=ours)
 
 
-def serve(control: socket.socket, pool_size: int) -> None:
+def serve(control: socket.socket, pool_size: int, plan: ViewPlan) -> None:
     """Hand each job to a ready spare, reply with its pids, then top the pool up again.
     Exit when the trusted side hangs up."""
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # runners are reaped by the kernel
-    spares = [_fork_spare(control) for _ in range(pool_size)]
+    spares = [_fork_spare(control, plan) for _ in range(pool_size)]
     while True:
         try:
             message, fds, _, _ = socket.recv_fds(control, 1 << 16, 253)
@@ -404,21 +394,26 @@ def serve(control: socket.socket, pool_size: int) -> None:
                 break
             except OSError:  # the spare died (e.g. killed from outside): make another
                 spare.sock.close()
-                spare = _fork_spare(control)
+                spare = _fork_spare(control, plan)
                 if attempt:
                     raise
         for fd in fds:
             os.close(fd)
         spare.sock.close()
         control.sendall(json.dumps({"runner": spare.runner, "init": spare.init}).encode())
-        spares.append(_fork_spare(control))
+        spares.append(_fork_spare(control, plan))
 
 
 def main() -> None:
+    """argv: control fd, JSON config {"spares", "preload", "grants", "cache_dir", "private_packages"}."""
+    config = json.loads(sys.argv[2])
     importlib.import_module("ttd_envs.core.wire")
-    for module in sys.argv[3:]:
+    for module in config["preload"]:
         importlib.import_module(module)
-    serve(socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=int(sys.argv[1])), pool_size=int(sys.argv[2]))
+    grants = config["grants"]
+    plan = _confine.plan_view(tuple(grants["read_only_paths"]), tuple(grants["devices"]), grants["writable_cache"],
+                              config["cache_dir"], tuple(config["private_packages"]))
+    serve(socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=int(sys.argv[1])), int(config["spares"]), plan)
 
 
 if __name__ == "__main__":

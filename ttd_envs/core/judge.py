@@ -1,16 +1,19 @@
 """Compile and judge untrusted C++ programs: one mechanism for every "write a C++ program" problem.
 
-Compilation runs g++ *inside the sandbox* (no network, a private uid that cannot read our files,
-a wall-clock time-out and an address-space cap), so a hostile source cannot `#include` a secret
-or hang the host; the binary comes back over stdout and is cached by a hash of (compiler, flags,
+Compilation runs g++ *inside the sandbox*, in the same closed view as programs (no network, no
+host file beyond the OS's /usr, a wall-clock time-out, whole-run memory and process caps), so a
+hostile source cannot `#include "/etc/passwd"` or a file of ours, nor hang the host; the binary comes back over stdout and is cached by a hash of (compiler, flags,
 machine, source). Each test then runs the binary in the sandbox with the contest's limits and the
 problem's checker turns its stdout into a score or a Wrong Answer.
 
 Verdict policy (per test, first match wins):
 - OLE: stdout passed `RunLimits.output_bytes` (the sandbox killed the program);
-- TLE: the CPU time (user+sys) of the program tree exceeded `cpu_s`, or SIGXCPU (RLIMIT_CPU at
-  ceil(cpu_s)), or the wall-clock limit killed it (a sleeping program uses no CPU);
-- MLE: the peak RSS exceeded `memory_bytes`, or the program died and its stderr says an
+- TLE: the CPU time (user+sys) of the whole run exceeded `cpu_s` (every process, children never
+  waited for included: the run's cgroup, or init reaping the whole namespace; the sandbox kills a
+  run that passes it), or SIGXCPU (RLIMIT_CPU at ceil(cpu_s)), or the wall-clock limit killed it
+  (a sleeping program uses no CPU);
+- MLE: the whole run's peak memory exceeded `memory_bytes`, or the run passed the sandbox's
+  whole-run cap (`address_space_bytes`) and was killed, or the program died and its stderr says an
   allocation failed (`std::bad_alloc`, "Cannot allocate memory"): RLIMIT_AS is set to
   `address_space_bytes` (2 GiB as on the contest's runner), so a huge allocation fails rather
   than grows, and the program usually aborts;
@@ -101,9 +104,11 @@ class RunLimits:
         return self.wall_s if self.wall_s is not None else max(4 * self.cpu_s, self.cpu_s + 4)
 
     def sandbox_limits(self) -> Limits:
+        """The whole run (every process) may hold `address_space_bytes` before it is killed; MLE is
+        decided above `memory_bytes` of peak (see `CppJudge.classify`)."""
         return Limits(wall_s=self.wall_limit_s, cpu_s=self.cpu_s, memory_bytes=self.address_space_bytes,
-                      max_processes=self.max_processes, disk_bytes=self.disk_bytes, output_bytes=self.output_bytes,
-                      nice=0)
+                      address_space_bytes=self.address_space_bytes, max_processes=self.max_processes,
+                      disk_bytes=self.disk_bytes, output_bytes=self.output_bytes, nice=0)
 
 
 @dataclass(frozen=True)
@@ -309,14 +314,14 @@ class CppJudge:
         cpu = run.cpu_s or 0.0
         if run.output_exceeded:
             return Verdict.OLE, f"output limit exceeded: more than {limits.output_bytes} bytes"
-        if cpu > limits.cpu_s or run.signal == signal.SIGXCPU:
+        if cpu > limits.cpu_s or run.signal == signal.SIGXCPU or run.cpu_exceeded:
             return Verdict.TLE, f"time limit exceeded: {cpu:.2f} s CPU > {limits.cpu_s:g} s"
         if run.timed_out:
             return Verdict.TLE, (f"time limit exceeded: killed after {limits.wall_limit_s:g} s wall clock "
                                  f"(only {cpu:.2f} s CPU: the program sleeps or waits)")
         rss = run.max_rss_bytes or 0
         failed = run.signal is not None or run.exit_code != 0
-        if rss > limits.memory_bytes or (failed and _ALLOCATION_FAILURE.search(run.stderr)):
+        if rss > limits.memory_bytes or run.memory_exceeded or (failed and _ALLOCATION_FAILURE.search(run.stderr)):
             return Verdict.MLE, (f"memory limit exceeded: peak RSS {rss / MiB:.0f} MiB (limit "
                                  f"{limits.memory_bytes / MiB:.0f} MiB; allocations above "
                                  f"{limits.address_space_bytes / MiB:.0f} MiB of address space fail)")

@@ -1,29 +1,37 @@
-"""Run untrusted programs (Python functions or compiled binaries) under limits.
+"""Run untrusted programs (Python functions or compiled binaries) under limits, closed off.
 
 Every problem whose action is a program goes through `Sandbox.run_python` or `Sandbox.run_binary`.
-What the program gets:
-- its own pid, network, mount and IPC namespaces where the kernel allows (root, or unprivileged
-  user namespaces); when init of the pid namespace exits, the kernel kills every process left,
-  so double-fork + setsid cannot escape; `SandboxResult.warnings` says what could not be applied;
-- a unique unprivileged uid per run (when the trusted side is root), so RLIMIT_NPROC caps that
-  run's processes and threads, and no file of ours, nor /proc/<pid>/environ, is readable;
-- a size-capped private tmpfs as /tmp (its working dir), /var/tmp and /dev/shm, gone afterwards;
-- rlimits on address space, file size, open files and (optionally) CPU seconds; a wall clock
-  enforced by the trusted side; a scrubbed environment; stdout/stderr capped (a program that
-  prints more is killed).
-What comes back: bytes only. The Python entry's return value travels in the `wire` format (JSON
-plus `.npy`, loaded with allow_pickle=False). The caller recomputes any score from that data.
+What the program gets (docs/security.md has the threat model and the test behind each line):
+- its own pid, network, mount and IPC namespaces (as root; otherwise in a user namespace too);
+  when init of the pid namespace exits, the kernel kills every process left, so double-fork +
+  setsid cannot escape. Without these namespaces the sandbox refuses to run anything;
+- a closed view of the filesystem: only the OS's /usr, the interpreter and its import path,
+  read-only, and what the problem `Grants`; not the project's source or data, no host file,
+  socket or device beyond that. One private tmpfs, capped in total, is /tmp (its working dir),
+  /var/tmp and /dev/shm, gone afterwards;
+- no capabilities: a unique unprivileged uid per run as root, uid 0 without capabilities of its
+  own user namespace otherwise; a seccomp filter against mount, namespaces, ptrace and the like;
+- limits for the whole run, every process it starts included: memory (anonymous, shared, memfd,
+  tmpfs), process count and CPU time, by per-run cgroups where we may create them, else by init
+  accounting its namespace (and memfd/SysV shm refused); per-process rlimits on address space,
+  file size and open files; a wall clock enforced by the trusted side; a scrubbed environment;
+  stdout/stderr capped (a program that prints more is killed).
+`SandboxResult.isolation` names what applied. What comes back: bytes only. The Python entry's
+return value travels in the `wire` format (JSON plus `.npy`, loaded with allow_pickle=False); the
+status init reports is validated field by field. The caller recomputes any score from the data.
 
-Start-up is fast because runs fork from a warm zygote that already imported numpy/scipy.
+Start-up is fast because runs fork from a warm zygote that already imported numpy/scipy and the
+problem's preset modules (programs cannot import our package from disk: it is not in their view).
 """
 
 from __future__ import annotations
 
+import glob
+import importlib.util
 import json
 import logging
 import os
 import selectors
-import shutil
 import signal
 import socket
 import subprocess
@@ -36,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ttd_envs.core import wire
+from ttd_envs.core import cgroups, wire
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +56,15 @@ _GRACE_S = 5.0
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits of one run. `wall_s` is enforced from outside; the rest are rlimits."""
+    """Resource limits of one run. `memory_bytes`, `cpu_s` and `max_processes` hold for the whole
+    run (every process, shared memory and /tmp files included); `address_space_bytes` is each
+    process's RLIMIT_AS (None: `memory_bytes`), so one huge allocation fails cleanly instead of
+    being killed; `wall_s` is enforced from outside; `disk_bytes` caps the run's tmpfs in total."""
 
     wall_s: float = 60.0
     cpu_s: float | None = None
     memory_bytes: int = 4 * GiB
+    address_space_bytes: int | None = None
     max_processes: int = 64
     disk_bytes: int = 256 * MiB
     output_bytes: int = 8 * MiB
@@ -90,7 +102,9 @@ CACHE_DIR = "/tmp/cache"
 @dataclass
 class SandboxResult:
     """Everything a run produced, as plain data. `ok` means a value came back (Python) or the
-    binary exited 0 (binary runs); `error` then is None."""
+    binary exited 0 (binary runs); `error` then is None. `cpu_s` and `max_rss_bytes` are for the
+    whole run (the cgroup's CPU time and peak charge, or init's reaped-tree totals and polled
+    peak); `memory_exceeded`/`cpu_exceeded` say the run was stopped for passing that limit."""
 
     ok: bool
     value: Any = None
@@ -102,6 +116,8 @@ class SandboxResult:
     signal: int | None = None
     timed_out: bool = False
     output_exceeded: bool = False
+    memory_exceeded: bool = False
+    cpu_exceeded: bool = False
     elapsed_s: float = 0.0
     cpu_s: float | None = None
     max_rss_bytes: int | None = None
@@ -125,27 +141,47 @@ def scrubbed_environment(threads: int) -> dict[str, str]:
 class Sandbox:
     """A warm zygote plus the trusted-side bookkeeping. Thread-safe: runs may overlap.
 
-    `preload` modules are imported once in the zygote, so a run pays a fork, not an import.
-    `spares` runs are kept ready (namespaces entered, filesystem mounted): as many as run at once.
+    `preload` modules are imported once in the zygote, so a run pays a fork, not an import; the
+    modules named by `preset_modules` are added (restarting the zygote once) because programs
+    cannot read them from disk. `spares` runs are kept ready (namespaces entered, view built):
+    as many as run at once. `grants` widen this problem's view (see `Grants`). `cgroups`: None
+    uses per-run cgroups when we may create them, False always uses init's accounting, True
+    requires cgroups (RuntimeError if unavailable).
     """
 
     def __init__(self, preload: tuple[str, ...] = ("numpy", "scipy", "scipy.signal", "scipy.optimize"),
-                 threads: int = 1, spares: int = 1, grants: Grants = Grants()) -> None:
+                 threads: int = 1, spares: int = 1, grants: Grants = Grants(), cgroups: bool | None = None) -> None:
         if spares < 1:
             raise ValueError(f"spares must be >= 1, got {spares}")
+        _check_grants(grants)
+        if cgroups and not _cgroups_available():
+            raise RuntimeError("per-run cgroups are not available: run as root with cgroup v1 memory, pids and "
+                               "cpuacct controllers, or pass cgroups=None to fall back to init's accounting")
+        self.use_cgroups = _cgroups_available() if cgroups is None else cgroups
         self.grants = grants
-        self.preload = preload
+        self.preload = tuple(preload)
         self.threads = threads
         self.spares = spares
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0
         self._zygote: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
+
+    @property
+    def mechanism(self) -> str:
+        """How whole-run limits are enforced: 'cgroup' or 'init accounting'."""
+        return "cgroup" if self.use_cgroups else "init accounting"
 
     # -- lifecycle -------------------------------------------------------------------------
     def _start(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        config = {"spares": self.spares, "preload": list(self.preload), "cache_dir": CACHE_DIR,
+                  "grants": {"read_only_paths": list(self.grants.read_only_paths), "devices": list(self.grants.devices),
+                             "writable_cache": self.grants.writable_cache},
+                  "private_packages": _private_packages()}
         self._zygote = subprocess.Popen(
-            [sys.executable, "-m", "ttd_envs.core._zygote", str(child.fileno()), str(self.spares), *self.preload],
+            [sys.executable, "-m", "ttd_envs.core._zygote", str(child.fileno()), json.dumps(config)],
             env=scrubbed_environment(self.threads), pass_fds=[child.fileno()], cwd="/",
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             close_fds=True, start_new_session=True,
@@ -155,15 +191,29 @@ class Sandbox:
 
     def close(self) -> None:
         with self._lock:
-            if self._control is not None:
-                self._control.close()
-            if self._zygote is not None:
-                try:
-                    self._zygote.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self._zygote.kill()
-                    self._zygote.wait()
-            self._zygote, self._control = None, None
+            self._stop_locked()
+
+    def _stop_locked(self) -> None:
+        if self._control is not None:
+            self._control.close()
+        if self._zygote is not None:
+            try:
+                self._zygote.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._zygote.kill()
+                self._zygote.wait()
+        self._zygote, self._control = None, None
+
+    def _preload(self, modules: set[str]) -> None:
+        """Make the zygote import `modules` (restarting it once no run is in flight)."""
+        with self._lock:
+            missing = sorted(modules - set(self.preload))
+            if not missing:
+                return
+            self._idle.wait_for(lambda: self._in_flight == 0)
+            log.info("sandbox: the zygote now preloads %s for preset modules", ", ".join(missing))
+            self.preload = (*self.preload, *missing)
+            self._stop_locked()
 
     def __enter__(self) -> Sandbox:
         return self
@@ -189,6 +239,7 @@ class Sandbox:
                     reply = self._control.recv(4096)
                     if reply:
                         pids = json.loads(reply)
+                        self._in_flight += 1
                         return int(pids["runner"]), int(pids["init"])
                 except OSError:
                     if attempt:
@@ -215,8 +266,10 @@ class Sandbox:
         """
         array_inputs = {k: v for k, v in (inputs or {}).items() if isinstance(v, np.ndarray)}
         json_inputs = {k: v for k, v in (inputs or {}).items() if not isinstance(v, np.ndarray)}
+        presets = preset_modules if preset_modules is not None else {"np": "numpy"}
+        self._preload({target.partition(":")[0] for target in presets.values()})
         job = {"source": source, "entry": entry, "kwargs": kwargs or {}, "json_inputs": json_inputs,
-               "preset_modules": preset_modules if preset_modules is not None else {"np": "numpy"}}
+               "preset_modules": presets}
         return self._run(job, array_inputs, limits)
 
     def run_binary(self, binary: str | os.PathLike[str], *, stdin: bytes | str | os.PathLike[str] | None = None,
@@ -238,9 +291,14 @@ class Sandbox:
         started = time.perf_counter()
         extra: list[int] = []
         pipes: list[tuple[int, int]] = []
+        group: cgroups.RunCgroup | None = None
+        spawned = False
         try:
             job["limits"] = asdict(limits)
             job["threads"] = self.threads
+            job["env"] = dict(self.grants.env)
+            job["address_space_bytes"] = ((limits.address_space_bytes or limits.memory_bytes)
+                                          if self.grants.address_space_limit else None)
             job["array_inputs"] = {}
             for name, array in arrays.items():
                 job["array_inputs"][name] = len(extra)
@@ -255,25 +313,38 @@ class Sandbox:
                 path = job["binary"]
                 job["binary"] = len(extra)
                 extra.append(os.open(path, os.O_RDONLY))
+            if self.use_cgroups:
+                group = cgroups.RunCgroup.create(limits.memory_bytes, limits.max_processes)
+                job["cgroup_procs"] = list(range(len(extra), len(extra) + len(group.procs_fds)))
+                extra += group.procs_fds
+                group.procs_fds = []
             job_fd = _memfd(lambda handle: handle.write(json.dumps(job).encode()))
             extra.insert(0, job_fd)
             pipes = [os.pipe() for _ in range(4)]
             runner, init = self._spawn([w for _, w in pipes] + extra)
+            spawned = True
             readers = [r for r, _ in pipes]
             for _, w in pipes:
                 os.close(w)
             pipes = []
-            result = self._collect(readers, (init, runner), limits, started, python=job["source"] is not None)
+            result = self._collect(readers, (init, runner), limits, started, job["source"] is not None, group)
         finally:
             for r, w in pipes:
                 os.close(r)
                 os.close(w)
             for fd in extra:
                 os.close(fd)
+            if group is not None:
+                group.remove()
+            if spawned:
+                with self._lock:
+                    self._in_flight -= 1
+                    self._idle.notify_all()
         result.elapsed_s = time.perf_counter() - started
         return result
 
-    def _collect(self, readers: list[int], pids: tuple[int, int], limits: Limits, started: float, python: bool) -> SandboxResult:
+    def _collect(self, readers: list[int], pids: tuple[int, int], limits: Limits, started: float, python: bool,
+                 group: cgroups.RunCgroup | None) -> SandboxResult:
         out_fd, err_fd, res_fd, status_fd = readers
         buffers = {out_fd: bytearray(), err_fd: bytearray(), res_fd: bytearray(), status_fd: bytearray()}
         caps = {out_fd: limits.output_bytes, err_fd: limits.output_bytes, res_fd: limits.result_bytes,
@@ -283,7 +354,7 @@ class Sandbox:
             os.set_blocking(fd, False)
             selector.register(fd, selectors.EVENT_READ)
         deadline = started + limits.wall_s
-        timed_out = exceeded = False
+        timed_out = exceeded = cpu_exceeded = False
         kill_reason: str | None = None
         killed = False
         data_fds = {out_fd, err_fd, res_fd}
@@ -294,6 +365,10 @@ class Sandbox:
                 now = time.perf_counter()
                 if not killed and now >= deadline:
                     timed_out, kill_reason = True, f"time limit exceeded: killed after {limits.wall_s:g} s wall clock"
+                if not kill_reason and group is not None and limits.cpu_s and group.cpu_s() > limits.cpu_s:
+                    cpu_exceeded = True
+                    kill_reason = (f"time limit exceeded: the run's processes used more than {limits.cpu_s:g} s of "
+                                   "CPU time together")
                 if kill_reason and not killed:
                     for pid in pids:  # init first: the kernel then kills everything in its namespace
                         _kill_quietly(pid)
@@ -301,7 +376,8 @@ class Sandbox:
                     deadline = now + _GRACE_S
                 elif killed and now >= deadline:
                     break  # the tree is dead; do not wait on pipes forever
-                for key, _ in selector.select(timeout=max(0.0, min(deadline - now, 0.5))):
+                poll = _CPU_POLL_S if group is not None and limits.cpu_s else 0.5
+                for key, _ in selector.select(timeout=max(0.0, min(deadline - now, poll))):
                     fd = key.fd
                     try:
                         chunk = os.read(fd, 1 << 20)
@@ -321,26 +397,39 @@ class Sandbox:
             selector.close()
             for fd in readers:
                 os.close(fd)
-        return self._interpret(buffers[out_fd], buffers[err_fd], bytes(buffers[res_fd]), buffers[status_fd],
+        status = parse_status(bytes(buffers[status_fd]))
+        if group is not None:  # init has reported or was killed: the cgroup's numbers are final
+            status["cpu_s"] = max(group.cpu_s(), status.get("cpu_s") or 0.0)
+            status["max_rss_bytes"] = group.peak_memory_bytes()
+            if group.oom_kills():
+                status["limit"] = "memory"
+            status.setdefault("isolation", []).insert(0, cgroups.MECHANISM)
+        if cpu_exceeded:
+            status["limit"] = "cpu"
+        return self._interpret(buffers[out_fd], buffers[err_fd], bytes(buffers[res_fd]), status,
                                timed_out, exceeded, kill_reason, python, limits)
 
     @staticmethod
-    def _interpret(out: bytearray, err: bytearray, res: bytes, status_raw: bytearray, timed_out: bool,
+    def _interpret(out: bytearray, err: bytearray, res: bytes, status: dict[str, Any], timed_out: bool,
                    exceeded: bool, kill_reason: str | None, python: bool, limits: Limits) -> SandboxResult:
-        records = [json.loads(line) for line in status_raw.decode(errors="replace").splitlines()
-                   if line.startswith("{")]
-        status = {k: v for r in records for k, v in r.items()}
-        if status.get("host_workdir"):  # only without a mount namespace; init removes it unless killed
-            shutil.rmtree(status["host_workdir"], ignore_errors=True)
         result = SandboxResult(
             ok=False, stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace"),
             stdout_bytes=bytes(out), timed_out=timed_out, output_exceeded=exceeded,
             exit_code=status.get("exit_code"), signal=status.get("signal"), cpu_s=status.get("cpu_s"),
             max_rss_bytes=status.get("max_rss_bytes"), isolation=status.get("isolation", []),
-            warnings=status.get("warnings", []),
+            warnings=status.get("warnings", []), memory_exceeded=status.get("limit") == "memory",
+            cpu_exceeded=status.get("limit") == "cpu",
         )
         if kill_reason:
             result.error = kill_reason
+            return result
+        if result.memory_exceeded:
+            result.error = (f"memory limit exceeded: the run's processes, shared memory and /tmp files together "
+                            f"passed {limits.memory_bytes / MiB:.0f} MiB; the run was killed")
+            return result
+        if result.cpu_exceeded:
+            result.error = (f"time limit exceeded: the run's processes used more than {limits.cpu_s:g} s of CPU "
+                            "time together; the run was killed")
             return result
         if status.get("phase") == "setup_failed":
             result.error = status.get("error", "sandbox setup failed")
@@ -374,6 +463,71 @@ class Sandbox:
         return result
 
 
+_CPU_POLL_S = 0.05
+_STATUS_PHASES = ("started", "exited", "setup_failed")
+_STATUS_TYPES: dict[str, tuple[type, ...]] = {
+    "phase": (str,), "error": (str,), "limit": (str,), "exit_code": (int,), "signal": (int,),
+    "cpu_s": (int, float), "max_rss_bytes": (int,), "isolation": (list,), "warnings": (list,),
+}
+
+
+def parse_status(raw: bytes) -> dict[str, Any]:
+    """What init reported, validated: known keys of the right type, sane ranges, short strings.
+    Nothing in it is ever used as a path or a command (a program must not be able to steer us)."""
+    status: dict[str, Any] = {}
+    for line in raw.decode(errors="replace").splitlines()[:16]:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        for key, value in record.items():
+            kinds = _STATUS_TYPES.get(key)
+            if kinds is None or value is None or isinstance(value, bool) or not isinstance(value, kinds):
+                continue
+            if isinstance(value, list):
+                value = [str(item)[:300] for item in value[:32] if isinstance(item, str)]
+            elif isinstance(value, str):
+                value = value[:2000]
+            status[key] = value
+    if status.get("phase") not in _STATUS_PHASES or status.get("limit") not in (None, "cpu", "memory"):
+        status.pop("phase", None)
+        status.pop("limit", None)
+    if not 0 <= status.get("signal", 0) < 128 or not -255 <= status.get("exit_code", 0) <= 255:
+        status.pop("signal", None)
+        status.pop("exit_code", None)
+    if status.get("cpu_s", 0) < 0 or status.get("max_rss_bytes", 0) < 0:
+        status.pop("cpu_s", None)
+        status.pop("max_rss_bytes", None)
+    return status
+
+
+def _cgroups_available() -> bool:
+    return cgroups.available()
+
+
+def _private_packages() -> list[str]:
+    """Our packages' directories: programs must not read their source or data from disk."""
+    found = []
+    for name in ("ttd_envs", "ttd_agent"):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            found += list(spec.submodule_search_locations)
+    return found
+
+
+def _check_grants(grants: Grants) -> None:
+    """Fail at construction, in the trusted process, for grants that name nothing."""
+    for path in grants.read_only_paths:
+        if not os.path.isabs(path) or not os.path.exists(path):
+            raise ValueError(f"granted read-only path {path!r} does not exist (absolute paths only); "
+                             "fix Grants.read_only_paths")
+    for pattern in grants.devices:
+        if not pattern.startswith("/dev/") or not glob.glob(pattern):
+            raise ValueError(f"granted device {pattern!r} matches no device node under /dev; fix Grants.devices")
+
+
 def _memfd(write: Any) -> int:
     """An anonymous in-memory file holding what `write(handle)` wrote, rewound for the reader."""
     fd = os.memfd_create("ttd-sandbox")
@@ -384,8 +538,7 @@ def _memfd(write: Any) -> int:
 
 
 def _program_finished(status: bytearray) -> bool:
-    text = status.decode(errors="replace")
-    return any(f'"phase": "{phase}"' in text for phase in ("exited", "killed", "setup_failed"))
+    return parse_status(bytes(status)).get("phase") in ("exited", "setup_failed")
 
 
 def _kill_quietly(pid: int) -> None:
