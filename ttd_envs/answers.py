@@ -11,8 +11,8 @@ The pipeline every TTRL component shares, so that the vote and the reward can ne
    "142.0" -> "142", "\\frac{1}{2}" and "0.5" -> "1/2"); tuples, intervals and matrices are
    canonicalised element by element; an unbracketed list ("1,-2") is a set and is sorted.
 3. `AnswerJudge.vote_key(answer)`: the canonical form plus, for symbolic answers, a numeric
-   *fingerprint* (the value of the expression, computed with sympy at fixed random points for its
-   free symbols). Two answers are equivalent when their keys are equal, so "\\frac{3\\sqrt{3}}{4}"
+   *fingerprint* (its free symbols and its value, computed with sympy at points each judge draws
+   in secret, see `secret_points`). Two answers are equivalent when their keys are equal, so "\\frac{3\\sqrt{3}}{4}"
    and "\\frac{3}{4}\\sqrt{3}" share one bin. Sympy runs in a worker process under a wall-clock
    limit and a memory limit, behind a cheap guard that refuses exponent towers outright, so a
    hostile answer such as ``9^{9^{9^{9}}}`` costs milliseconds, and a slow one at most the limit.
@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import re
+import secrets
 import select
 import subprocess
 import sys
@@ -273,8 +274,20 @@ _FUNCTIONS = {"sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "ex
 _SOURCE_CHARS = re.compile(r"^[0-9A-Za-z+\-*/().,\s]*$")
 _MAX_SOURCE_CHARS = 300
 _MAX_DIGITS = 40
-_POINTS = (0.5772156649 + 0.1234j, 1.3247179572 - 0.2718j)
-"""Fixed evaluation points for free symbols (complex, so even functions do not collide)."""
+POINT_COUNT = 2
+
+
+def secret_points() -> tuple[complex, ...]:
+    """Evaluation points for free symbols, drawn afresh by each judge from the OS's randomness.
+
+    Complex, so even functions do not collide. Secret, because with points a model can know (they
+    used to be constants in this file) an answer such as 7 + (x - p1)(x - p2) takes the value of
+    the label 7 at every point and is judged correct. Honest answers do not depend on the points:
+    equivalent expressions agree everywhere, others differ at all but a measure-zero set.
+    """
+    draw = secrets.SystemRandom()
+    return tuple(complex(round(draw.uniform(0.3, 1.5), 10), round(draw.choice((-1, 1)) * draw.uniform(0.1, 0.3), 10))
+                 for _ in range(POINT_COUNT))
 
 
 def latex_to_source(latex: str) -> str | None:
@@ -353,8 +366,9 @@ def _replace_frac_sqrt(s: str) -> str | None:
     return None
 
 
-def _evaluate_source(source: str) -> tuple[tuple[float, float], ...] | None:
-    """Runs in the worker: the value of the expression at each point of `_POINTS` (None if not a number)."""
+def _evaluate_source(source: str, points: list[list[float]]) -> dict[str, Any] | None:
+    """Runs in the worker: the expression's free symbols and its value at each point (None if not
+    a number). The symbols are part of the answer's key, so an expression in x never equals a number."""
     import sympy
     from sympy.parsing.sympy_parser import (convert_xor, implicit_multiplication_application,
                                             parse_expr, standard_transformations)
@@ -370,7 +384,7 @@ def _evaluate_source(source: str) -> tuple[tuple[float, float], ...] | None:
         return None
     symbols = expr.free_symbols  # each symbol's point depends on its name, so x+1 and y+1 differ
     values = []
-    for k, point in enumerate(_POINTS):
+    for k, point in enumerate(complex(*p) for p in points):
         subs = {}
         for sym in symbols:
             z = point * (1 + 0.0137 * sum(ord(c) * 7 ** n for n, c in enumerate(sym.name)) + 0.11 * k)
@@ -379,7 +393,7 @@ def _evaluate_source(source: str) -> tuple[tuple[float, float], ...] | None:
         if not (math.isfinite(value.real) and math.isfinite(value.imag)):
             return None
         values.append((value.real, value.imag))
-    return tuple(values)
+    return {"symbols": sorted(sym.name for sym in symbols), "values": values}
 
 
 def _serve(memory_bytes: int) -> None:
@@ -396,7 +410,8 @@ def _serve(memory_bytes: int) -> None:
     sys.stdout = sys.stderr  # nothing but answers on the protocol stream
     for line in sys.stdin:
         try:
-            result = _evaluate_source(json.loads(line))
+            request = json.loads(line)
+            result = _evaluate_source(request["source"], request["points"])
         except BaseException:  # noqa: BLE001 - any failure of sympy on hostile input means "no value"
             result = None
         out.write(json.dumps(result) + "\n")
@@ -410,9 +425,10 @@ class _SymbolicWorker:
     neither inherits a multi-threaded parent nor re-imports the caller's `__main__`.
     """
 
-    def __init__(self, timeout_s: float, memory_bytes: int) -> None:
+    def __init__(self, timeout_s: float, memory_bytes: int, points: tuple[complex, ...]) -> None:
         self.timeout_s = timeout_s
         self.memory_bytes = memory_bytes
+        self.points = [[p.real, p.imag] for p in points]
         self._lock = threading.Lock()
         self._process: subprocess.Popen[str] | None = None
 
@@ -430,8 +446,9 @@ class _SymbolicWorker:
                     stream.close()
         self._process = None
 
-    def evaluate(self, source: str) -> tuple[tuple[float, float], ...] | None:
-        """The fingerprint of `source`, or None if it has none or took longer than `timeout_s`."""
+    def evaluate(self, source: str) -> tuple[tuple[str, ...], tuple[tuple[float, float], ...]] | None:
+        """(free symbols, values at the points) of `source`, or None if it has no value or took
+        longer than `timeout_s`."""
         with self._lock:
             self._ensure_started()
             return self._request(source, self.timeout_s)
@@ -444,18 +461,20 @@ class _SymbolicWorker:
             if self._process is None:
                 self._start()
 
-    def _request(self, source: str, timeout: float) -> tuple[tuple[float, float], ...] | None:
+    def _request(self, source: str, timeout: float) -> tuple[tuple[str, ...], tuple[tuple[float, float], ...]] | None:
         """Send one source and wait at most `timeout` s; on a timeout the worker is killed."""
         assert self._process is not None and self._process.stdin and self._process.stdout
         try:
-            self._process.stdin.write(json.dumps(source) + "\n")
+            self._process.stdin.write(json.dumps({"source": source, "points": self.points}) + "\n")
             self._process.stdin.flush()
             ready, _, _ = select.select([self._process.stdout], [], [], timeout)
             if ready:
                 line = self._process.stdout.readline()
                 if line:
                     result = json.loads(line)
-                    return None if result is None else tuple(tuple(v) for v in result)
+                    if result is None:
+                        return None
+                    return tuple(result["symbols"]), tuple(tuple(v) for v in result["values"])
         except (OSError, ValueError):
             pass
         logger.info("symbolic check of %r passed its %.1f s limit or failed; worker restarted", source[:80], timeout)
@@ -503,7 +522,7 @@ class AnswerJudge:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.symbolic = symbolic
-        self._worker = _SymbolicWorker(timeout_s, memory_bytes)
+        self._worker = _SymbolicWorker(timeout_s, memory_bytes, secret_points())
         self._cache: dict[str, VoteKey] = {}
         self._lock = threading.Lock()
 
@@ -560,7 +579,11 @@ class AnswerJudge:
         if not structure:
             source = latex_to_source(canonical)
             fingerprint = self._worker.evaluate(source) if source is not None else None
-            return None if fingerprint is None else tuple(_rounded(complex(*v)) for v in fingerprint)
+            if fingerprint is None:
+                return None
+            symbols, values = fingerprint
+            rounded = tuple(_rounded(complex(*v)) for v in values)
+            return ("in", symbols, rounded) if symbols else rounded
         if structure == "set":
             items = [x for item in items for x in _expand_pm(item)]
         values = [self._value(item) for item in items]
@@ -606,7 +629,7 @@ def _exact_value(number: Fraction) -> Any:
     """
     if abs(number.numerator) >= 10**12 or number.denominator >= 10**12:
         return ("exact", number.numerator, number.denominator)
-    return tuple(_rounded(complex(number)) for _ in _POINTS)
+    return tuple(_rounded(complex(number)) for _ in range(POINT_COUNT))
 
 
 def _expand_pm(item: str) -> list[str]:
