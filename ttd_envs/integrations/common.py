@@ -55,6 +55,11 @@ def kwargs_key(env_kwargs: Mapping[str, Any] | str | None) -> str:
                         f"{exc}") from exc
 
 
+def parse_options(env_kwargs: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    """An env's options as a dict, from a row's JSON or a mapping."""
+    return json.loads(kwargs_key(env_kwargs))
+
+
 @functools.lru_cache(maxsize=64)
 def _problem(env_id: str, key: str) -> Problem:
     return make_problem(env_id, **json.loads(key))

@@ -21,7 +21,6 @@ works, and `load_environment("ttd/ErdosOverlap-v0", initial="record")` does the 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import verifiers.v1 as vf
@@ -50,7 +49,7 @@ class TtdTask(vf.Task[TtdTaskData]):
         """
         data = self.data
         if common.is_group_env(data.env_id):
-            options = json.loads(data.env_kwargs)
+            options = common.parse_options(data.env_kwargs)
             trace.info["answer"] = common.vote_answer(trace.last_reply, options.get("answer_fallback", "none"))
             return {}
         evaluation = await common.evaluate_async(data.env_id, data.env_kwargs, data.state, trace.last_reply)
@@ -117,7 +116,7 @@ class TtdEnv(vf.Env[TtdEnvConfig]):
     async def finalize(self, task: vf.Task, episode: vf.Episode) -> None:
         if not common.is_group_env(task.data.env_id):
             return
-        record_majority_vote(episode.traces, json.loads(task.data.env_kwargs).get("timeout_s", 2.0))
+        record_majority_vote(episode.traces, common.parse_options(task.data.env_kwargs).get("timeout_s", 2.0))
 
 
 def record_majority_vote(traces: list[vf.Trace], timeout_s: float = 2.0) -> None:
