@@ -263,3 +263,31 @@ def test_a_request_no_node_can_hold_is_refused_at_once(two_nodes: TwoNodes) -> N
     problem = make_problem("ttd/LABS-v0", n=8)
     with pytest.raises(ValueError, match="no node of the Ray cluster has 4 CPUs"):
         Executor(problem, 2, 10.0, kind="ray", cpus_per_eval=4)
+
+
+RECTANGLE = (Path(__file__).resolve().parent.parent / "ttd_envs/data/ahc/solutions/ahc039_rectangle.cpp").read_text()
+GARBAGE = '#include <cstdio>\nint main() { std::puts("not a number"); }\n'  # a wrong answer on every test
+
+
+def test_the_ahc_judge_fanned_out_gives_the_local_verdicts_and_reward(two_nodes: TwoNodes) -> None:
+    """12 tests of one program as Ray tasks on both nodes: the same per-test scores as judging here,
+    and through the executor (fan_out_tests) the same Evaluation as the local problem gives."""
+    from ttd_agent.ray_executor import judge_across_cluster
+
+    problem = make_problem("ttd/AHC039-v0", num_tests=12, workers=2)
+    executor = Executor(problem, 1, 120.0, kind="ray", fan_out_tests=True)
+    try:
+        local = problem.judge_source(RECTANGLE)
+        spread = judge_across_cluster(problem, RECTANGLE, chunks=4)
+        garbage_here, garbage_spread = problem.judge_source(GARBAGE), judge_across_cluster(problem, GARBAGE, chunks=4)
+        answer = f"```cpp\n{RECTANGLE}\n```"
+        remote, = executor.evaluate([(answer, State())])
+        here = problem.evaluate(answer, State())
+    finally:
+        executor.close()
+        problem.close()
+    assert local.accepted and spread.accepted
+    assert [(r.name, r.verdict, r.score) for r in spread.results] == [(r.name, r.verdict, r.score) for r in local.results]
+    assert remote.valid and (remote.reward, remote.score) == (here.reward, here.score)
+    assert garbage_spread.first_failure.name == garbage_here.first_failure.name == "0000"
+    assert garbage_spread.first_failure.message == garbage_here.first_failure.message

@@ -136,6 +136,8 @@ class RayExecutor:
         self.problem, self.workers, self.timeout_s, self.retries = problem, workers, timeout_s, retries
         defaults = getattr(problem, "defaults", None)
         self.cpus = float(cpus_per_eval if cpus_per_eval is not None else getattr(defaults, "cpus_per_eval", 1))
+        if fan_out_tests:  # the host only compiles and waits; holding CPUs would starve its own test tasks
+            self.cpus = 0.0
         self.gpus = float(gpus_per_eval if gpus_per_eval is not None else getattr(defaults, "gpus_per_eval", 0))
         self.fan_out_tests = fan_out_tests
         self.ray = import_ray()
