@@ -1,0 +1,176 @@
+"""Classic LABS local search, the baselines a learned search has to beat at equal evaluations.
+
+Two searches over single-sign flips, both with random restarts:
+
+- `hill_climb`: steepest descent. From a uniform random sequence, score all N one-flip
+  neighbours, move to the best one while it is strictly lower, restart at a local minimum.
+- `tabu_search`: the tabu walk at the core of the memetic-tabu LABS solvers (Gallardo, Cotta &
+  Fernández 2009). From a uniform random sequence, score all N one-flip neighbours and move to the
+  best one that is not tabu, even when it is worse; a flipped position stays tabu for a tenure
+  drawn uniformly from [`min_tenure`, `max_tenure`] moves; a tabu flip is still taken when it
+  would beat the walk's best (aspiration). After `walk_length` moves the walk restarts from a new
+  random sequence.
+
+Evaluations are counted the way a policy's samples are: every scored sequence costs one, so a
+start costs 1 and a neighbourhood scan costs N. The budget is exact: a scan cut short by the
+budget stops after the neighbours it could still afford. Neighbour energies are computed
+incrementally from the autocorrelations (O(N) each instead of O(N²)); that makes the searches
+fast, not cheaper in evaluations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+
+@dataclass
+class SearchResult:
+    """The best sequence a search found and how its best energy fell."""
+
+    best_energy: int
+    best_sequence: np.ndarray
+    curve: list[tuple[int, int]]
+    """(evaluations so far, best energy so far) at each improvement, starting with the first."""
+    evaluations: int
+
+
+@numba.njit(cache=True, nogil=True)
+def _correlations(s: np.ndarray, c: np.ndarray) -> int:  # pragma: no cover - compiled
+    """Fill c[k] = C_k for k = 1..N-1 and return the energy Σ C_k²."""
+    n = s.shape[0]
+    total = 0
+    for k in range(1, n):
+        value = 0
+        for i in range(n - k):
+            value += s[i] * s[i + k]
+        c[k] = value
+        total += value * value
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def _flip_energy(s: np.ndarray, c: np.ndarray, i: int) -> int:  # pragma: no cover - compiled
+    """Energy after flipping s[i], from the current correlations c (s and c are left unchanged)."""
+    n = s.shape[0]
+    total = 0
+    for k in range(1, n):
+        delta = 0
+        if i + k < n:
+            delta += s[i] * s[i + k]
+        if i - k >= 0:
+            delta += s[i] * s[i - k]
+        value = c[k] - 2 * delta
+        total += value * value
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def _apply_flip(s: np.ndarray, c: np.ndarray, i: int) -> None:  # pragma: no cover - compiled
+    n = s.shape[0]
+    for k in range(1, n):
+        delta = 0
+        if i + k < n:
+            delta += s[i] * s[i + k]
+        if i - k >= 0:
+            delta += s[i] * s[i - k]
+        c[k] -= 2 * delta
+    s[i] = -s[i]
+
+
+@numba.njit(cache=True, nogil=True)
+def _search(n: int, budget: int, walk_length: int, min_tenure: int, max_tenure: int, seed: int,
+            curve_evals: np.ndarray, curve_energy: np.ndarray, best_seq: np.ndarray) -> int:  # pragma: no cover
+    """Restarted local search; walk_length 0 = steepest descent, else a tabu walk of that many moves.
+    Writes the improvement curve and the best sequence; returns the number of curve points."""
+    np.random.seed(seed)
+    s = np.empty(n, dtype=np.int64)
+    c = np.zeros(n, dtype=np.int64)
+    tabu_until = np.zeros(n, dtype=np.int64)
+    neighbour = np.empty(n, dtype=np.int64)
+    used, points, best = 0, 0, 1 << 62
+    while used < budget:
+        for i in range(n):
+            s[i] = 1 if np.random.random() < 0.5 else -1
+        energy = _correlations(s, c)
+        used += 1
+        if energy < best:
+            best = energy
+            best_seq[:] = s
+            curve_evals[points], curve_energy[points] = used, best
+            points += 1
+        walk_best = energy
+        tabu_until[:] = 0
+        move = 0
+        while used < budget:
+            scanned = min(n, budget - used)
+            for i in range(scanned):
+                neighbour[i] = _flip_energy(s, c, i)
+            used += scanned
+            pick, pick_energy = -1, 1 << 62
+            for i in range(scanned):
+                if neighbour[i] < best:  # every scored sequence counts towards the best found
+                    s[i] = -s[i]
+                    best_seq[:] = s
+                    s[i] = -s[i]
+                    best = neighbour[i]
+                    curve_evals[points], curve_energy[points] = used - scanned + i + 1, best
+                    points += 1
+                allowed = walk_length == 0 or tabu_until[i] <= move or neighbour[i] < walk_best
+                if allowed and neighbour[i] < pick_energy:
+                    pick, pick_energy = i, neighbour[i]
+            if scanned < n:
+                break
+            if walk_length == 0:
+                if pick_energy >= energy:
+                    break  # a local minimum: restart
+            elif pick < 0 or move >= walk_length:
+                break
+            _apply_flip(s, c, pick)
+            energy = pick_energy
+            move += 1
+            if walk_length:
+                tabu_until[pick] = move + min_tenure + np.random.randint(0, max_tenure - min_tenure + 1)
+                walk_best = min(walk_best, energy)
+    return points
+
+
+def _run(n: int, budget: int, seed: int, walk_length: int, min_tenure: int, max_tenure: int) -> SearchResult:
+    if n < 3 or budget < 1:
+        raise ValueError(f"need n >= 3 and budget >= 1, got n={n}, budget={budget}")
+    # improvements are at most the number of evaluations, and at most E(first) + 1 distinct values
+    size = min(budget, n * n * n) + 1
+    evals, energy = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int64)
+    best = np.zeros(n, dtype=np.int64)
+    points = _search(n, budget, walk_length, min_tenure, max_tenure, seed % (2**32), evals, energy, best)
+    curve = list(zip(evals[:points].tolist(), energy[:points].tolist()))
+    return SearchResult(best_energy=curve[-1][1], best_sequence=best.astype(np.int8), curve=curve,
+                        evaluations=budget)
+
+
+def hill_climb(n: int, budget: int, seed: int) -> SearchResult:
+    """Steepest-descent hill climbing with random restarts, `budget` evaluations (see the module doc)."""
+    return _run(n, budget, seed, 0, 0, 0)
+
+
+def default_tabu_rules(n: int) -> tuple[int, int, int]:
+    """(walk_length, min_tenure, max_tenure) used when none are given: see `tabu_search`."""
+    return 2 * n, max(1, n // 8), max(1, n // 4)
+
+
+def tabu_search(n: int, budget: int, seed: int, walk_length: int | None = None, min_tenure: int | None = None,
+                max_tenure: int | None = None) -> SearchResult:
+    """Tabu search with random restarts, `budget` evaluations (see the module doc).
+
+    Defaults (`default_tabu_rules`): walks of 2N moves, tenure uniform in [N/8, N/4] moves.
+    """
+    default_walk, default_min, default_max = default_tabu_rules(n)
+    walk = default_walk if walk_length is None else walk_length
+    low = default_min if min_tenure is None else min_tenure
+    high = default_max if max_tenure is None else max_tenure
+    if walk < 1 or not 0 <= low <= high < n:
+        raise ValueError(f"need walk_length >= 1 and 0 <= min_tenure <= max_tenure < n = {n}; got "
+                         f"{walk}, {low}, {high}")
+    return _run(n, budget, seed, walk, low, high)
