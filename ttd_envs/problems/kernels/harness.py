@@ -152,10 +152,16 @@ class Harness:
         return watched
 
     def tampered(self) -> str | None:
-        """The first watched function the program replaced, or None."""
+        """The first watched function the program replaced, or a method it added to a watched
+        class (shadowing an inherited one), or None."""
         for (owner_name, attr), value in self.watched.items():
             if vars(self._owners[owner_name]).get(attr) is not value:
                 return f"{owner_name}.{attr}"
+        for owner_name, owner in self._owners.items():
+            if isinstance(owner, type):
+                for attr, value in vars(owner).items():
+                    if callable(value) and (owner_name, attr) not in self.watched:
+                        return f"{owner_name}.{attr}"
         return None
 
     def _copy_bandwidth(self) -> float:

@@ -79,8 +79,8 @@ def missing_triton_kernel(code: str) -> str | None:
 
 class KernelProblem(PythonProgramProblem):
     """Base of ttd/TriMul-v0 and ttd/MLADecode-v0. Subclasses set `task`, `env_id`, the plans
-    and the prompt sections; reward = `reward_scale` / score in µs (timing), or 1 for a correct
-    program when `timing=False` (correctness only, score None)."""
+    and the prompt sections. Timing: score = runtime in µs, reward = `reward_scale` / score.
+    `timing=False` (correctness only): score = the largest abs error over the tests, reward 1."""
 
     task: str
     env_id: str
@@ -147,14 +147,14 @@ class KernelProblem(PythonProgramProblem):
         return {}
 
     # -- the verdict ---------------------------------------------------------------------------
-    def check(self, value: Any) -> tuple[Any, float | None]:
+    def check(self, value: Any) -> tuple[Any, float]:
         if not isinstance(value, dict) or "error" not in value:
             raise InvalidConstruction("the harness returned no report (did the program exit the process?)")
         if value["error"]:
             raise InvalidConstruction(value["error"], details={"kernel_tests": value.get("tests", [])})
         report = {k: value.get(k) for k in ("tests", "benchmarks", "device_name", "bandwidth_bytes_per_s")}
         if not self.timing:
-            return report, None
+            return report, max((t["max_abs_error"] for t in value["tests"]), default=0.0)
         return report, self.score_benchmarks(value["benchmarks"], value.get("bandwidth_bytes_per_s"))
 
     def score_benchmarks(self, stats: list[dict[str, Any]], bandwidth: float | None) -> float:
@@ -172,8 +172,8 @@ class KernelProblem(PythonProgramProblem):
                         "the time was not measured honestly (impossible speed-up)")
         return geometric_mean([row["mean_ns"] for row in stats]) / 1e3
 
-    def reward_for(self, score: float | None) -> float:
-        return 1.0 if score is None else self.reward_scale / score
+    def reward_for(self, score: float) -> float:
+        return self.reward_scale / score if self.timing else 1.0
 
     # -- prompts -------------------------------------------------------------------------------
     def initial_code(self) -> str:
@@ -185,8 +185,10 @@ class KernelProblem(PythonProgramProblem):
     def program_section(self, state: State) -> list[str]:
         """The end of every kernel prompt: the program to improve, its runtime, its output."""
         if state.score is None:
-            how = "correct (timing=False, not timed)" if state.reward else "not measured yet"
-            value = f"Runtime of this program: {how}."
+            value = "Runtime of this program: not measured yet."
+        elif not self.timing:
+            value = (f"This program is correct (largest abs error {state.score:.3g}); it was not timed "
+                     "(timing=False).")
         else:
             parent = "n/a" if state.parent_score is None else f"{state.parent_score:.1f} µs"
             value = (f"Runtime of this program: {state.score:.1f} µs (its parent: {parent}); reward "
