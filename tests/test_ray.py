@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -291,3 +294,29 @@ def test_the_ahc_judge_fanned_out_gives_the_local_verdicts_and_reward(two_nodes:
     assert remote.valid and (remote.reward, remote.score) == (here.reward, here.score)
     assert garbage_spread.first_failure.name == garbage_here.first_failure.name == "0000"
     assert garbage_spread.first_failure.message == garbage_here.first_failure.message
+
+
+def test_the_driver_killed_mid_run_resumes_on_the_cluster(two_nodes: TwoNodes, tmp_path: Path) -> None:
+    """`ttd-agent train --executor ray --ray-address ...` killed with SIGKILL after two steps: its
+    actors go with it, and --resume on the same cluster finishes the run with contiguous steps."""
+    root, run = Path(__file__).resolve().parents[1], tmp_path / "run"
+    cluster = ["--ray-address", two_nodes.cluster.address]
+    command = [sys.executable, "-m", "ttd_agent.cli", "train", "--env", "ttd/LABS-v0", "--env-arg", "n=16",
+               "--steps", "30", "--groups-per-step", "2", "--group-size", "4", "--no-edit-prior",
+               "--executor", "ray", *cluster, "--run-dir", str(run)]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    driver = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not ((run / "latest.json").exists() and json.loads((run / "latest.json").read_text())["step"] >= 2):
+        assert driver.poll() is None and time.monotonic() < deadline, driver.stderr.read().decode()[-2000:]
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    killed_at = json.loads((run / "latest.json").read_text())["step"]
+    resume = [sys.executable, "-m", "ttd_agent.cli", "train", "--run-dir", str(run), "--resume",
+              "--steps", str(killed_at + 2), *cluster]
+    done = subprocess.run(resume, cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, killed_at + 3))
+    assert json.loads((run / "config.json").read_text())["executor"] == "ray"
