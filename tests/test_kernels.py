@@ -3,9 +3,11 @@ a wrong kernel's mismatch count, make-time errors, check_env, and the pure timin
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import subprocess
 import sys
+from importlib import resources
 
 import gymnasium as gym
 from gymnasium.utils.env_checker import check_env
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
 
 import ttd_envs  # noqa: E402,F401 - registers the ids
 from ttd_envs.core.program_problem import InvalidConstruction  # noqa: E402
@@ -22,6 +24,8 @@ from ttd_envs.problems.kernels.mla_decode import SMALL_CONFIG, MLADecode  # noqa
 from ttd_envs.problems.kernels.problem import missing_triton_kernel  # noqa: E402
 from ttd_envs.problems.kernels.timing import TimingRule, geometric_mean, rep_stats, should_stop  # noqa: E402
 from ttd_envs.problems.kernels.trimul import TriMul  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 
@@ -176,6 +180,28 @@ def test_mla_program_that_skips_the_new_row_fails(mla: MLADecode) -> None:
     evaluation = mla.evaluate(fenced(code), mla.initial_state(np.random.default_rng(0)))
     assert not evaluation.valid
     assert "does not match the reference" in evaluation.error
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("program,kernel,types,constants", [
+    ("trimul_initial", "_norm_gate_kernel", ["*fp32"] * 5 + ["i32", "fp32"], {"H": 128, "BLOCK_ROWS": 32}),
+    ("mla_initial", "_decode_attention", ["*bf16"] * 6 + ["i32", "fp32"] + ["i32"] * 14,
+     {"DN": 128, "DR": 64, "DV": 128, "BLOCK_T": 64}),
+])
+def test_our_kernels_compile_for_an_h100_without_a_gpu(program: str, kernel: str, types: list[str],
+                                                        constants: dict[str, int]) -> None:
+    """The interpreter forgives what the compiler refuses (loop-carried types, shapes): compile our
+    initial programs' kernels to a cubin for sm_90 with Triton's own compiler, no GPU needed."""
+    path = resources.files("ttd_envs.problems.kernels.programs").joinpath(f"{program}.py")
+    spec = importlib.util.spec_from_file_location(program, str(path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    fn = getattr(module, kernel)
+    signature = dict(zip(fn.arg_names, types + ["constexpr"] * len(constants)))
+    source = ASTSource(fn=fn, signature=signature,
+                       constexprs={(fn.arg_names.index(k),): v for k, v in constants.items()})
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
+    assert compiled.asm["cubin"]
 
 
 # -- make time, env contract --------------------------------------------------------------------------
