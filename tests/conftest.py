@@ -60,3 +60,127 @@ def leftover_processes() -> Callable[[], list[int]]:
         return left
 
     return wait
+
+
+# -- the sandbox's two privilege modes (hostile suites run in both) ----------------------------
+UNPRIVILEGED_USER = "ttd-sandbox-test"
+
+
+class UnprivilegedSandbox:
+    """A Sandbox living in a forked worker that dropped root for an ordinary user, so the
+    sandbox runs in its unprivileged (user namespace) mode. `call(fn, *args)` runs
+    `fn(sandbox, *args)` there (fn: a module-level function) and returns its result."""
+
+    def __init__(self, **sandbox_kwargs: object) -> None:
+        import pickle
+        import socket
+
+        self._pickle = pickle
+        uid, gid = _unprivileged_ids()
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns
+            ours.close()
+            code = 0
+            try:
+                _drop_to(uid, gid)
+                _serve_calls(theirs, Sandbox(**sandbox_kwargs))
+            except BaseException:  # noqa: BLE001 - the test side sees the worker hang up
+                code = 1
+            os._exit(code)
+        theirs.close()
+        self.pid, self._sock, self._file = pid, ours, ours.makefile("rwb")
+
+    def call(self, fn: Callable, *args: object) -> object:
+        self._pickle.dump((fn, args), self._file)
+        self._file.flush()
+        ok, value = self._pickle.load(self._file)
+        if not ok:
+            raise RuntimeError(f"in the unprivileged worker: {value}")
+        return value
+
+    def close(self) -> None:
+        self._file.close()
+        self._sock.close()
+        os.waitpid(self.pid, 0)
+
+
+def _unprivileged_ids() -> tuple[int, int]:
+    import pwd
+    import subprocess
+
+    try:
+        entry = pwd.getpwnam(UNPRIVILEGED_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                        UNPRIVILEGED_USER], check=True)
+        entry = pwd.getpwnam(UNPRIVILEGED_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _drop_to(uid: int, gid: int) -> None:
+    """In a private mount namespace, make the interpreter reachable (it may live in /root, 0700)
+    by covering its private ancestors with a tmpfs holding only it, then become `uid`."""
+    from ttd_envs.core import _confine
+
+    _confine._check(_confine._libc.unshare(0x00020000), "unshare the mount namespace")
+    _confine.mount(None, "/", None, _confine.MS_REC | _confine.MS_PRIVATE)
+    hidden: dict[str, list[str]] = {}
+    for path in _confine.runtime_paths():
+        parts, current = path.strip("/").split("/"), ""
+        for part in parts:
+            current += "/" + part
+            if not os.stat(current).st_mode & 0o001:
+                hidden.setdefault(current, []).append(path)
+                break
+    for top, paths in hidden.items():
+        handles = {p: os.open(p, os.O_PATH) for p in paths}
+        _confine.mount("tmpfs", top, "tmpfs", 0, "size=1m,mode=0755")
+        for path, handle in handles.items():
+            os.makedirs(path, 0o755, exist_ok=True)
+            _confine.mount(f"/proc/self/fd/{handle}", path, None, _confine.MS_BIND | _confine.MS_REC)
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    os.environ["HOME"] = "/tmp"
+
+
+def _serve_calls(sock: object, box: Sandbox) -> None:
+    import pickle
+
+    stream = sock.makefile("rwb")
+    while True:
+        try:
+            fn, args = pickle.load(stream)
+        except EOFError:
+            box.close()
+            return
+        try:
+            reply = (True, fn(box, *args))
+        except Exception as exc:  # noqa: BLE001 - travels back to the test
+            reply = (False, f"{type(exc).__name__}: {exc}")
+        pickle.dump(reply, stream)
+        stream.flush()
+
+
+class PrivilegedSandbox:
+    """The same `call` interface for a Sandbox in this (root) process."""
+
+    def __init__(self, **sandbox_kwargs: object) -> None:
+        self.box = Sandbox(**sandbox_kwargs)
+
+    def call(self, fn: Callable, *args: object) -> object:
+        return fn(self.box, *args)
+
+    def close(self) -> None:
+        self.box.close()
+
+
+SANDBOX_MODES = ("root", "unprivileged")
+
+
+def sandbox_in_mode(mode: str, **sandbox_kwargs: object) -> PrivilegedSandbox | UnprivilegedSandbox:
+    """A sandbox in `mode`; skipping is not an option: the hostile suites must run in both."""
+    if os.geteuid() != 0:
+        raise RuntimeError("the hostile suites create an unprivileged user and need root (as in CI)")
+    return (PrivilegedSandbox if mode == "root" else UnprivilegedSandbox)(**sandbox_kwargs)

@@ -118,6 +118,7 @@ def _program_main(job: dict, fds: dict[str, int], inputs: dict, private_uid: int
             if path:
                 os.chown(path, private_uid, private_uid)
     _confine.drop_privileges(private_uid)
+    prctl(PR_SET_DUMPABLE, 1)  # init (not dumpable) must still read our /proc files to account us
     if _confine.seccomp_supported():
         _confine.restrict_syscalls(deny_uncounted_memory=not job.get("cgroup_procs"))
     os.chdir(WORKDIR)

@@ -40,9 +40,13 @@ def _own_cgroups() -> dict[str, str]:
     return owned
 
 
-@lru_cache(maxsize=None)
 def parents() -> dict[str, str] | None:
     """Where our runs' cgroups go (controller -> directory), or None if we may not create them."""
+    return _parents(os.geteuid())
+
+
+@lru_cache(maxsize=None)
+def _parents(euid: int) -> dict[str, str] | None:
     try:
         owned = _own_cgroups()
     except OSError:

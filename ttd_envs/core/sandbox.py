@@ -365,10 +365,8 @@ class Sandbox:
                 now = time.perf_counter()
                 if not killed and now >= deadline:
                     timed_out, kill_reason = True, f"time limit exceeded: killed after {limits.wall_s:g} s wall clock"
-                if not kill_reason and group is not None and limits.cpu_s and group.cpu_s() > limits.cpu_s:
-                    cpu_exceeded = True
-                    kill_reason = (f"time limit exceeded: the run's processes used more than {limits.cpu_s:g} s of "
-                                   "CPU time together")
+                if not kill_reason and group is not None:
+                    kill_reason, cpu_exceeded = _past_cgroup_limit(group, limits)
                 if kill_reason and not killed:
                     for pid in pids:  # init first: the kernel then kills everything in its namespace
                         _kill_quietly(pid)
@@ -376,7 +374,7 @@ class Sandbox:
                     deadline = now + _GRACE_S
                 elif killed and now >= deadline:
                     break  # the tree is dead; do not wait on pipes forever
-                poll = _CPU_POLL_S if group is not None and limits.cpu_s else 0.5
+                poll = _CGROUP_POLL_S if group is not None else 0.5
                 for key, _ in selector.select(timeout=max(0.0, min(deadline - now, poll))):
                     fd = key.fd
                     try:
@@ -463,7 +461,7 @@ class Sandbox:
         return result
 
 
-_CPU_POLL_S = 0.05
+_CGROUP_POLL_S = 0.05
 _STATUS_PHASES = ("started", "exited", "setup_failed")
 _STATUS_TYPES: dict[str, tuple[type, ...]] = {
     "phase": (str,), "error": (str,), "limit": (str,), "exit_code": (int,), "signal": (int,),
@@ -501,6 +499,18 @@ def parse_status(raw: bytes) -> dict[str, Any]:
         status.pop("cpu_s", None)
         status.pop("max_rss_bytes", None)
     return status
+
+
+def _past_cgroup_limit(group: cgroups.RunCgroup, limits: Limits) -> tuple[str | None, bool]:
+    """(why to stop the run now, whether for CPU): its CPU time, or the kernel OOM-killed one of
+    its processes (stopping all of them: what is left of a run is not a result)."""
+    if limits.cpu_s and group.cpu_s() > limits.cpu_s:
+        return (f"time limit exceeded: the run's processes used more than {limits.cpu_s:g} s of CPU time "
+                "together; the run was killed"), True
+    if group.oom_kills():
+        return (f"memory limit exceeded: the run's processes, shared memory and /tmp files together passed "
+                f"{limits.memory_bytes / MiB:.0f} MiB; the run was killed"), False
+    return None, False
 
 
 def _cgroups_available() -> bool:
