@@ -166,7 +166,7 @@ def test_erdos_rescaling_that_overflows_is_invalid() -> None:
     problem = ErdosOverlap(initial="empty")
     h = np.zeros(600)
     h[0] = 5e-324
-    with pytest.raises(InvalidConstruction, match="after rescaling"):
+    with pytest.raises(InvalidConstruction, match="too little to rescale"):
         problem.check((h, 0.5, 600))
 
 

@@ -74,9 +74,12 @@ def normalised_samples(values: Any, max_points: int) -> np.ndarray:
     if total <= 0.0:
         raise InvalidConstruction("h_values sums to 0; h must have integral 1 (sum n/2)")
     if total != n / 2:
-        with np.errstate(over="ignore", invalid="ignore"):  # a denormal sum: checked just below
-            h = h * ((n / 2) / total)
-        if not (np.all(np.isfinite(h)) and h.max() <= 1.0):
+        scale = (n / 2) / total
+        if not math.isfinite(scale):
+            raise InvalidConstruction(f"h_values sums to {total:.3g}, too little to rescale to sum n/2 = {n / 2:g}; "
+                                      "h must have integral 1 (sum n/2) with every value in [0, 1]")
+        h = h * scale
+        if h.max() > 1.0:
             raise InvalidConstruction(
                 f"after rescaling to sum n/2 = {n / 2:g}, the largest value is {float(h.max())!r}, above 1 by "
                 f"{float(h.max()) - 1:.3g}; "
