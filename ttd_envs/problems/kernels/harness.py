@@ -77,7 +77,7 @@ def _configure_process(interpret: bool, gpu: str | None) -> None:
         os.environ["TRITON_INTERPRET"] = "1"
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    os.environ["TRITON_CACHE_DIR"] = os.path.join(os.getcwd(), ".triton")
+    os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(os.getcwd(), ".triton"))  # the GPU grant sets it
 
 
 class _HideHarness(importlib.abc.MetaPathFinder):

@@ -18,15 +18,17 @@ from typing import Any
 import numpy as np
 
 from ttd_envs.core.program_problem import InvalidConstruction, ProgramBudget, PythonProgramProblem
-from ttd_envs.core.sandbox import GiB, Limits, SandboxResult
+from ttd_envs.core.sandbox import CACHE_DIR, GiB, Grants, Limits, Sandbox, SandboxResult
 from ttd_envs.core.state import State
 from ttd_envs.problems.kernels.harness import TASKS
 from ttd_envs.problems.kernels.timing import TimingRule, geometric_mean, speed_of_light_ns
 
 BOOTSTRAP = "from ttd_envs.problems.kernels.harness import run_submission\n"
-UNBOUNDED_ADDRESS_SPACE = 1 << 50
-"""A CUDA context reserves far more virtual memory than any RLIMIT_AS we could set, so on a GPU the
-address-space limit is lifted; device memory is the GPU's own bound (see docs/envs/trimul.md)."""
+GPU_HOST_MEMORY = 32 * GiB
+"""Host memory of one GPU run, all its processes together (the sandbox's cgroup or init accounting);
+RLIMIT_AS is off there because a CUDA context reserves far more address space than it uses."""
+GPU_SYSFS = ("/sys/bus/pci/devices", "/sys/devices")
+"""Read-only sysfs the CUDA driver consults (PCI topology, NUMA) where the machine has it."""
 
 
 @dataclass(frozen=True)
@@ -122,10 +124,24 @@ class KernelProblem(PythonProgramProblem):
     def device(self) -> str:
         return "cuda" if self.on_gpu else "cpu"
 
+    @property
+    def sandbox(self) -> Sandbox:
+        if self._sandbox is None:
+            self._sandbox = Sandbox(preload=self.preload, threads=self.budget.cpus, grants=self.grants())
+        return self._sandbox
+
+    def grants(self) -> Grants:
+        """On a GPU: the device nodes, read-only sysfs for the driver, a private writable kernel
+        cache, no RLIMIT_AS. On the CPU (interpreter) the default closed view is enough."""
+        if not self.on_gpu:
+            return Grants()
+        return Grants(read_only_paths=tuple(p for p in GPU_SYSFS if os.path.exists(p)), devices=("/dev/nvidia*",),
+                      writable_cache=True, env={"TRITON_CACHE_DIR": CACHE_DIR}, address_space_limit=False)
+
     def limits(self) -> Limits:
         if not self.on_gpu:
             return Limits(wall_s=self.budget.timeout_s, memory_bytes=8 * GiB, result_bytes=self.result_bytes)
-        return Limits(wall_s=self.budget.timeout_s, memory_bytes=UNBOUNDED_ADDRESS_SPACE, max_processes=256,
+        return Limits(wall_s=self.budget.timeout_s, memory_bytes=GPU_HOST_MEMORY, max_processes=256,
                       disk_bytes=1 * GiB, result_bytes=self.result_bytes)
 
     def run_program(self, code: str, state: State) -> SandboxResult:
