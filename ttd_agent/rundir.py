@@ -16,6 +16,7 @@ is replaced atomically after it, so `latest.json` always names a complete checkp
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -129,8 +130,11 @@ class RunDir:
             if final.exists():
                 shutil.rmtree(final)
             os.replace(staging, final)
-        except BaseException:
+        except BaseException as error:
+            full = isinstance(error, Exception) and not isinstance(error, OSError) and _disk_full(self.checkpoints)
             shutil.rmtree(staging, ignore_errors=True)
+            if full:  # torch and safetensors report a full disk as a RuntimeError about write positions
+                raise OSError(errno.ENOSPC, "no space left for the checkpoint", str(self.checkpoints)) from error
             raise
         write_json_atomic(self.path / "latest.json", {"step": step, "path": str(final.relative_to(self.path))})
         self._prune(keep=final)
@@ -184,6 +188,12 @@ class RunDir:
 
     def iter_steps(self) -> Iterator[dict[str, Any]]:
         yield from self.read(self.metrics_file)
+
+
+def _disk_full(directory: Path, margin: int = 1 << 20) -> bool:
+    """Less than `margin` bytes left for us on the file system of `directory`."""
+    stats = os.statvfs(directory)
+    return stats.f_bavail * stats.f_frsize < margin
 
 
 def _one_line(error: BaseException) -> str:

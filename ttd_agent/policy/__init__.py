@@ -25,6 +25,10 @@ def make_policy(kind: str, **kwargs: Any) -> Policy:
     (kwargs: `HFPolicy` arguments, `model` first)."""
     if kind not in KINDS:
         raise ValueError(f"unknown policy kind {kind!r}; expected one of {', '.join(KINDS)}")
+    model = str(kwargs.get("model"))
+    if kind == "hf" and _looks_like_path(model) and not Path(model).expanduser().exists():
+        raise FileNotFoundError(f"model directory {model} does not exist: pass the directory that holds the "
+                                f"model's config.json, a hub id such as Qwen/Qwen2.5-Coder-1.5B-Instruct, or 'tiny'")
     try:
         import torch  # noqa: F401
     except ImportError as error:
@@ -45,12 +49,8 @@ def make_policy(kind: str, **kwargs: Any) -> Policy:
     from ttd_agent.policy.hf import HFPolicy
     from ttd_agent.policy.tiny import TINY, make_tiny_policy
 
-    model = str(kwargs.get("model"))
     if model == TINY:
         return make_tiny_policy(**kwargs)
-    if _looks_like_path(model) and not Path(model).expanduser().exists():
-        raise FileNotFoundError(f"model directory {model} does not exist: pass the directory that holds the "
-                                f"model's config.json, a hub id such as Qwen/Qwen2.5-Coder-1.5B-Instruct, or 'tiny'")
     try:
         return HFPolicy(**kwargs)
     except OSError as error:  # missing path, unknown hub id, no internet: transformers says which
