@@ -18,6 +18,7 @@ import ctypes
 import glob
 import os
 import platform
+import stat
 import struct
 import sys
 from dataclasses import dataclass
@@ -123,8 +124,9 @@ def _locked_flags(path: str) -> int:
     return sum(ms for st, ms in _ST_TO_MS.items() if flags & st)
 
 
-def _bind(fd: int, source: str, target: str, read_only: bool) -> None:
-    if os.path.isdir(source):
+def _bind(fd: int, target: str, read_only: bool) -> None:
+    """Bind what `fd` (O_PATH, opened before /tmp was covered) names at `target`."""
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
         os.makedirs(target, 0o755, exist_ok=True)
     else:
         os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
@@ -156,9 +158,9 @@ def build_view(plan: ViewPlan, workdir: str) -> list[str]:
         if os.path.islink(f"/{name}"):
             os.symlink(os.readlink(f"/{name}"), f"{new}/{name}")
     for path in sorted(plan.read_only, key=len):
-        _bind(sources[path], path, new + path, read_only=True)
+        _bind(sources[path], new + path, read_only=True)
     for path in plan.devices:
-        _bind(sources[path], path, new + path, read_only=False)
+        _bind(sources[path], new + path, read_only=False)
     for path in plan.hidden:
         mount("tmpfs", new + path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k,mode=0555")
     for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),

@@ -1,0 +1,58 @@
+"""Per-problem grants widen one Sandbox's view and nothing else; bad grants fail loudly."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ttd_envs.core.sandbox import CACHE_DIR, GiB, Grants, Limits, Sandbox
+
+PROBE = ("import os, resource\ndef run(path, device):\n    seen = {}\n"
+         "    try:\n        seen['read'] = open(path).read()\n    except OSError:\n        seen['read'] = None\n"
+         "    try:\n        open(path, 'a').write('x')\n        seen['write'] = True\n    except OSError:\n"
+         "        seen['write'] = False\n    seen['device'] = os.path.exists(device)\n"
+         f"    try:\n        open({CACHE_DIR!r} + '/kernel.bin', 'wb').write(b'x')\n        seen['cache'] = True\n"
+         "    except OSError:\n        seen['cache'] = False\n"
+         "    seen['env'] = os.environ.get('TTD_GRANT_PROBE'), os.environ.get('XDG_CACHE_HOME')\n"
+         "    seen['as'] = resource.getrlimit(resource.RLIMIT_AS)[0]\n    return seen\n")
+
+
+@pytest.fixture(scope="module")
+def granted_file(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("granted")
+    directory.chmod(0o755)
+    path = directory / "driver.txt"
+    path.write_text("driver library")
+    path.chmod(0o644)
+    return str(path)
+
+
+def probe(grants: Grants, granted_file: str) -> dict:
+    with Sandbox(preload=(), grants=grants) as box:
+        result = box.run_python(PROBE, "run", kwargs={"path": granted_file, "device": "/dev/tty"},
+                                preset_modules={}, limits=Limits(wall_s=20, memory_bytes=2 * GiB))
+    assert result.ok, result.error
+    return result.value
+
+
+def test_each_grant_applies_and_no_grant_leaves_the_view_closed(granted_file):
+    grants = Grants(read_only_paths=(os.path.dirname(granted_file),), devices=("/dev/tt[y]",), writable_cache=True,
+                    env={"TTD_GRANT_PROBE": "yes"}, address_space_limit=False)
+    granted = probe(grants, granted_file)
+    assert granted["read"] == "driver library" and granted["write"] is False  # read-only
+    assert granted["device"] and granted["cache"]
+    assert granted["env"] == ("yes", CACHE_DIR)
+    assert granted["as"] == -1  # RLIM_INFINITY: a CUDA context may reserve what it likes
+    plain = probe(Grants(), granted_file)
+    assert plain["read"] is None and not plain["device"] and not plain["cache"]
+    assert plain["env"] == (None, None) and plain["as"] == 2 * GiB
+    with open(granted_file) as handle:
+        assert handle.read() == "driver library"
+
+
+def test_grants_that_name_nothing_are_refused():
+    with pytest.raises(ValueError, match="Grants.devices"):
+        Sandbox(grants=Grants(devices=("/dev/nvidia-not-here*",)))
+    with pytest.raises(ValueError, match="Grants.read_only_paths"):
+        Sandbox(grants=Grants(read_only_paths=("/no/such/driver",)))
