@@ -11,6 +11,8 @@ Families (`renderer="auto"` picks one from the tokenizer):
 
 Every template renders with a fixed date (`strftime_now` and `date_string`, which gpt-oss and
 Llama 3 templates stamp into the system message), so a resumed run renders the same tokens.
+(The one private transformers function used, `_compile_jinja_template`, is the compiled template
+`apply_chat_template` renders; with a version that lacks it we fall back and log a warning.)
 
 Two-phase completion (`complete`). With a thinking budget, a completion that is still thinking
 when the budget runs out gets the family's "answer now" text appended (for qwen3: a sentence
@@ -79,8 +81,8 @@ class Renderer:
                              f"(use renderer 'plain')")
         self.system_prompt = system_prompt
         day = datetime.datetime.strptime(date, "%Y-%m-%d")
-        self.template_kwargs: dict[str, Any] = {
-            "strftime_now": lambda fmt: day.strftime(fmt), "date_string": day.strftime("%d %b %Y")}
+        self.template_kwargs: dict[str, Any] = {"date_string": day.strftime("%d %b %Y")}
+        self._strftime_now = day.strftime
         if self.family == "qwen3":
             self.template_kwargs["enable_thinking"] = thinking
         if self.family == "gpt-oss":
@@ -92,6 +94,13 @@ class Renderer:
         forced = {"qwen3": f"\n\n{ANSWER_NOW}\n</think>\n\n",
                   "gpt-oss": f" {ANSWER_NOW}<|end|><|start|>assistant<|channel|>final<|message|>"}.get(self.family)
         self.forced_ids = list(tokenizer(forced, add_special_tokens=False)["input_ids"]) if forced else []
+        self.opened = ""
+        """Text the generation prompt leaves open for the completion: "<think>" when the template
+        itself starts the thinking (Qwen3 thinking variants, R1-style templates)."""
+        if self.family == "qwen3":
+            probe = self.render_chat([{"role": "user", "content": "x"}])
+            tail = probe.rsplit("<think>", 1)
+            self.opened = "<think>" if len(tail) == 2 and "</think>" not in tail[1] else ""
 
     def prompt_ids(self, prompt: str) -> list[int]:
         """Token ids of one user turn (after the system prompt, if any), ready for the reply."""
@@ -101,8 +110,28 @@ class Renderer:
             return list(tok(text, add_special_tokens=True)["input_ids"])
         messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
         messages.append({"role": "user", "content": prompt})
-        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **self.template_kwargs)
-        return list(tok(text, add_special_tokens=False)["input_ids"])
+        return list(tok(self.render_chat(messages), add_special_tokens=False)["input_ids"])
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        """The chat template's text for `messages` and the assistant's turn, on the fixed date.
+
+        transformers' `apply_chat_template` gives templates its own `strftime_now` (today) and
+        refuses a callable in its keyword arguments, so we render its compiled template ourselves
+        with the same variables and a `strftime_now` that reads the fixed date."""
+        tok = self.tokenizer
+        template = tok.chat_template
+        if isinstance(template, dict):
+            template = template.get("default") or next(iter(template.values()))
+        try:
+            from transformers.utils.chat_template_utils import _compile_jinja_template
+        except ImportError:  # a transformers without it: today's date may leak into the prompt
+            log.warning("cannot fix the chat template's date with this transformers version")
+            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                           **self.template_kwargs)
+        variables = {k: v for k, v in tok.special_tokens_map.items() if isinstance(v, str)}
+        return _compile_jinja_template(template).render(
+            messages=messages, tools=None, documents=None, add_generation_prompt=True,
+            strftime_now=self._strftime_now, **variables, **self.template_kwargs)
 
     def _decode(self, ids: Sequence[int], keep_special: bool) -> str:
         ids = list(ids)
@@ -121,19 +150,23 @@ class Renderer:
             for end in ("<|end|>", "<|return|>", "<|start|>"):
                 final = final.split(end, 1)[0]
             return final
-        text = self._decode(completion_ids, keep_special=False)
-        if self.family == "qwen3":
+        if self.family == "qwen3":  # think tags may be special tokens: decode them, strip the rest
+            text = self.opened + self._decode(completion_ids, keep_special=True)
             if "</think>" in text:
-                return text.rsplit("</think>", 1)[1].lstrip("\n")
-            return "" if "<think>" in text else text
-        return text
+                text = text.rsplit("</think>", 1)[1].lstrip("\n")
+            elif "<think>" in text:
+                return ""
+            for token in self.tokenizer.all_special_tokens:
+                text = text.replace(token, "")
+            return text
+        return self._decode(completion_ids, keep_special=False)
 
     def still_thinking(self, completion_ids: Sequence[int]) -> bool:
         """True when a cut completion never reached its answer (the two-phase trigger)."""
         if self.family == "gpt-oss":
             return "<|channel|>final<|message|>" not in self._decode(completion_ids, keep_special=True)
         if self.family == "qwen3":
-            text = self._decode(completion_ids, keep_special=False)
+            text = self.opened + self._decode(completion_ids, keep_special=True)
             return "<think>" in text and "</think>" not in text.rsplit("<think>", 1)[1]
         return False
 
