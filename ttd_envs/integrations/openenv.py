@@ -1,0 +1,130 @@
+"""OpenEnv: any ttd env as an OpenEnv environment server, and the client that talks to it.
+
+Serve one env locally (a plain process; the same app runs in a container):
+
+    python -m ttd_envs.integrations.openenv ttd/LABS-v0 --port 8000 --env-arg n=24
+
+and from the training side (TRL, SkyRL, TorchRL, ... or plain Python):
+
+    from ttd_envs.integrations.openenv import TtdAction, TtdEnvClient
+    with TtdEnvClient(base_url="http://localhost:8000").sync() as env:
+        result = env.reset(seed=0)                         # result.observation.prompt
+        result = env.step(TtdAction(answer="+-+--..."))    # result.reward, result.done
+
+`reset(seed, episode_id, state=<State JSON>)` starts from the env's initial state or from any
+earlier state; `step` is `DiscoveryEnv.step`: the problem's sandboxed evaluation, reward, done
+(after `max_turns` attempts). Each WebSocket session gets its own env; the problem (and its warm
+sandbox) is shared between sessions. ttd/MathVote-v0 (a group reward) is not served.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+from uuid import uuid4
+
+from openenv.core.client_types import StepResult
+from openenv.core.env_client import EnvClient
+from openenv.core.env_server import Action, Environment, Observation, State, create_app
+from pydantic import Field
+
+from ttd_envs.core.env import DiscoveryEnv
+from ttd_envs.integrations import common
+
+
+class TtdAction(Action):
+    answer: str = Field(description="The model's whole answer (e.g. a fenced code block)")
+
+
+class TtdObservation(Observation):
+    prompt: str = Field(default="", description="The problem and the state to improve")
+    score: float | None = Field(default=None, description="The problem's own metric for the last answer")
+    valid: bool = Field(default=True, description="Whether the last answer was valid")
+    error: str | None = Field(default=None, description="What was wrong with the last answer")
+    state: str | None = Field(default=None, description="The current State as JSON (reset(state=...) resumes it)")
+
+
+class TtdEnvironment(Environment[TtdAction, TtdObservation, State]):
+    """One session: a `DiscoveryEnv` over the shared problem of (env id, options)."""
+
+    SUPPORTS_CONCURRENT_SESSIONS = True
+
+    def __init__(self, env_id: str, max_turns: int = 1, env_kwargs: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        if common.is_group_env(env_id):
+            raise ValueError(f"{env_id} rewards a group of answers by majority vote; OpenEnv steps one answer. "
+                             "Serve ttd/MathAnswer-v0, or use the verifiers/TRL/verl adapters for the vote")
+        self.env = DiscoveryEnv(common.problem_for(env_id, env_kwargs), max_turns=max_turns)
+        self._state = State(episode_id=None, step_count=0)
+
+    def reset(self, seed: int | None = None, episode_id: str | None = None, state: str | None = None,
+              **kwargs: Any) -> TtdObservation:
+        options = None if state is None else {"state": common.parse_state(state)}
+        prompt, info = self.env.reset(seed=seed, options=options)
+        self._state = State(episode_id=episode_id or uuid4().hex, step_count=0)
+        return TtdObservation(prompt=prompt, score=info["score"], state=info["state"].to_json())
+
+    def step(self, action: TtdAction, timeout_s: float | None = None, **kwargs: Any) -> TtdObservation:
+        prompt, reward, terminated, truncated, info = self.env.step(action.answer)
+        self._state.step_count += 1
+        current = self.env.state
+        return TtdObservation(prompt=prompt, reward=reward, done=bool(terminated or truncated), score=info["score"],
+                              valid=bool(info["valid"]), error=info["error"],
+                              state=None if current is None else current.to_json())
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+
+def make_app(env_id: str, max_turns: int = 1, env_kwargs: dict[str, Any] | None = None,
+             max_concurrent_envs: int = 8) -> Any:
+    """The FastAPI app serving `env_id` (OpenEnv's HTTP + WebSocket protocol)."""
+    common.problem_for(env_id, env_kwargs)  # bad options fail here, not in the first session
+    return create_app(lambda: TtdEnvironment(env_id, max_turns, env_kwargs), TtdAction, TtdObservation,
+                      env_name=env_id.replace("/", "-"), max_concurrent_envs=max_concurrent_envs)
+
+
+class TtdEnvClient(EnvClient[TtdAction, TtdObservation, State]):
+    def _step_payload(self, action: TtdAction) -> dict[str, Any]:
+        return action.model_dump()
+
+    def _parse_result(self, payload: dict[str, Any]) -> StepResult[TtdObservation]:
+        observation = TtdObservation(**payload.get("observation", {}), reward=payload.get("reward"),
+                                     done=payload.get("done", False))
+        return StepResult(observation=observation, reward=payload.get("reward"), done=payload.get("done", False))
+
+    def _parse_state(self, payload: dict[str, Any]) -> State:
+        return State(**payload)
+
+
+def _env_arg(text: str) -> tuple[str, Any]:
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="Serve a ttd env with OpenEnv's protocol.")
+    parser.add_argument("env_id", choices=[i for i in common.known_env_ids() if not common.is_group_env(i)])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--max-turns", type=int, default=1)
+    parser.add_argument("--max-sessions", type=int, default=8)
+    parser.add_argument("--env-arg", type=_env_arg, action="append", default=[], metavar="KEY=VALUE",
+                        help="an env option (JSON values are parsed: n=24, initial=record)")
+    args = parser.parse_args(argv)
+    app = make_app(args.env_id, args.max_turns, dict(args.env_arg), args.max_sessions)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
