@@ -1,14 +1,30 @@
-"""1,000 sequential runs leave no zombies, no leaked file descriptors and no temp dirs."""
+"""1,000 runs in a row, hostile programs mixed in, leave nothing behind: no process, zombie, file
+descriptor, cgroup, mount or temp dir, and the trusted side's memory stays flat."""
 
 from __future__ import annotations
 
 import glob
 import os
 import tempfile
+import time
 
 import pytest
 
-from ttd_envs.core.sandbox import Sandbox
+from ttd_envs.core import cgroups
+from ttd_envs.core.sandbox import MiB, Limits, Sandbox
+
+PLAIN = "def run(i):\n    return np.arange(4) * i\n"
+HOSTILE = [  # cheap variants of each class; each must fail or be harmless
+    "import os, time\ndef run(i):\n    if os.fork() == 0:\n        os.setsid()\n        time.sleep(60)\n    return 0\n",
+    "import os\ndef run(i):\n    fd = os.memfd_create('x')\n    os.write(fd, b'x' * (8 << 20))\n    return 0\n",
+    "def run(i):\n    open('/tmp/ttdmark-leak', 'wb').write(b'x' * (1 << 20))\n    open('/dev/shm/x', 'w').write('x')\n"
+    "    return 0\n",
+    "import os\ndef run(i):\n    for _ in range(20):\n        try:\n            os.fork() or __import__('time').sleep(60)\n"
+    "        except OSError:\n            break\n    raise SystemExit(1)\n",
+    "def run(i):\n    x = []\n    while True:\n        x.append(bytearray(1 << 24))\n",
+    "import socket\ndef run(i):\n    s = socket.socket(socket.AF_UNIX)\n    s.bind('/tmp/ttdmark.sock')\n"
+    "    s.listen()\n    return 0\n",
+]
 
 
 def zombies_of(pids: set[int]) -> list[int]:
@@ -23,20 +39,59 @@ def zombies_of(pids: set[int]) -> list[int]:
     return found
 
 
+def descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for status in glob.glob("/proc/[0-9]*/status"):
+        try:
+            ppid = next(int(line.split()[1]) for line in open(status) if line.startswith("PPid:"))
+        except (OSError, StopIteration):
+            continue
+        children.setdefault(ppid, []).append(int(status.split("/")[2]))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 @pytest.mark.slow
-def test_thousand_runs_leak_nothing():
+def test_thousand_runs_with_hostile_ones_leak_nothing():
     box = Sandbox(preload=("numpy",))
+    limits = Limits(wall_s=3, memory_bytes=256 * MiB, max_processes=8, disk_bytes=16 * MiB)
     try:
-        box.run_python("def run():\n    return 0\n", "run")  # start the zygote
+        box.run_python(PLAIN, "run", kwargs={"i": 0})  # start the zygote
         fds_before = set(os.listdir("/proc/self/fd"))
         dirs_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "ttd-sandbox-*")))
-        failures = 0
+        with open("/proc/self/mountinfo") as handle:
+            mounts_before = handle.read()
+        tree_before = len(descendants(box._zygote.pid))
+        failures, memory = 0, []
         for i in range(1000):
-            result = box.run_python("def run(i):\n    return np.arange(4) * i\n", "run", kwargs={"i": i})
-            failures += not (result.ok and int(result.value[3]) == 3 * i)
+            if i % 25 == 7:
+                box.run_python(HOSTILE[(i // 25) % len(HOSTILE)], "run", kwargs={"i": i}, limits=limits)
+            else:
+                result = box.run_python(PLAIN, "run", kwargs={"i": i}, limits=limits)
+                failures += not (result.ok and int(result.value[3]) == 3 * i)
+            if i in (200, 999):
+                memory.append(rss_bytes())
         assert failures == 0
         assert set(os.listdir("/proc/self/fd")) == fds_before
         assert set(glob.glob(os.path.join(tempfile.gettempdir(), "ttd-sandbox-*"))) == dirs_before
+        assert not glob.glob("/tmp/ttdmark*") and not os.path.exists("/dev/shm/x")
+        with open("/proc/self/mountinfo") as handle:
+            assert handle.read() == mounts_before
+        assert cgroups.leftovers() == []
         assert zombies_of({os.getpid(), box._zygote.pid}) == []
+        deadline = time.monotonic() + 5  # the last run's runner and init may still be exiting
+        while len(descendants(box._zygote.pid)) != tree_before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(descendants(box._zygote.pid)) == tree_before, "a run left a process (only spares remain)"
+        assert memory[1] - memory[0] < 16 * MiB, f"trusted-side memory grew {memory}"
     finally:
         box.close()
