@@ -320,3 +320,32 @@ def test_the_driver_killed_mid_run_resumes_on_the_cluster(two_nodes: TwoNodes, t
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, killed_at + 3))
     assert json.loads((run / "config.json").read_text())["executor"] == "ray"
+
+
+CLOCK_BOUND = ("```python\nimport time\nimport numpy as np\n\ndef run_packing():\n"
+               "    rng, end = np.random.default_rng(), time.perf_counter() + 0.02\n"
+               "    x = rng.random()\n"
+               "    while time.perf_counter() < end:  # a budget loop: how far it gets depends on the clock\n"
+               "        x = rng.random()\n"
+               "    xs, ys = (np.arange(6) + 0.5) / 6, (np.arange(5) + 0.5) / 5\n"
+               "    centers = np.array([(x, y) for y in ys for x in xs])[:26]\n"
+               "    return centers, np.full(26, (0.5 + 0.5 * x) / 12), 0.0\n```")
+
+
+def test_a_clock_bound_program_has_the_same_distribution_through_ray(two_nodes: TwoNodes) -> None:
+    """A program whose outcome depends on its entropy and on the clock: 16 runs locally and 16
+    through Ray are two samples of one distribution (two-sample Kolmogorov-Smirnov, p > 0.001)."""
+    from scipy.stats import ks_2samp
+
+    problem = make_problem("ttd/CirclePacking26-v0", budget_s=5, timeout_s=10)
+    jobs = [(CLOCK_BOUND, State())] * 16
+    local, remote = Executor(problem, 2, 30.0), Executor(problem, 2, 30.0, kind="ray")
+    try:
+        here, there = [[e.score for e in executor.evaluate(jobs)] for executor in (local, remote)]
+    finally:
+        local.close()
+        remote.close()
+        problem.close()
+    assert None not in here + there
+    assert len(set(here)) > 12 and len(set(there)) > 12, "the program should not repeat its outcome"
+    assert ks_2samp(here, there).pvalue > 1e-3
