@@ -4,9 +4,9 @@ replays the action list with exact integers, as the official tester does with i6
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from ttd_envs.core.judge import WrongAnswer
@@ -64,22 +64,41 @@ def parse_factory(data: bytes) -> Factory:
     return Factory(n, levels, turns, apples, a, tuple(tuple(flat[i * n:(i + 1) * n]) for i in range(levels)))
 
 
-_ACTION_LINE = re.compile(rb"^[ \t\r\x0b\x0c]*([^#\s][^\n]*)", re.MULTILINE)
+@numba.njit(cache=True, nogil=True)
+def action_lines(data: np.ndarray, turns: int) -> np.ndarray:
+    """(line number, start, end) of the first `turns` action lines of the output bytes: lines that
+    are not empty after trimming whitespace and do not start with '#'. One pass, stopping at the
+    last action needed, so 16 MiB of blank or comment lines cost milliseconds."""
+    found = np.empty((turns, 3), dtype=np.int64)
+    count = 0
+    line = 1
+    pos = 0
+    n = data.shape[0]
+    while pos < n and count < turns:
+        end = pos
+        while end < n and data[end] != 10:
+            end += 1
+        first = pos
+        while first < end and (data[first] == 32 or 9 <= data[first] <= 13):
+            first += 1
+        if first < end and data[first] != 35:
+            found[count, 0] = line
+            found[count, 1] = first
+            found[count, 2] = end
+            count += 1
+        line += 1
+        pos = end + 1
+    return found[:count]
 
 
 def parse_actions(factory: Factory, output: bytes) -> list[tuple[int, int] | None]:
     """The first T actions (None = do nothing). Lines are trimmed; empty and '#' lines are skipped;
     reading stops at the T-th action, so anything after it is ignored. Linear in the output and
-    never splits it whole: skipped lines are passed over by the regex engine, and only the first
-    three tokens of an action line are read."""
+    never splits it whole: `action_lines` finds the lines, and only the first three tokens of an
+    action line are read."""
     actions: list[tuple[int, int] | None] = []
-    number, counted_to = 1, 0
-    for match in _ACTION_LINE.finditer(output):
-        if len(actions) == factory.turns:
-            break
-        number += output.count(b"\n", counted_to, match.start())
-        counted_to = match.start()
-        tokens = match.group(1).split(maxsplit=2)
+    for number, first, end in action_lines(np.frombuffer(output, dtype=np.uint8), factory.turns).tolist():
+        tokens = output[first:end].split(maxsplit=2)
         level = parse_int(tokens[0], f"the level on line {number}")
         if not -1 <= level < factory.levels:
             raise WrongAnswer(f"out of range: level {level} on line {number} must be in [-1, {factory.levels - 1}]")
