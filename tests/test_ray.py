@@ -21,6 +21,7 @@ import pytest
 from ttd_agent.executor import Executor
 from ttd_agent.policy.base import LossConfig, Sample, TrainItem
 from ttd_agent.trainer import DiscoveryConfig, DiscoveryTrainer
+from ttd_envs.core.problem import Evaluation, TrainerDefaults
 from ttd_envs.core.state import State
 from ttd_envs.registration import make_problem
 
@@ -349,3 +350,40 @@ def test_a_clock_bound_program_has_the_same_distribution_through_ray(two_nodes: 
     assert None not in here + there
     assert len(set(here)) > 12 and len(set(there)) > 12, "the program should not repeat its outcome"
     assert ks_2samp(here, there).pvalue > 1e-3
+
+
+class TimedOnGPU:
+    """A problem whose evaluations each need a GPU to themselves; it records how many overlap."""
+
+    name, summary, record = "TimedOnGPU", "evaluations that hold a GPU", None
+    defaults = TrainerDefaults(model_kind="embedded", gpus_per_eval=1)
+
+    def __init__(self) -> None:
+        self.running, self.most, self.lock = 0, 0, threading.Lock()
+
+    def initial_state(self, rng: np.random.Generator) -> State:
+        return State(reward=0.0, is_initial=True)
+
+    def prompt(self, state: State) -> str:
+        return "time a kernel"
+
+    def evaluate(self, action: str, state: State) -> Evaluation:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(0.05)
+        with self.lock:
+            self.running -= 1
+        return Evaluation(reward=1.0, valid=True, score=1.0)
+
+
+def test_gpu_evaluations_run_one_at_a_time_locally_and_need_a_gpu_node_on_ray(two_nodes: TwoNodes) -> None:
+    problem = TimedOnGPU()
+    local = Executor(problem, 4, 10.0)
+    try:
+        assert all(e.valid for e in local.evaluate([("k", State())] * 6))
+    finally:
+        local.close()
+    assert problem.most == 1
+    with pytest.raises(ValueError, match="no node of the Ray cluster has 1 CPUs and 1 GPUs"):
+        Executor(problem, 2, 10.0, kind="ray")

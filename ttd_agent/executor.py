@@ -71,6 +71,11 @@ class Executor:
             raise ValueError(f"--eval-workers must be >= 1, got {workers}")
         if kind not in ("thread", "process"):
             raise ValueError(f"executor kind must be 'thread', 'process' or 'ray', got {kind!r}")
+        if getattr(getattr(problem, "defaults", None), "gpus_per_eval", 0) and workers > 1:
+            # a timed kernel needs its GPU to itself, and every local evaluation sees the same GPU
+            log.info("%s times programs on a GPU: evaluating one at a time (the Ray executor gives each "
+                     "evaluation its own GPU)", type(problem).__name__)
+            workers = 1
         self.problem, self.workers, self.timeout_s, self.kind = problem, workers, timeout_s, kind
         self._pool: cf.Executor | None = None
 
