@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 
 _HEADER = struct.Struct("<Q")
-MAX_HEADER_BYTES = 8 << 20
+MAX_HEADER_BYTES = 1 << 20
+"""Arrays travel as blobs and lists of more than 64 numbers become arrays, so a header holds only
+structure and scalars: kilobytes. The cap bounds the trusted side's JSON work (under a second)."""
 MAX_DEPTH = 32
-MAX_INT_DIGITS = 19
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
@@ -68,6 +69,9 @@ def encode(value: Any) -> bytes:
     blobs: list[bytes] = []
     tree = _tree(value, blobs, 0)
     header = json.dumps({"value": tree, "blob_sizes": [len(b) for b in blobs]}).encode()
+    if len(header) > MAX_HEADER_BYTES:
+        raise WireError(f"the return value's structure takes {len(header)} bytes of JSON (at most {MAX_HEADER_BYTES}); "
+                        "return bulk data as numpy arrays, not as nested lists, dicts or strings")
     return _HEADER.pack(len(header)) + header + b"".join(blobs)
 
 
@@ -79,19 +83,6 @@ def encode_error(message: str) -> bytes:
 # -- the trusted side ------------------------------------------------------------------------
 # Everything below reads bytes a hostile program may have written by hand (it can write to the
 # result descriptor itself). Decoding is total: any byte string gives a value or a WireError.
-
-def _bounded_int(text: str) -> int:
-    """JSON integers must fit in 64 bits: no problem needs more, and Python refuses to convert
-    integers of more than 4,300 digits with a ValueError the caller would not expect."""
-    digits = len(text.lstrip("-"))
-    if digits > MAX_INT_DIGITS:
-        raise WireError(f"the result holds an integer with {digits} digits; integers must fit in 64 bits "
-                        "(return floats or arrays for large numbers)")
-    value = int(text)
-    if not _INT64_MIN <= value <= _INT64_MAX:
-        raise WireError(f"the result holds the integer {value}, outside the 64-bit range")
-    return value
-
 
 def _load_array(blob: memoryview) -> np.ndarray:
     """One `.npy` blob as a numeric array; the header is checked against the blob's length before
@@ -123,6 +114,9 @@ def _load_array(blob: memoryview) -> np.ndarray:
 def _untree(node: Any, arrays: list[np.ndarray], depth: int) -> Any:
     if depth > MAX_DEPTH:
         raise WireError(f"malformed result: nested deeper than {MAX_DEPTH} levels")
+    if isinstance(node, int) and not isinstance(node, bool) and not _INT64_MIN <= node <= _INT64_MAX:
+        raise WireError(f"the result holds an integer of {len(str(abs(node)))} digits; integers must fit in 64 bits "
+                        "(return floats or arrays for large numbers)")
     if node is None or isinstance(node, (bool, int, float, str)):
         return node
     if isinstance(node, list):
@@ -154,9 +148,12 @@ def _decode(data: bytes | bytearray | memoryview) -> tuple[Any, str | None]:
     if header_len > MAX_HEADER_BYTES or _HEADER.size + header_len > len(view):
         raise WireError(f"malformed result header: it claims {header_len} bytes")
     try:
-        header = json.loads(bytes(view[_HEADER.size:_HEADER.size + header_len]), parse_int=_bounded_int)
+        header = json.loads(bytes(view[_HEADER.size:_HEADER.size + header_len]))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WireError(f"malformed result header: {exc}") from None
+    except ValueError:  # Python refuses to convert integers of more than 4,300 digits
+        raise WireError("the result holds an integer of thousands of digits; integers must fit in 64 bits "
+                        "(return floats or arrays for large numbers)") from None
     except RecursionError:
         raise WireError(f"malformed result: nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(header, dict):
@@ -182,8 +179,8 @@ def _decode(data: bytes | bytearray | memoryview) -> tuple[Any, str | None]:
 
 def decode(data: bytes | bytearray | memoryview) -> tuple[Any, str | None]:
     """Parse a message from an untrusted program: (value, error). Raises WireError, and only
-    WireError, for anything malformed: wrong lengths, junk JSON, deep nesting, integers beyond
-    64 bits, non-numeric or lying `.npy` headers. Values are numbers, strings, None, lists,
+    WireError, for anything malformed: wrong lengths, a header over MAX_HEADER_BYTES, junk JSON,
+    deep nesting, integers beyond 64 bits, non-numeric or lying `.npy` headers. Values are numbers, strings, None, lists,
     tuples, dicts with string keys and numeric numpy arrays, nested at most MAX_DEPTH deep."""
     try:
         return _decode(data)
