@@ -33,8 +33,9 @@ PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, PR_CAPBSET_DROP, PR_SET_SECUREBITS = 38, 22
 # keep no root privileges across exec/setuid, locked
 SECUREBITS_LOCKED_NOROOT = 0x01 | 0x02 | 0x04 | 0x08 | 0x20 | 0x40 | 0x80
 
-SYSTEM_PATHS = ("/usr", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives",
-                "/etc/localtime")
+SYSTEM_PATHS = ("/usr",)
+# small files the dynamic loader and libc read: copied into the view (cheaper than a bind each)
+SYSTEM_COPIES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime")
 ROOT_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 WRITABLE = ("/tmp", "/var/tmp", "/dev/shm")
@@ -125,7 +126,8 @@ def _locked_flags(path: str) -> int:
 
 
 def _bind(fd: int, target: str, read_only: bool) -> None:
-    """Bind what `fd` (O_PATH, opened before /tmp was covered) names at `target`."""
+    """Bind what `fd` (O_PATH, opened before /tmp was covered) names at `target`; read-only ones
+    are remounted read-only, nosuid, nodev (device nodes stay as they are)."""
     if stat.S_ISDIR(os.fstat(fd).st_mode):
         os.makedirs(target, 0o755, exist_ok=True)
     else:
@@ -133,8 +135,25 @@ def _bind(fd: int, target: str, read_only: bool) -> None:
         if not os.path.lexists(target):
             os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o644))
     mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
-    flags = MS_BIND | MS_REMOUNT | MS_NOSUID | _locked_flags(target) | (MS_RDONLY | MS_NODEV if read_only else 0)
-    mount(None, target, None, flags)
+    if read_only:
+        mount(None, target, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_RDONLY | _locked_flags(target))
+
+
+def _copy(source: str, target: str) -> None:
+    """Copy a small file, symlink or flat directory of them into the view (skip what is absent)."""
+    if os.path.islink(source):
+        os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+        os.symlink(os.readlink(source), target)
+    elif os.path.isdir(source):
+        os.makedirs(target, 0o755, exist_ok=True)
+        for name in os.listdir(source):
+            if os.path.islink(f"{source}/{name}") or os.path.isfile(f"{source}/{name}"):
+                _copy(f"{source}/{name}", f"{target}/{name}")
+    elif os.path.isfile(source):
+        os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+        with open(source, "rb") as reader, open(target, "wb") as writer:
+            writer.write(reader.read(1 << 20))
+        os.chmod(target, 0o644)
 
 
 def build_view(plan: ViewPlan, workdir: str) -> list[str]:
@@ -161,6 +180,8 @@ def build_view(plan: ViewPlan, workdir: str) -> list[str]:
         _bind(sources[path], new + path, read_only=True)
     for path in plan.devices:
         _bind(sources[path], new + path, read_only=False)
+    for path in SYSTEM_COPIES:
+        _copy(path, new + path)
     for path in plan.hidden:
         mount("tmpfs", new + path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k,mode=0555")
     for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),

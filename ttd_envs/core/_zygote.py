@@ -414,7 +414,8 @@ def main() -> None:
     grants = config["grants"]
     plan = _confine.plan_view(tuple(grants["read_only_paths"]), tuple(grants["devices"]), grants["writable_cache"],
                               config["cache_dir"], tuple(config["private_packages"]))
-    serve(socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=int(sys.argv[1])), int(config["spares"]), plan)
+    # one spare more than runs at once: the next is ready while the last one still builds its view
+    serve(socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=int(sys.argv[1])), int(config["spares"]) + 1, plan)
 
 
 if __name__ == "__main__":

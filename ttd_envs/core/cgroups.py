@@ -13,9 +13,11 @@ itself (see `_zygote.py`); `SandboxResult.isolation` says which applied.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -67,7 +69,8 @@ def available() -> bool:
 
 
 def leftovers() -> list[str]:
-    """Run cgroups of this process that still exist (there should be none between runs)."""
+    """Run cgroups of this process that still exist once removals settled (there should be none)."""
+    _remover.settle()
     found = []
     for directory in (parents() or {}).values():
         found += [os.path.join(directory, name) for name in os.listdir(directory)
@@ -131,34 +134,79 @@ class RunCgroup:
         fields = dict(line.split() for line in _read(f"{self.paths['memory']}/memory.oom_control").splitlines())
         return int(fields.get("oom_kill", 0))
 
-    def tasks(self) -> list[int]:
-        pids: set[int] = set()
+    def remove(self) -> None:
+        """Remove the cgroups now, or, while the run's last processes are still exiting, from a
+        background thread (so a run does not wait for the kernel's teardown)."""
+        self.close_fds()
         for path in self.paths.values():
             try:
-                pids.update(int(line) for line in _read(f"{path}/cgroup.procs").split())
-            except OSError:
+                os.rmdir(path)
+            except FileNotFoundError:
                 pass
-        return sorted(pids)
+            except OSError:  # EBUSY: processes still exiting
+                _remover.submit(path)
+        self.paths = {}
 
-    def remove(self, wait_s: float = 5.0) -> None:
-        """Kill whatever is left (only ever our run's processes) and remove the cgroups."""
-        self.close_fds()
-        deadline = time.monotonic() + wait_s
-        for path in self.paths.values():
-            while True:
+
+def _kill_members(path: str) -> None:
+    """SIGKILL what is left in one of our run cgroups: only ever that run's processes."""
+    try:
+        pids = [int(line) for line in _read(f"{path}/cgroup.procs").split()]
+    except OSError:
+        return
+    for pid in pids:
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass
+
+
+class _Remover:
+    """One daemon thread that removes run cgroups once their processes are gone."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[str, float]] = []
+        self._lock = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, path: str) -> None:
+        with self._lock:
+            self._pending.append((path, time.monotonic()))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="ttd-cgroup-remover", daemon=True)
+                self._thread.start()
+            self._lock.notify_all()
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._lock.notify_all()
+                    return
+                pending, self._pending = self._pending, []
+            left = []
+            for path, since in pending:
                 try:
                     os.rmdir(path)
-                    break
                 except FileNotFoundError:
-                    break
-                except OSError:  # EBUSY: processes still exiting
-                    for pid in self.tasks():
-                        try:
-                            os.kill(pid, 9)
-                        except OSError:
-                            pass
-                    if time.monotonic() > deadline:
+                    pass
+                except OSError:
+                    waited = time.monotonic() - since
+                    if waited > 0.1:
+                        _kill_members(path)
+                    if waited > 10:
                         log.warning("could not remove the run cgroup %s: it still holds processes", path)
-                        break
-                    time.sleep(0.005)
-        self.paths = {}
+                    else:
+                        left.append((path, since))
+            with self._lock:
+                self._pending = left + self._pending
+            time.sleep(0.005)
+
+    def settle(self, timeout_s: float = 10.0) -> None:
+        """Wait until every submitted cgroup is removed (or given up on)."""
+        with self._lock:
+            self._lock.wait_for(lambda: not self._pending, timeout=timeout_s)
+
+
+_remover = _Remover()
+atexit.register(_remover.settle)
