@@ -43,7 +43,7 @@ def trimul() -> TriMul:
 
 @pytest.fixture(scope="module")
 def mla() -> MLADecode:
-    problem = MLADecode(timing=False)
+    problem = MLADecode(timing=False, config="small")
     yield problem
     problem.close()
 

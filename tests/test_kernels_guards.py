@@ -1,10 +1,10 @@
 """Every reward hack the kernel harness guards against fails, each with its own message.
 
-Programs run for real in the sandbox under Triton's interpreter on N = 32 TriMul cases. The
-honest baseline computes the operation in PyTorch and passes it through one small Triton copy
-kernel, so each hack differs from a passing program only by the hack itself. Timed runs here use
-the CPU (numbers meaningless, every guard of the timing loop active); GPU-only guards are in
-test_kernels_gpu.py.
+Programs run for real in the sandbox on N = 32 TriMul cases, under Triton's interpreter on a CPU
+(compiled where there is a GPU). The honest baseline computes the operation in PyTorch and passes
+it through one small Triton copy kernel, so each hack differs from a passing program only by the
+hack itself. Timed runs on the CPU give meaningless numbers, but every guard of the timing loop
+is active; guards only a GPU can exercise are in test_kernels_gpu.py.
 """
 
 from __future__ import annotations
@@ -66,10 +66,10 @@ def trimul() -> TriMul:
 
 def plan_for(problem: TriMul, tests: int = 2, timed: bool = False) -> HarnessPlan:
     """`tests` N = 32 checks (test 1, then test 2 with its random mask, ...); `timed` adds a
-    3-repetition CPU timing of test 1's shape."""
+    3-repetition timing of test 1's shape (on the CPU here; compiled, on the GPU where there is one)."""
     specs = problem.plan().tests
     rule = TimingRule(max_reps=3, min_reps=3, warmup_s=0.0, warmup_max_reps=1) if timed else None
-    return HarnessPlan(tests=specs[:tests], benchmarks=specs[:1], rule=rule, device="cpu")
+    return HarnessPlan(tests=specs[:tests], benchmarks=specs[:1], rule=rule, device=problem.device())
 
 
 def run(problem: TriMul, code: str, tests: int = 2, timed: bool = False) -> dict:

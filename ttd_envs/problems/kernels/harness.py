@@ -56,7 +56,8 @@ def run_submission(task: str, source: str, tests: list[dict[str, Any]], benchmar
 
     harness = Harness(importlib.import_module(TASKS[task]), torch, device)
     report: dict[str, Any] = {"error": None, "tests": [], "benchmarks": [], "device_name": harness.device_name,
-                              "bandwidth_bytes_per_s": harness.bandwidth, "interpreted": interpret}
+                              "bandwidth_bytes_per_s": harness.bandwidth, "interpreted": interpret,
+                              "l2_flush_bytes": None if harness.flush_buffer is None else harness.flush_buffer.numel()}
     try:
         with harness.program_loaded(source):
             for spec in tests:
