@@ -32,7 +32,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,17 +61,8 @@ def connect(address: str | None) -> bool:
     ray = import_ray()
     if ray.is_initialized():
         return False
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(_import_roots())}})
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     return True
-
-
-def _import_roots() -> list[str]:
-    """Where this ttd lives, so workers on this machine import the same code (other nodes need ttd
-    installed at the same path or from the same wheel; see docs/distributed.md)."""
-    here = Path(__file__).resolve().parent.parent
-    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return [str(here), *extra]
 
 
 class ProblemHost:
@@ -114,7 +105,6 @@ class _Slot:
     job: _Job | None = None
     started: float = 0.0
     ref: Any = None
-    nodes_seen: set[str] = field(default_factory=set)
 
 
 class RayExecutor:
@@ -142,7 +132,11 @@ class RayExecutor:
         self.fan_out_tests = fan_out_tests
         self.ray = import_ray()
         self._owns_ray = connect(address)
-        self._check_fits()
+        try:
+            self._check_fits()
+        except ValueError:
+            self._stop_own_ray()
+            raise
         self._host = self.ray.remote(ProblemHost).options(
             num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD")
         self._problem_ref = self.ray.put(problem)  # shipped once, however often an actor is replaced
@@ -151,6 +145,7 @@ class RayExecutor:
         self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._pending: deque[_Job] = deque()
         self._slots: list[_Slot] = []
+        self._nodes_seen: set[str] = set()
         self._last_progress = time.monotonic()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -183,8 +178,8 @@ class RayExecutor:
         return [slot.node for slot in list(self._slots) if slot.job is not None and slot.node is not None]
 
     def nodes_used(self) -> set[str]:
-        """Ids of the nodes whose actors have evaluated something (for tests and logs)."""
-        return set().union(*(slot.nodes_seen for slot in self._slots)) if self._slots else set()
+        """Ids of the nodes where evaluations have finished (for tests and logs)."""
+        return set(self._nodes_seen)
 
     def close(self) -> None:
         """Stop the actors (and with them their sandboxes); stop Ray if this executor started it."""
@@ -195,8 +190,12 @@ class RayExecutor:
         if self._thread is not None:
             self._events.put(("stop", None))
             self._thread.join(timeout=30)
+        self._stop_own_ray()
+
+    def _stop_own_ray(self) -> None:
         if self._owns_ray:
             self.ray.shutdown()
+            self._owns_ray = False
 
     # -- set-up ------------------------------------------------------------------------------------
     def _check_fits(self) -> None:
@@ -316,7 +315,7 @@ class RayExecutor:
             self._retry_or_fail(job, f"the Ray worker evaluating this was lost ({_reason(exc)})")
             return
         if slot.node is not None:
-            slot.nodes_seen.add(slot.node)
+            self._nodes_seen.add(slot.node)
         idle.append(slot)
         job.future.set_result(result)
 
