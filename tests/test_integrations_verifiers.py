@@ -41,7 +41,8 @@ def make_trace(task: TtdTask, reply: str) -> vf.Trace:
 
 
 def test_loads_by_name_through_verifiers_loader():
-    assert vf.environment_class("ttd-discovery") is TtdEnv
+    assert vf.environment_class("ttd-discovery") is TtdEnv  # how vf-eval resolves `vf-eval ttd-discovery`
+    assert vf.taskset_config_type("ttd-discovery").model_fields.keys() >= {"env_id", "env_kwargs", "num_tasks"}
     env = load_environment("ttd/LABS-v0", num_tasks=3, n=16)
     assert isinstance(env, TtdEnv)
     tasks = list(env.taskset)
@@ -53,9 +54,10 @@ def test_loads_by_name_through_verifiers_loader():
 
 @pytest.mark.slow
 def test_record_scores_the_record_and_hostile_programs_score_zero_without_blocking():
-    env = load_environment("ttd/ErdosOverlap-v0", initial="record", budget_s=2, timeout_s=3)
-    (task,) = list(env.taskset)
-    traces = {name: make_trace(task, reply) for name, reply in {"record": RECORD, **HOSTILE}.items()}
+    (task,) = list(load_environment("ttd/ErdosOverlap-v0", initial="record").taskset)
+    (strict,) = list(load_environment("ttd/ErdosOverlap-v0", initial="record", budget_s=2, timeout_s=3).taskset)
+    traces = {"record": make_trace(task, RECORD), **{name: make_trace(strict, reply) for name, reply in HOSTILE.items()}}
+    tasks = {name: task if name == "record" else strict for name in traces}
 
     async def score_all() -> int:
         ticks = 0
@@ -67,7 +69,7 @@ def test_record_scores_the_record_and_hostile_programs_score_zero_without_blocki
                 ticks += 1
 
         clock = asyncio.create_task(ticker())
-        await asyncio.gather(*(task.score(trace) for trace in traces.values()))
+        await asyncio.gather(*(tasks[name].score(trace) for name, trace in traces.items()))
         clock.cancel()
         return ticks
 
@@ -118,3 +120,4 @@ def test_improve_the_current_best_continues_from_a_better_state_only():
     assert new_state.reward == pytest.approx(better_trace.reward) and new_state.parent_id == start.id
     assert follow_up.data.prompt_text != task.data.prompt_text
     assert improved_task(task, same_trace) is None
+
