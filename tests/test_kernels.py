@@ -86,8 +86,10 @@ def test_trimul_reference_matches_float64(masked: bool, distribution: str) -> No
 def test_trimul_inputs_are_seeded() -> None:
     spec = {"batch": 1, "seqlen": 8, "dim": 16, "hidden": 8, "masked": True, "distribution": "cauchy"}
     a, b, c = (trimul_task.generate(spec, seed, "cpu") for seed in (3, 3, 4))
-    assert torch.equal(a["input"], b["input"]) and torch.equal(a["weights"]["to_out.weight"], b["weights"]["to_out.weight"])
-    assert not torch.equal(a["input"], c["input"]) and not torch.equal(a["weights"]["norm.bias"], c["weights"]["norm.bias"])
+    assert torch.equal(a["input"], b["input"]) and torch.equal(a["mask"], b["mask"])
+    assert torch.equal(a["weights"]["to_out.weight"], b["weights"]["to_out.weight"])
+    assert not torch.equal(a["input"], c["input"])
+    assert not torch.equal(a["weights"]["norm.bias"], c["weights"]["norm.bias"])
 
 
 def mla_float64(inputs: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -37,7 +37,8 @@ class MLADecode(KernelProblem):
 
     name = "MLADecode"
     summary = "DeepSeek-V3 multi-head latent attention, one decode step, as a fast Triton kernel"
-    record = Record(1787.457, "best human on the MI300X leaderboard (not an H200 time)", higher_is_better=False)
+    record = Record(1787.457, "µs, best human on the MI300X leaderboard, not an H200 time",
+                    higher_is_better=False)
     defaults = TrainerDefaults(model_kind="llm", eval_timeout_s=1200.0, max_new_tokens=26000, gpus_per_eval=1)
     task = "mla_decode"
     env_id = "ttd/MLADecode-v0"
@@ -66,7 +67,8 @@ class MLADecode(KernelProblem):
         heads, dim = s["n_heads"], s["dim"]
         weights = (s["q_lora_rank"] * dim + (s["kv_lora_rank"] + s["qk_rope_head_dim"]) * dim
                    + heads * (s["qk_nope_head_dim"] + s["qk_rope_head_dim"]) * s["q_lora_rank"]
-                   + heads * (s["qk_nope_head_dim"] + s["v_head_dim"]) * s["kv_lora_rank"] + dim * heads * s["v_head_dim"])
+                   + heads * (s["qk_nope_head_dim"] + s["v_head_dim"]) * s["kv_lora_rank"]
+                   + dim * heads * s["v_head_dim"])
         cache = s["batch_size"] * (s["prefill"] + 1) * (s["kv_lora_rank"] + s["qk_rope_head_dim"])
         return 2 * (weights + cache + 2 * s["batch_size"] * dim)
 

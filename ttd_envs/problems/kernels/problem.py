@@ -88,6 +88,7 @@ class KernelProblem(PythonProgramProblem):
     env_id: str
     entry = "run_submission"
     result_bytes = 1 << 20
+    info_keys = ("sandbox", "kernel_tests")
 
     @property
     def preload(self) -> tuple[str, ...]:

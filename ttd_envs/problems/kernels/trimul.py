@@ -46,7 +46,7 @@ class TriMul(KernelProblem):
 
     name = "TriMul"
     summary = "Outgoing Triangle Multiplicative Update (AlphaFold3) as a fast Triton kernel"
-    record = Record(1161.0, "TTT-Discover on an H100, leaderboard timing and all-ones mask; best human 1371 µs",
+    record = Record(1161.0, "µs, TTT-Discover on an H100, leaderboard timing, all-ones mask; best human 1371 µs",
                     higher_is_better=False)
     defaults = TrainerDefaults(model_kind="llm", eval_timeout_s=1200.0, max_new_tokens=26000, gpus_per_eval=1)
     task = "trimul"
