@@ -38,6 +38,7 @@ SUBMISSION_FILE = "submission.py"
 POISON_BYTE = 0xFF  # every fp32 / bf16 / fp16 word of 0xFF bytes is a NaN
 BANDWIDTH_PROBE_BYTES = 256 << 20
 MIN_FLUSH_BYTES = 64 << 20
+SHADOWABLE = ("torch.Tensor", "torch._C.TensorBase")
 
 
 class Rejected(Exception):
@@ -103,12 +104,12 @@ class Harness:
         self.live_threads: Callable[[], list[threading.Thread]] = threading.enumerate
         self.sync: Callable[[], None] = torch.cuda.synchronize if self.cuda else (lambda: None)
         self.event: Any = torch.cuda.Event if self.cuda else None
-        self.launches = 0
-        self._count_triton_launches()
-        self.watched = self._watched_bindings()
-        self.device_name = torch.cuda.get_device_name() if self.cuda else "cpu"
+        self.device_name = torch.cuda.get_device_name() if self.cuda else "cpu"  # CUDA starts here
         self.bandwidth = self._copy_bandwidth() if self.cuda else None
         self.flush_buffer = self._l2_flush_buffer() if self.cuda else None
+        self.launches = 0
+        self._count_triton_launches()
+        self.watched = self._watched_bindings()  # last: after everything CUDA's start-up rebinds
         self.entry: Callable[[Any], Any] | None = None
         self.previous: tuple[Any, ...] | None = None
 
@@ -153,16 +154,15 @@ class Harness:
         return watched
 
     def tampered(self) -> str | None:
-        """The first watched function the program replaced, or a method it added to a watched
-        class (shadowing an inherited one), or None."""
+        """The first watched function the program replaced, or a method it added to the tensor
+        classes (shadowing an inherited one, e.g. Tensor.__sub__ over TensorBase's), or None."""
         for (owner_name, attr), value in self.watched.items():
             if vars(self._owners[owner_name]).get(attr) is not value:
                 return f"{owner_name}.{attr}"
-        for owner_name, owner in self._owners.items():
-            if isinstance(owner, type):
-                for attr, value in vars(owner).items():
-                    if callable(value) and (owner_name, attr) not in self.watched:
-                        return f"{owner_name}.{attr}"
+        for owner_name in SHADOWABLE:
+            for attr, value in vars(self._owners[owner_name]).items():
+                if callable(value) and (owner_name, attr) not in self.watched:
+                    return f"{owner_name}.{attr}"
         return None
 
     def _copy_bandwidth(self) -> float:

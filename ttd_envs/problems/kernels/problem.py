@@ -96,7 +96,7 @@ class KernelProblem(PythonProgramProblem):
         Triton only on a GPU: its interpreter must be switched on before triton is first imported."""
         triton = ("triton",) if self.on_gpu else ()
         return ("numpy", "torch", *triton, "ttd_envs.problems.kernels.harness", TASKS[self.task])
-    def __init__(self, *, timing: bool, timeout_s: float, gpu: str | None, reward_scale: float) -> None:
+    def __init__(self, *, timing: bool, timeout_s: float, gpu: str | int | None, reward_scale: float) -> None:
         missing = kernel_stack_missing()
         if missing:
             raise RuntimeError(f"{self.env_id} needs {' and '.join(missing)}: pip install 'ttd[kernels]' "
@@ -154,7 +154,7 @@ class KernelProblem(PythonProgramProblem):
     def run_plan(self, code: str, plan: HarnessPlan) -> SandboxResult:
         """Run the harness on `code` with `plan` (tests use this to time on the CPU, where the
         numbers mean nothing but every guard of the timing loop runs)."""
-        gpu = self.gpu if self.gpu is not None else os.environ.get("CUDA_VISIBLE_DEVICES")
+        gpu = str(self.gpu) if self.gpu is not None else os.environ.get("CUDA_VISIBLE_DEVICES")
         kwargs = {"task": self.task, "source": code, "tests": plan.tests, "benchmarks": plan.benchmarks,
                   "rule": plan.rule.to_dict() if plan.rule else None, "device": plan.device,
                   "interpret": plan.interpret, "gpu": gpu}

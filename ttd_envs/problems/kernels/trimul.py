@@ -53,7 +53,7 @@ class TriMul(KernelProblem):
     env_id = "ttd/TriMul-v0"
 
     def __init__(self, timing: bool = True, mask: Literal["random", "leaderboard"] = "random",
-                 tests: Literal["all", "small"] | None = None, gpu: str | None = None,
+                 tests: Literal["all", "small"] | None = None, gpu: str | int | None = None,
                  timeout_s: float = 1200.0, reward_scale: float = 3000.0) -> None:
         if mask not in ("random", "leaderboard"):
             raise ValueError(f"mask must be 'random' or 'leaderboard', got {mask!r}")
