@@ -193,8 +193,8 @@ def _written(trainer: DiscoveryTrainer) -> tuple[list[dict[str, Any]], dict[str,
 
 
 def test_labs_through_ray_writes_the_local_rollouts_and_best(two_nodes: TwoNodes, tmp_path: Path) -> None:
-    config = {"env": "ttd/LABS-v0", "env_kwargs": {"n": 16}, "steps": 3, "groups_per_step": 4, "group_size": 8,
-              "edit_prior": False, "seed": 3}
+    config = {"env": "ttd/LABS-v0", "env_kwargs": {"n": 16}, "steps": 3, "groups_per_step": 2, "group_size": 8,
+              "embedded": {"d_model": 32, "n_layer": 1, "n_head": 2}, "edit_prior": False, "seed": 3}
     local = _run(tmp_path, "local", "thread", **config)
     remote = _run(tmp_path, "ray", "ray", **config)
     assert _written(remote) == _written(local)

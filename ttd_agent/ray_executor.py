@@ -332,6 +332,7 @@ class RayExecutor:
             if slot.job is not None and now - slot.started > self.timeout_s:
                 job = slot.job
                 self._replace(slot)  # killing the actor ends its sandbox and the program in it
+                self._last_progress = now  # its replacement gets the time to start
                 job.future.set_result(Evaluation.failure(
                     f"evaluation did not finish within its {self.timeout_s:g} s deadline"))
         if self._pending and now - self._last_progress > self._stall_s():
@@ -375,6 +376,7 @@ _WORKER_PROBLEMS: dict[str, Any] = {}
 def _problem_in_worker(token: str, problem: Any) -> Any:
     cached = _WORKER_PROBLEMS.get(token)
     if cached is None:
+        problem.workers = 1  # a task runs its slice one test at a time: one warm sandbox runner is enough
         _WORKER_PROBLEMS[token] = cached = problem
     return cached
 
