@@ -16,7 +16,7 @@ def test_golomb_example_end_to_end():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert len(EXAMPLE.read_text().splitlines()) < 50
-    env = gym.make("ttd/GolombRuler-v0")
+    env = gym.make("examples/GolombRuler-v0")
     try:
         check_env(env.unwrapped, skip_render_check=True)
         env.reset(seed=0)
@@ -28,4 +28,4 @@ def test_golomb_example_end_to_end():
         assert reward == 0 and "same difference" in info["error"]
     finally:
         env.unwrapped.problem.close()
-        gym.registry.pop("ttd/GolombRuler-v0")
+        gym.registry.pop("examples/GolombRuler-v0")

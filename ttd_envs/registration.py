@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -48,15 +50,24 @@ ENVS: tuple[EnvEntry, ...] = (
 
 
 def load_target(target: str) -> Any:
-    module_name, attr = target.split(":")
+    """`package.module:Name`, or `path/to/file.py:Name` (the file's directory joins sys.path, so it
+    imports by name here and in worker processes, from any working directory)."""
+    module_name, attr = target.rsplit(":", 1)
+    if module_name.endswith(".py"):
+        path = Path(module_name).expanduser().resolve()
+        if not path.is_file():
+            raise ImportError(f"no such file: {path}")
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
+        module_name = path.stem
     return getattr(importlib.import_module(module_name), attr)
 
 
 def problem_class(env_id: str) -> Any:
     """The Problem class behind an id (for the trainer, which evaluates without env instances).
 
-    Besides the registered ids, "package.module:ClassName" names any Problem class directly, so a
-    new problem can be trained on before it is registered.
+    Besides the registered ids, "package.module:ClassName" or "path/to/file.py:ClassName" names
+    any Problem class directly, so a new problem can be trained on before it is registered.
     """
     if ":" in env_id and not env_id.startswith("ttd/"):
         try:
@@ -77,7 +88,11 @@ class UnknownOption(TypeError, ValueError):
 def make_problem(env_id: str, **kwargs: Any) -> Any:
     """The Problem behind `env_id`, built with its options. An unknown option names the ones there
     are; a bad value keeps its exception type and says which env and options it came from."""
-    cls = problem_class(env_id)
+    return build_problem(problem_class(env_id), env_id, kwargs)
+
+
+def build_problem(cls: Any, env_id: str, kwargs: dict[str, Any]) -> Any:
+    """`cls(**kwargs)`, with the errors of `make_problem`."""
     unknown, options = unknown_options(cls, kwargs)
     if unknown:
         raise UnknownOption(f"{env_id} has no option {', '.join(map(repr, unknown))} (given with --env-arg or as a "
@@ -121,18 +136,19 @@ def describe_entry(entry: EnvEntry) -> dict[str, str]:
 class _Factory:
     """A picklable entry point that builds the DiscoveryEnv of one registered problem."""
 
-    def __init__(self, entry: EnvEntry) -> None:
-        self.entry = entry
+    def __init__(self, entry: EnvEntry, cls: type | None = None) -> None:
+        self.entry, self.cls = entry, cls
 
     def __call__(self, max_turns: int = 1, **kwargs: Any) -> gym.Env:
-        return DiscoveryEnv(make_problem(self.entry.env_id, **kwargs), max_turns=max_turns)
+        cls = self.cls or load_target(self.entry.target)
+        return DiscoveryEnv(build_problem(cls, self.entry.env_id, kwargs), max_turns=max_turns)
 
 
 class _VectorFactory:
     """`gym.make_vec` entry point: N copies of one problem's env, autoreset in the same step."""
 
-    def __init__(self, entry: EnvEntry) -> None:
-        self.single = _Factory(entry)
+    def __init__(self, entry: EnvEntry, cls: type | None = None) -> None:
+        self.single = _Factory(entry, cls)
 
     def __call__(self, num_envs: int = 1, asynchronous: bool = False, **kwargs: Any) -> gym.vector.VectorEnv:
         vector = AsyncVectorEnv if asynchronous else SyncVectorEnv
@@ -148,6 +164,21 @@ class _VectorOnly:
     def __call__(self, **kwargs: Any) -> gym.Env:
         raise ValueError(f"{self.env_id} is a vector env (N answers to one question vote together): make it "
                          f"with gymnasium.make_vec({self.env_id!r}, num_envs=N, ...), not gymnasium.make")
+
+
+def register_problem(env_id: str, problem: str | type) -> None:
+    """Register a Problem of your own as a Gymnasium id, like ours: `gym.make(id, max_turns=k, **options)`
+    and `gym.make_vec(id, num_envs=N)` (same-step autoreset). `problem` is the class or a
+    "module:Class" / "path/to/file.py:Class" string. Use your own namespace ("myproject/Name-v0"):
+    `ttd/` belongs to this package. Registering an id again replaces it."""
+    if env_id.startswith("ttd/"):
+        raise ValueError(f"{env_id!r}: ttd/ is this package's namespace; register yours under your own, "
+                         f"e.g. 'myproject/{env_id.removeprefix('ttd/')}'")
+    target = problem if isinstance(problem, str) else f"{problem.__module__}:{problem.__qualname__}"
+    cls = None if isinstance(problem, str) else problem
+    entry = EnvEntry(env_id, target)
+    gym.registry.pop(env_id, None)
+    gym.register(id=env_id, entry_point=_Factory(entry, cls), vector_entry_point=_VectorFactory(entry, cls))
 
 
 def register_envs() -> None:

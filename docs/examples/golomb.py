@@ -2,10 +2,9 @@
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
-from ttd_envs import Record, State, TrainerDefaults
+from ttd_envs import Record, State, TrainerDefaults, register_problem
 from ttd_envs.core.program_problem import InvalidConstruction, ProgramBudget, PythonProgramProblem
 
 
@@ -45,4 +44,4 @@ class GolombRuler(PythonProgramProblem):
                 f"Best so far: {best}. Best known length: {self.record.score:g}.")
 
 
-gym.register(id="ttd/GolombRuler-v0", entry_point=lambda **kw: __import__("ttd_envs").DiscoveryEnv(GolombRuler(**kw)))
+register_problem("examples/GolombRuler-v0", GolombRuler)  # your own namespace, not ttd/
