@@ -53,3 +53,17 @@ def test_concurrent_runs_do_not_mix(sandbox):
     assert [r.value for r in results] == [i * i for i in range(16)]
     assert all(r.stdout == f"run {i}\n" for i, r in enumerate(results))
     assert len({r.isolation[-1] for r in results}) == 16, "each run gets its own private uid"
+
+
+def test_status_records_are_validated_field_by_field():
+    from ttd_envs.core.sandbox import parse_status
+
+    raw = (b'{"phase": "started", "isolation": ["pid namespace", 7], "host_workdir": "/home"}\n'
+           b'not json\n[1, 2]\n'
+           b'{"phase": "exited", "exit_code": "0", "signal": 999, "cpu_s": -1, "max_rss_bytes": true, "limit": "x"}\n')
+    status = parse_status(raw)
+    assert "host_workdir" not in status and status["isolation"] == ["pid namespace"]
+    assert "exit_code" not in status and "signal" not in status and "cpu_s" not in status
+    assert "max_rss_bytes" not in status and "phase" not in status and "limit" not in status
+    good = parse_status(b'{"phase": "exited", "exit_code": 0, "signal": null, "cpu_s": 0.5, "limit": "cpu"}\n')
+    assert good == {"phase": "exited", "exit_code": 0, "cpu_s": 0.5, "limit": "cpu"}
