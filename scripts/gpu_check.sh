@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU check in one go, on one CUDA GPU, in under 5 minutes, then one summary table:
-#   1. kernel envs timed end to end (TriMul twice, for the spread; its PyTorch reference; MLA decode)
+#   1. kernel envs timed: TriMul through env.step, then its benchmarks again for our initial program
+#      and twice for its PyTorch reference (the spread); MLA decode;
 #      and the guards only a GPU can exercise (hidden stream work, stale device memory, L2 flush);
 #   2. the kernel envs' CPU-side tests, compiled on the GPU this time;
 #   3. every other GPU-marked test in tests/ (vLLM where installed, else skipped with the reason);
@@ -60,13 +61,13 @@ row() {
     echo "${ROWS[-1]}"
 }
 
-row "kernels timed + GPU-only guards (test_kernels_gpu.py)" 120 \
+row "kernels timed + GPU-only guards (test_kernels_gpu.py)" 150 \
     "$PYTHON" -m pytest -q -rs -p no:cacheprovider tests/test_kernels_gpu.py
-row "kernels CPU-side tests, compiled on the GPU" 45 \
+row "kernels CPU-side tests, compiled on the GPU" 30 \
     "$PYTHON" -m pytest -q -rs -p no:cacheprovider tests/test_kernels.py tests/test_kernels_guards.py
-row "other GPU-marked tests (pytest -m gpu)" 35 \
+row "other GPU-marked tests (pytest -m gpu)" 25 \
     "$PYTHON" -m pytest -q -rs -p no:cacheprovider -m gpu tests --ignore=tests/test_kernels_gpu.py
-row "HF LoRA bf16, random SmolLM2-360M-shaped Llama" 40 "$PYTHON" - <<'EOF'
+row "HF LoRA bf16, random SmolLM2-360M-shaped Llama" 35 "$PYTHON" - <<'EOF'
 """One sample + update of the HF LoRA backend in bf16 on a random Llama with SmolLM2-360M's
 layer shapes (32 layers, width 960, 15 heads, 5 KV heads; a 320-token vocabulary keeps the
 build fast); nothing is downloaded."""
