@@ -1,13 +1,20 @@
 """Erdős C5 scorer vs the direct formula and an FFT floor; sandbox start-up vs a fresh interpreter.
 
 Run: python -m benchmarks.erdos_and_sandbox   (writes its section of docs/benchmarks.md)
+     python -m benchmarks.erdos_and_sandbox --before /tmp/old   (only the sandbox's before/after:
+     /tmp/old is an older checkout, e.g. `git worktree add /tmp/old <commit>`; both run in
+     alternating batches, each in its own process, so they share the machine's load)
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy.fft import next_fast_len
@@ -59,10 +66,12 @@ def sandbox_rows(runs: int = 200) -> list[list[object]]:
         fresh.append(time.perf_counter() - started)
     fresh_p50, fresh_p95 = np.percentile(fresh, [50, 95])
     rows = [["fresh `python -c \"import numpy\"`", f"{fresh_p50 * 1e3:.1f}", f"{fresh_p95 * 1e3:.1f}", "1×"]]
-    for label, preload in (("sandbox, zygote preloads numpy", ("numpy",)),
-                           ("sandbox, zygote preloads numpy + scipy (math envs)",
-                            ("numpy", "scipy", "scipy.signal", "scipy.optimize"))):
-        with Sandbox(preload=preload) as box:
+    for label, preload, cgroups in (
+            ("sandbox, zygote preloads numpy", ("numpy",), None),
+            ("sandbox, numpy, init accounting instead of cgroups", ("numpy",), False),
+            ("sandbox, zygote preloads numpy + scipy (math envs)", ("numpy", "scipy", "scipy.signal", "scipy.optimize"),
+             None)):
+        with Sandbox(preload=preload, cgroups=cgroups) as box:
             box.run_python(program, "run")
             times = []
             for _ in range(runs):
@@ -75,7 +84,57 @@ def sandbox_rows(runs: int = 200) -> list[list[object]]:
     return rows
 
 
+_TIMED_RUNS = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from ttd_envs.core.sandbox import Sandbox
+program = "def run():\n    return np.arange(3) * 2.0\n"
+with Sandbox(preload=("numpy",), **json.loads(sys.argv[2])) as box:
+    for _ in range(5):
+        box.run_python(program, "run")
+    times = []
+    for _ in range(int(sys.argv[3])):
+        started = time.perf_counter()
+        assert box.run_python(program, "run").ok
+        times.append(time.perf_counter() - started)
+print(json.dumps(times))
+"""
+
+
+def before_after_rows(before: str, rounds: int = 6, runs: int = 40) -> list[list[object]]:
+    """p50/p95 of a trivial run for an older checkout and this one, in alternating batches."""
+    here = str(Path(__file__).resolve().parents[1])
+    variants = {"before (`" + before + "`)": (before, {}), "after, cgroups": (here, {}),
+                "after, init accounting (as without root)": (here, {"cgroups": False})}
+    times: dict[str, list[float]] = {label: [] for label in variants}
+    for _ in range(rounds):
+        for label, (root, kwargs) in variants.items():
+            out = subprocess.run([sys.executable, "-c", _TIMED_RUNS, root, json.dumps(kwargs), str(runs)],
+                                 capture_output=True, text=True, check=True, cwd="/", env={**os.environ, "PYTHONPATH": root})
+            times[label] += json.loads(out.stdout)
+    base = float(np.percentile(times[next(iter(variants))], 50))
+    rows = []
+    for label, values in times.items():
+        p50, p95 = np.percentile(values, [50, 95])
+        rows.append([label, f"{p50 * 1e3:.1f}", f"{p95 * 1e3:.1f}", f"{p50 / base:.2f}×"])
+    return rows
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", help="an older checkout to measure the sandbox against, side by side")
+    args = parser.parse_args()
+    if args.before:
+        load = os.getloadavg()[0]
+        rows = before_after_rows(args.before)
+        text = (f"Sandbox overhead before and after issue 11 (closed view, whole-run cgroups or init accounting, "
+                f"seccomp, no capabilities): a trivial numpy `run_python`, 6 alternating batches of 40 runs each, "
+                f"each variant in its own process. Load average when started: {load:.1f} (other jobs shared "
+                "the machine; compare the ratios).\n\n"
+                + markdown_table(["sandbox", "p50 (ms)", "p95 (ms)", "p50 vs before"], rows))
+        print(text)
+        write_section("sandbox_before_after", text)
+        return
     scorer = scorer_rows()
     sandbox = sandbox_rows()
     text = (
@@ -84,8 +143,8 @@ def main() -> None:
         "Best of several runs (one run for the direct formula at 10^5).\n\n"
         + markdown_table(["n", "np.correlate (ms)", "c5_bound (ms)", "rfft round trip (ms)",
                           "speed-up vs direct", "c5_bound / round trip"], scorer)
-        + "\n\nSandbox overhead: a full `run_python` of a trivial numpy program (namespaces, private uid, "
-          "tmpfs, result decoding) vs starting a fresh interpreter that imports numpy. "
+        + "\n\nSandbox overhead: a full `run_python` of a trivial numpy program (namespaces, closed view, "
+          "whole-run limits, seccomp, result decoding) vs starting a fresh interpreter that imports numpy. "
           "Targets: p50 ≤ 20 ms and ≥ 10× less than a fresh interpreter.\n\n"
         + markdown_table(["what", "p50 (ms)", "p95 (ms)", "vs fresh"], sandbox)
     )

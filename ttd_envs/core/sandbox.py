@@ -354,6 +354,7 @@ class Sandbox:
             os.set_blocking(fd, False)
             selector.register(fd, selectors.EVENT_READ)
         deadline = started + limits.wall_s
+        next_check = started + _CGROUP_POLL_S  # a cgroup's CPU time and OOM kills, while the run lasts
         timed_out = exceeded = cpu_exceeded = False
         kill_reason: str | None = None
         killed = False
@@ -365,8 +366,9 @@ class Sandbox:
                 now = time.perf_counter()
                 if not killed and now >= deadline:
                     timed_out, kill_reason = True, f"time limit exceeded: killed after {limits.wall_s:g} s wall clock"
-                if not kill_reason and group is not None:
+                if not kill_reason and group is not None and now >= next_check:
                     kill_reason, cpu_exceeded = _past_cgroup_limit(group, limits)
+                    next_check = now + _CGROUP_POLL_S
                 if kill_reason and not killed:
                     for pid in pids:  # init first: the kernel then kills everything in its namespace
                         _kill_quietly(pid)
