@@ -47,6 +47,7 @@ def test_registry_returns_our_estimator_and_it_matches_the_objective():
     assert torch.equal(advantages, advantages[:, :1] * mask)  # one scalar per response, on its tokens only
 
 
+@pytest.mark.slow
 def test_plain_import_verl_registers_the_estimator_through_the_entry_point():
     import subprocess
     import sys
