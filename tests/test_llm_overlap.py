@@ -55,3 +55,50 @@ def test_gather_turns_a_late_evaluation_into_a_failure():
         assert not result.valid and "deadline" in result.error
     finally:
         executor.close()
+
+
+class SlowDistinct:
+    """Reward = distinct characters / 10, after a fixed evaluation time (a stand-in for a sandboxed run)."""
+
+    name, summary = "SlowDistinct", "distinct characters, scored slowly"
+    record: Record | None = None
+    defaults = TrainerDefaults(model_kind="llm", group_size=3, groups_per_step=2, steps=1, max_new_tokens=16,
+                               eval_timeout_s=5.0)
+    eval_s = 0.05
+
+    def initial_state(self, rng: np.random.Generator) -> State:
+        return State(code="", reward=0.0, score=0.0)
+
+    def prompt(self, state: State) -> str:
+        return "Write something."
+
+    def evaluate(self, action: str, state: State) -> Evaluation:
+        time.sleep(self.eval_s)
+        return Evaluation(reward=min(len(set(action)), 10) / 10, valid=True, score=float(len(set(action))),
+                          code=action)
+
+
+@pytest.mark.slow
+def test_overlap_hides_evaluation_behind_sampling_and_stays_on_policy(tmp_path):
+    """Same seed, same samples and rewards; with overlap the time spent waiting for evaluations after
+    sampling (the GPU-idle proxy: nothing samples or trains meanwhile) shrinks."""
+    pytest.importorskip("peft")
+    import json
+
+    from ttd_agent.policy.tiny import build_tiny_causal_lm
+    from ttd_agent.trainer import DiscoveryConfig, DiscoveryTrainer
+
+    model = str(build_tiny_causal_lm(tmp_path / "lm"))
+    rows = {}
+    for overlap in (False, True):
+        run = tmp_path / f"run-{overlap}"
+        trainer = DiscoveryTrainer(DiscoveryConfig(env=f"{__name__}:SlowDistinct", model=model, lora_rank=4,
+                                                   device="cpu", eval_workers=1, overlap=overlap, update=False,
+                                                   llm={"sample_batch_size": 1}, run_dir=str(run)))
+        trainer.run()
+        rows[overlap] = (json.loads((run / "metrics.jsonl").read_text().splitlines()[0]),
+                         [r["reward"] for r in map(json.loads, (run / "rollouts.jsonl").read_text().splitlines())])
+    (plain, plain_rewards), (overlapped, overlapped_rewards) = rows[False], rows[True]
+    assert plain_rewards == overlapped_rewards  # the same samples, scored the same: still on-policy
+    assert plain["time_eval_s"] >= 6 * SlowDistinct.eval_s  # 6 evaluations on 1 worker, after sampling
+    assert overlapped["time_eval_s"] < 0.6 * plain["time_eval_s"], (plain, overlapped)

@@ -39,6 +39,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ttd_agent.policy import settings as llm_settings
+
 console = Console()
 
 FLAG_FIELDS = {"env_arg": "env_kwargs", "no_update": "update", "no_edit_prior": "edit_prior"}
@@ -128,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="--executor ray: 'auto' (the cluster this node belongs to), HEAD_IP:6379, or unset "
                             "for $RAY_ADDRESS, else a new local cluster (see docs/distributed.md)")
     train.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    train.add_argument("--sampler", choices=("hf", "vllm"), default="hf", help="sample with vLLM on a GPU")
+    train.add_argument("--sampler", choices=("hf", "vllm", "openai"), default="hf",
+                       help="LLM sampling: own loop, vLLM on this GPU, or an OpenAI-compatible --base-url "
+                            "(see docs/llm.md)")
     train.add_argument("--seed", type=int, default=0, help="seed of the policy, the sampler and the buffer")
     train.add_argument("--run-dir", default=None,
                        help="where the run is written (default: runs/<name>-seed<seed>, e.g. runs/LABS-v0-seed0; "
@@ -143,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     ttrl.add_argument("--episodes", type=int, help="passes over the question set (80 AIME, 30 AMC, 10 MATH)")
     ttrl.add_argument("--eval-every", type=int, help="evaluate avg@k and maj@N on true labels every k steps")
 
+    llm_settings.add_arguments(train)  # --micro-batch-tokens, --renderer, --base-url, ... (docs/llm.md)
     for action in train._actions:  # short metavars keep --help inside 80 columns
         if action.metavar is None and action.type in (int, float):
             action.metavar = "N" if action.type is int else "X"
@@ -207,9 +212,10 @@ def _discovery_fields(args: argparse.Namespace) -> dict[str, Any]:
     """DiscoveryConfig fields from the train flags (None = the env's default)."""
     fields: dict[str, Any] = {}
     for name, value in vars(args).items():
-        if name in NOT_CONFIG or name == "ray_address":
+        if name in NOT_CONFIG or name == "ray_address" or name in llm_settings.FIELDS:
             continue
         fields[FLAG_FIELDS.get(name, name)] = value
+    fields["llm"] = llm_settings.LLMSettings.from_dict(llm_settings.from_args(args)).changed()
     fields["env_kwargs"] = dict(args.env_arg)
     fields["update"], fields["edit_prior"] = not args.no_update, not args.no_edit_prior
     fields["kl_coef"] = args.kl_coef or 0.0
@@ -226,6 +232,9 @@ def _make_trainer(args: argparse.Namespace, given: set[str]) -> Any:
         fields["run_dir"] = args.run_dir or default_run_dir(args.env, args.seed)
         changes = {FLAG_FIELDS.get(flag, flag): fields[FLAG_FIELDS.get(flag, flag)] for flag in given
                    if flag not in NOT_CONFIG and FLAG_FIELDS.get(flag, flag) in fields and flag != "run_dir"}
+        changes.pop("llm", None)
+        if given & llm_settings.FIELDS:  # checked setting by setting against the saved run
+            changes["llm"] = llm_settings.from_args(args, only=given)
         config = DiscoveryConfig(env=args.env or "", run_dir=fields["run_dir"])
         return DiscoveryTrainer(config, resume=True, changes=changes)
     if not args.env:

@@ -13,6 +13,7 @@ The output of a run is the best state found (best.json), not the trained policy.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -79,7 +80,13 @@ class DiscoveryConfig:
     full_finetune: bool = False
     """HF backend: train every weight instead of a LoRA adapter (small models only)."""
     device: str | None = None
-    sampler: Literal["hf", "vllm"] = "hf"
+    sampler: Literal["hf", "vllm", "openai"] = "hf"
+    """Where an LLM samples: its own decoding loop ("hf"), vLLM on the same GPU ("vllm"), or an
+    OpenAI-compatible server (`llm.base_url`; with `update=False` no local weights are needed)."""
+    llm: dict[str, Any] = field(default_factory=dict)
+    """LLM policy and engine settings that differ from `LLMSettings`' defaults (policy/settings.py)."""
+    overlap: bool = True
+    """Evaluate each answer as soon as it is sampled, while the rest are still sampling."""
     embedded: dict[str, Any] = field(default_factory=dict)
     """Overrides of the embedded policy's config (d_model, n_layer, ...)."""
     edit_prior: bool = True
@@ -88,8 +95,11 @@ class DiscoveryConfig:
     rewrite the program it is shown). Without it the tiny policy must discover copying from rewards."""
     edit_prior_edits: float = 2.0
     """Mean number of characters the prior changes per answer."""
-    unchanged: Literal["zero", "drop", "keep"] = "zero"
-    """What the update does with an answer that hands back its start state unchanged. It discovers
+    unchanged: Literal["zero", "drop", "keep"] | None = None
+    """Default: "zero" for the embedded policy, "keep" for an LLM (see docs/llm.md: an LLM program
+    that finds nothing better honestly returns the incumbent; scoring that like a crash would
+    teach it never to return its best, and the reference keeps its real reward).
+    What the update does with an answer that hands back its start state unchanged. It discovers
     nothing, yet near a good state it is often the best of its group, and rewarding it ("keep")
     teaches the policy to copy until every sample is the same and the search stops. "zero" trains
     on it as reward 0, pushing away from copying (now and then so hard that the policy forgets to
@@ -132,6 +142,8 @@ def resolve(config: DiscoveryConfig, problem: Any) -> DiscoveryConfig:
         raise ValueError(f"{config.env} has no embedded spec (its answers are programs); pass --model with a causal LM")
     if resolved.lr is None:
         resolved.lr = 1e-3 if resolved.model == "embedded" else 4e-5
+    if resolved.unchanged is None:
+        resolved.unchanged = "zero" if resolved.model == "embedded" else "keep"
     for name in ("steps", "groups_per_step", "group_size", "eval_workers", "checkpoint_every"):
         if getattr(resolved, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(resolved, name)}")
@@ -152,10 +164,23 @@ def build_policy(config: DiscoveryConfig, problem: Any, teach_prior: bool = True
         if spec.answer_edits_prompt and config.edit_prior and teach_prior:
             teach_edit_prior(policy, spec, config.edit_prior_edits, np.random.default_rng([config.seed, 1]))
         return policy
+    from ttd_agent.policy.settings import LLMSettings
+
+    settings = LLMSettings.from_dict(config.llm)
+    if config.sampler == "openai" and not config.update:
+        from ttd_agent.policy.openai_sampler import OpenAIPolicy
+
+        return OpenAIPolicy(config.model, settings=settings, seed=config.seed)
+    if settings.preflight and config.sampler != "openai":
+        from ttd_agent.policy.memory import preflight
+
+        preflight(config.model, settings, sampler=config.sampler, lora_rank=config.lora_rank,
+                  full_finetune=config.full_finetune, max_new_tokens=config.max_new_tokens,
+                  sequences=config.groups_per_step * config.group_size, device=config.device)
     return make_policy("hf", model=config.model, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
                        target_modules=config.lora_target_modules, full_finetune=config.full_finetune,
                        lr=config.lr, device=config.device,
-                       seed=config.seed, sampler=config.sampler)
+                       seed=config.seed, sampler=config.sampler, settings=settings)
 
 
 def teach_edit_prior(policy: Any, spec: EmbeddedSpec, edits: float, rng: np.random.Generator,
@@ -199,7 +224,13 @@ class DiscoveryTrainer:
         if resume:
             if changes is None:
                 changes = {"steps": config.steps} if config.steps is not None else {}
-            config = DiscoveryConfig(**reconcile_resume(self.run_dir.config(), changes)[0])
+            saved = self.run_dir.config()
+            if "llm" in changes:  # LLM settings are applied or refused one by one (settings.RESUMABLE)
+                from ttd_agent.policy.settings import resume_llm
+
+                changes = dict(changes)
+                saved["llm"] = resume_llm(saved.get("llm", {}), changes.pop("llm"))
+            config = DiscoveryConfig(**reconcile_resume(saved, changes)[0])
         self.problem = make_problem(config.env, **config.env_kwargs)
         self.config = resolve(config, self.problem)
         resuming = resume and self.run_dir.latest_checkpoint() is not None
@@ -269,12 +300,9 @@ class DiscoveryTrainer:
         cfg = self.config
         t0 = time.perf_counter()
         starts = self.buffer.select(cfg.groups_per_step, self.rng)
-        groups = self.policy.sample([self.prompt_for(s) for s in starts], cfg.group_size,
-                                    temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
-        t_sample = time.perf_counter()
+        groups, evaluations = self._sample_and_evaluate(starts)
+        t_sample, t_eval = self._t_sampled, time.perf_counter()
         jobs = [(sample.text, start) for start, group in zip(starts, groups) for sample in group]
-        evaluations = self.executor.evaluate(jobs)
-        t_eval = time.perf_counter()
 
         rewards = np.array([ev.reward for ev in evaluations], dtype=np.float64).reshape(len(starts), cfg.group_size)
         parents = [start for start in starts for _ in range(cfg.group_size)]
@@ -299,9 +327,34 @@ class DiscoveryTrainer:
             self._checkpoint()
         return StepResult(row=row, improved=improved)
 
+    def _sample_and_evaluate(self, starts: list[State]) -> tuple[list[list[Sample]], list[Evaluation]]:
+        """Sample a group per start state and evaluate every answer. With `overlap` (and a policy
+        whose `sample` reports samples as they finish) each evaluation starts the moment its
+        answer exists, so evaluation hides behind sampling; still on-policy, as the update waits."""
+        cfg = self.config
+        prompts = [self.prompt_for(s) for s in starts]
+        if cfg.overlap and "on_sample" in inspect.signature(self.policy.sample).parameters:
+            futures: dict[tuple[int, int], Any] = {}
+
+            def submit(i: int, j: int, sample: Sample) -> None:
+                futures[i, j] = self.executor.submit(sample.text, starts[i])
+
+            groups = self.policy.sample(prompts, cfg.group_size, temperature=cfg.temperature,
+                                        max_new_tokens=cfg.max_new_tokens, on_sample=submit)
+            self._t_sampled = time.perf_counter()
+            evaluations = self.executor.gather([futures[i, j] for i, group in enumerate(groups)
+                                                for j in range(len(group))])
+            return groups, evaluations
+        groups = self.policy.sample(prompts, cfg.group_size, temperature=cfg.temperature,
+                                    max_new_tokens=cfg.max_new_tokens)
+        self._t_sampled = time.perf_counter()
+        jobs = [(sample.text, start) for start, group in zip(starts, groups) for sample in group]
+        return groups, self.executor.evaluate(jobs)
+
     def _loss_config(self) -> LossConfig:
+        """The reference's loss for an LLM: importance-weighted, sequence sums, KL centred."""
         return LossConfig(clip_eps=self.config.clip_eps, kl_coef=self.config.kl_coef, kl_mode="reward",
-                          aggregation="seq-sum")
+                          aggregation="seq-sum", kl_center=self.config.model != "embedded")
 
     def _advantages(self, groups: list[list[Sample]], rewards: np.ndarray,
                     trained: np.ndarray) -> tuple[list[TrainItem], list[float], int]:

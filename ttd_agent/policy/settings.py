@@ -98,6 +98,22 @@ class LLMSettings:
         return {k: v for k, v in asdict(self).items() if v != default[k]}
 
 
+FIELDS = frozenset(f.name for f in fields(LLMSettings))
+"""The setting names; each is also a `ttd-agent train` flag and a `--config` key."""
+
+
+def resume_llm(saved: dict[str, Any], requested: dict[str, Any]) -> dict[str, Any]:
+    """The `llm` dict a resumed run continues with: `requested` values of `RESUMABLE` settings
+    applied, any other setting that differs from the saved run refused (ValueError)."""
+    before, after = LLMSettings.from_dict(saved), LLMSettings.from_dict({**saved, **requested})
+    refused = [f"{name} (saved {getattr(before, name)!r}, asked {getattr(after, name)!r})"
+               for name in sorted(requested) if name not in RESUMABLE and getattr(before, name) != getattr(after, name)]
+    if refused:
+        raise ValueError(f"--resume cannot change these LLM settings: {'; '.join(refused)}. Settings that may "
+                         f"change on resume: {', '.join(RESUMABLE)}")
+    return after.changed()
+
+
 def _flag(name: str) -> str:
     return name.replace("_", "-")
 
@@ -115,7 +131,7 @@ _HELP = {
     "micro_batch_size": "sequences per forward/backward of an update (8)",
     "micro_batch_tokens": "padded tokens per micro-batch (16384)",
     "logit_chunk_tokens": "rows of logits alive at once when scoring tokens (1024)",
-    "gradient_checkpointing": "recompute activations in the backward pass (true/false)",
+    "gradient_checkpointing": "recompute activations in the backward pass (default true)",
     "sample_batch_size": "sequences decoded together by the hf sampler (64)",
     "logprobs": "importance ratio against the sampler's log-probs, or recompute them first",
     "renderer": "prompt format: auto, plain, chat, qwen3 (thinking) or gpt-oss (harmony)",
@@ -141,6 +157,10 @@ _HELP = {
 }
 
 
+_CHOICES = {"logprobs": ("sampler", "recompute"), "renderer": ("auto", "plain", "chat", "qwen3", "gpt-oss"),
+            "reasoning_effort": ("low", "medium", "high")}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per field (`--micro-batch-tokens 8192`), defaulting to None (= not given), so a
     config file or a resumed run's value stands unless the flag is passed."""
@@ -152,15 +172,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             kind = int
         elif f.name == "gpu_memory_gib":
             kind = float
-        group.add_argument(f"--{_flag(f.name)}", dest=f"llm_{f.name}", type=kind, default=None,
-                           metavar=f.name.split("_")[-1].upper(), help=_HELP[f.name])
+        metavar = "BOOL" if kind is _bool else f.name.split("_")[-1].upper()
+        group.add_argument(f"--{_flag(f.name)}", dest=f.name, type=kind, default=None, choices=_CHOICES.get(f.name),
+                           metavar=metavar if f.name not in _CHOICES else None, help=_HELP[f.name])
 
 
-def from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> dict[str, Any]:
-    """`base` (e.g. a saved run's `llm` dict) with the flags that were given applied; validated."""
-    values = dict(base or {})
-    for f in fields(LLMSettings):
-        given = getattr(args, f"llm_{f.name}", None)
-        if given is not None:
-            values[f.name] = given
-    return LLMSettings.from_dict(values).changed()
+def from_args(args: argparse.Namespace, only: set[str] | None = None) -> dict[str, Any]:
+    """The settings given as flags (those not None; only the names in `only` when set), validated."""
+    values = {name: getattr(args, name) for name in FIELDS
+              if getattr(args, name, None) is not None and (only is None or name in only)}
+    LLMSettings.from_dict(values)
+    return values

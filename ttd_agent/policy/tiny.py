@@ -86,9 +86,9 @@ def make_tiny_policy(**hf_kwargs: Any) -> Any:
     class TinyPolicy(HFPolicy):
         """The tiny LM with its answers capped at TINY_MAX_NEW_TOKENS."""
 
-        def sample(self, prompts: Any, n: int, *, temperature: float, max_new_tokens: int) -> Any:
+        def sample(self, prompts: Any, n: int, *, temperature: float, max_new_tokens: int, on_sample: Any = None) -> Any:
             return super().sample(prompts, n, temperature=temperature,
-                                  max_new_tokens=min(max_new_tokens, TINY_MAX_NEW_TOKENS))
+                                  max_new_tokens=min(max_new_tokens, TINY_MAX_NEW_TOKENS), on_sample=on_sample)
 
     if hf_kwargs.get("sampler", "hf") != "hf":
         raise ValueError("--model tiny samples with the hf backend only; drop --sampler vllm")
