@@ -38,7 +38,9 @@ SUBMISSION_FILE = "submission.py"
 POISON_BYTE = 0xFF  # every fp32 / bf16 / fp16 word of 0xFF bytes is a NaN
 BANDWIDTH_PROBE_BYTES = 256 << 20
 MIN_FLUSH_BYTES = 64 << 20
-SHADOWABLE = ("torch.Tensor", "torch._C.TensorBase")
+SHADOWABLE = {"torch.Tensor": (), "torch._C.TensorBase": (), "Harness": (), "the harness": ("entry",)}
+"""Owners where a newly added callable shadows a watched one (a method defined on the class the
+real one is inherited from, or an instance attribute over a method), with the names allowed."""
 
 
 class Rejected(Exception):
@@ -107,9 +109,9 @@ class Harness:
         self.device_name = torch.cuda.get_device_name() if self.cuda else "cpu"  # CUDA starts here
         self.bandwidth = self._copy_bandwidth() if self.cuda else None
         self.flush_buffer = self._l2_flush_buffer() if self.cuda else None
-        self.launches = 0
         self._count_triton_launches()
-        self.watched = self._watched_bindings()  # last: after everything CUDA's start-up rebinds
+        self.watched = self._watched_bindings()  # after CUDA's start-up; before the mutable state
+        self.launches = 0
         self.entry: Callable[[Any], Any] | None = None
         self.previous: tuple[Any, ...] | None = None
 
@@ -138,7 +140,7 @@ class Harness:
                                   "torch.nn.functional": torch.nn.functional, "torch.cuda": torch.cuda,
                                   "torch.Tensor": torch.Tensor, "torch._C.TensorBase": torch._C.TensorBase,
                                   "torch._C": torch._C, "harness": sys.modules[__name__], "task": self.task,
-                                  "the harness": self}
+                                  "Harness": Harness, "the harness": self}
         for name in ("triton.runtime.jit", "triton.runtime.interpreter"):
             with contextlib.suppress(ImportError):
                 module = importlib.import_module(name)
@@ -148,20 +150,20 @@ class Harness:
         watched = {}
         for owner_name, owner in owners.items():
             for attr, value in list(vars(owner).items()):
-                if callable(value) and not isinstance(value, types.ModuleType):
-                    watched[(owner_name, attr)] = value
+                if callable(value) and not isinstance(value, types.ModuleType) or owner is self:
+                    watched[(owner_name, attr)] = value  # the harness's own attributes: all of them
         self._owners = owners
         return watched
 
     def tampered(self) -> str | None:
-        """The first watched function the program replaced, or a method it added to the tensor
-        classes (shadowing an inherited one, e.g. Tensor.__sub__ over TensorBase's), or None."""
+        """The first watched binding the program replaced, or a callable it added where it
+        would shadow one (e.g. Tensor.__sub__ over TensorBase's), or None."""
         for (owner_name, attr), value in self.watched.items():
             if vars(self._owners[owner_name]).get(attr) is not value:
                 return f"{owner_name}.{attr}"
-        for owner_name in SHADOWABLE:
+        for owner_name, allowed in SHADOWABLE.items():
             for attr, value in vars(self._owners[owner_name]).items():
-                if callable(value) and (owner_name, attr) not in self.watched:
+                if callable(value) and attr not in allowed and (owner_name, attr) not in self.watched:
                     return f"{owner_name}.{attr}"
         return None
 
