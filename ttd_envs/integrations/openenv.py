@@ -20,6 +20,7 @@ sandbox) is shared between sessions. ttd/MathVote-v0 (a group reward) is not ser
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 from uuid import uuid4
 
@@ -99,8 +100,6 @@ class TtdEnvClient(EnvClient[TtdAction, TtdObservation, State]):
 
 
 def _env_arg(text: str) -> tuple[str, Any]:
-    import json
-
     key, sep, value = text.partition("=")
     if not sep:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
