@@ -40,7 +40,7 @@ from ttd_agent.policy.settings import LLMSettings
 log = logging.getLogger(__name__)
 
 
-class ServerError(RuntimeError):
+class ServerError(ConnectionError):
     """The server answered with an error or could not be reached."""
 
 
