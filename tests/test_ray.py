@@ -387,3 +387,34 @@ def test_gpu_evaluations_run_one_at_a_time_locally_and_need_a_gpu_node_on_ray(tw
     assert problem.most == 1
     with pytest.raises(ValueError, match="no node of the Ray cluster has 1 CPUs and 1 GPUs"):
         Executor(problem, 2, 10.0, kind="ray")
+
+
+class DiesOnRequest:
+    """A problem whose evaluator process exits when the answer says "die": a worker crash, or what
+    Ray's memory monitor does to a worker it kills for memory."""
+
+    name, summary, record = "DiesOnRequest", "an evaluator that takes its process down", None
+    defaults = TrainerDefaults(model_kind="embedded")
+
+    def initial_state(self, rng: np.random.Generator) -> State:
+        return State(reward=0.0, is_initial=True)
+
+    def prompt(self, state: State) -> str:
+        return "live or die"
+
+    def evaluate(self, action: str, state: State) -> Evaluation:
+        if action == "die":
+            os._exit(1)
+        return Evaluation(reward=float(len(action)), valid=True, score=float(len(action)))
+
+
+def test_a_worker_process_that_dies_is_a_failed_rollout_and_the_pool_recovers(two_nodes: TwoNodes) -> None:
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    executor = Executor(DiesOnRequest(), 2, 30.0, kind="ray")
+    try:
+        died, lived = executor.evaluate([("die", State()), ("live", State())])
+        again = executor.evaluate([("again", State()), ("and again", State())])
+    finally:
+        executor.close()
+    assert not died.valid and "the Ray worker evaluating this was lost" in died.error
+    assert lived.valid and [e.reward for e in again] == [5.0, 9.0]
