@@ -44,7 +44,7 @@ class MLADecode(KernelProblem):
     env_id = "ttd/MLADecode-v0"
 
     def __init__(self, timing: bool = True, config: Literal["full", "small"] | None = None, gpu: str | int | None = None,
-                 timeout_s: float = 1200.0, reward_scale: float = 3000.0) -> None:
+                 timeout_s: float | None = None, reward_scale: float = 3000.0) -> None:
         super().__init__(timing=timing, timeout_s=timeout_s, gpu=gpu, reward_scale=reward_scale)
         config = config or ("full" if self.on_gpu else "small")
         if config not in ("full", "small"):

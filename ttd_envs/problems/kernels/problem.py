@@ -24,6 +24,10 @@ from ttd_envs.problems.kernels.harness import TASKS
 from ttd_envs.problems.kernels.timing import TimingRule, geometric_mean, speed_of_light_ns
 
 BOOTSTRAP = "from ttd_envs.problems.kernels.harness import run_submission\n"
+TIMED_TIMEOUT_S = 1200.0
+"""The leaderboards' limit for one evaluation (tests, warm-up and every timed benchmark)."""
+CHECK_TIMEOUT_S = 300.0
+"""Correctness only (timing=False): the small tests take seconds even under the interpreter."""
 GPU_HOST_MEMORY = 32 * GiB
 """Host memory of one GPU run, all its processes together (the sandbox's cgroup or init accounting);
 RLIMIT_AS is off there because a CUDA context reserves far more address space than it uses."""
@@ -96,7 +100,7 @@ class KernelProblem(PythonProgramProblem):
         Triton only on a GPU: its interpreter must be switched on before triton is first imported."""
         triton = ("triton",) if self.on_gpu else ()
         return ("numpy", "torch", *triton, "ttd_envs.problems.kernels.harness", TASKS[self.task])
-    def __init__(self, *, timing: bool, timeout_s: float, gpu: str | int | None, reward_scale: float) -> None:
+    def __init__(self, *, timing: bool, timeout_s: float | None, gpu: str | int | None, reward_scale: float) -> None:
         missing = kernel_stack_missing()
         if missing:
             raise RuntimeError(f"{self.env_id} needs {' and '.join(missing)}: pip install 'ttd[kernels]' "
@@ -108,6 +112,7 @@ class KernelProblem(PythonProgramProblem):
                                "correctness only (on the CPU it runs under Triton's interpreter)")
         if reward_scale <= 0:
             raise ValueError(f"reward_scale must be positive, got {reward_scale}")
+        timeout_s = timeout_s or (TIMED_TIMEOUT_S if timing else CHECK_TIMEOUT_S)
         super().__init__(ProgramBudget(budget_s=timeout_s * 0.9, timeout_s=timeout_s, cpus=1))
         self.timing = timing
         self.gpu = gpu
