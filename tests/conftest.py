@@ -184,3 +184,38 @@ def sandbox_in_mode(mode: str, **sandbox_kwargs: object) -> PrivilegedSandbox | 
     if os.geteuid() != 0:
         raise RuntimeError("the hostile suites create an unprivileged user and need root (as in CI)")
     return (PrivilegedSandbox if mode == "root" else UnprivilegedSandbox)(**sandbox_kwargs)
+
+
+def stray_processes(sandbox: Sandbox) -> list[int]:
+    """Processes below the zygote other than its ready spares (runner + init each); waits up to
+    10 s for the last run's runner and init to finish exiting."""
+    deadline = time.monotonic() + 10
+    while True:
+        tree = _descendants(sandbox._zygote.pid)
+        stray = [pid for pid, depth in tree.items() if depth > 2]
+        if (not stray and len(tree) <= 2 * (sandbox.spares + 1)) or time.monotonic() > deadline:
+            return stray + ([] if len(tree) <= 2 * (sandbox.spares + 1) else sorted(tree))
+        time.sleep(0.05)
+
+
+def _descendants(root: int) -> dict[int, int]:
+    """pid -> depth below `root` (1: its children)."""
+    children: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                ppid = int(handle.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    depths, todo = {}, [(root, 0)]
+    while todo:
+        pid, depth = todo.pop()
+        for child in children.get(pid, []):
+            depths[child] = depth + 1
+            todo.append((child, depth + 1))
+    return depths
+
+def sysv_segments() -> list[str]:
+    with open("/proc/sysvipc/shm") as handle:
+        return handle.read().splitlines()

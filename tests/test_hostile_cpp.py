@@ -8,7 +8,7 @@ import os
 import tempfile
 
 import pytest
-from conftest import SANDBOX_MODES, sandbox_in_mode
+from conftest import SANDBOX_MODES, sandbox_in_mode, stray_processes, sysv_segments
 
 import ttd_envs
 from ttd_envs.core import cgroups
@@ -37,9 +37,11 @@ def _judge(sandbox, source: str) -> tuple[str | None, list[tuple[str, str, float
 
 
 def judge(box, source: str) -> tuple[str | None, list[tuple[str, str, float]]]:
+    shm_before = sysv_segments()
     compile_error, results, mechanism = box.call(_judge, source)
     RAN.add((box.mode, mechanism))
-    assert cgroups.leftovers() == []
+    assert cgroups.leftovers() == [] and sysv_segments() == shm_before
+    assert box.call(stray_processes) == [], "a process of the run outlived it"
     return compile_error, results
 
 

@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import SANDBOX_MODES, sandbox_in_mode
+from conftest import SANDBOX_MODES, sandbox_in_mode, stray_processes, sysv_segments
 
 import ttd_envs
 from ttd_envs.core import cgroups
@@ -52,12 +52,15 @@ def _host_snapshot() -> dict[str, set[str]]:
 
 def run_attack(box, source: str, limits: Limits = LIMITS) -> SandboxResult:
     """Run `source` in `box`, record the mode and mechanism, and check the host kept nothing."""
-    before = _host_snapshot()
+    before, shm_before = _host_snapshot(), sysv_segments()
     result = box.call(_run, source, limits)
     RAN.add((box.mode, box.call(_mechanism)))
     assert _host_snapshot() == before, "the run left files on the host"
+    assert sysv_segments() == shm_before, "the run left SysV shared memory on the host"
+    assert box.call(stray_processes) == [], "a process of the run outlived it"
     assert cgroups.leftovers() == []
     return result
+
 
 
 def failed_with(result: SandboxResult, *messages: str) -> None:

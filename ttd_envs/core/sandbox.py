@@ -314,7 +314,8 @@ class Sandbox:
                 job["binary"] = len(extra)
                 extra.append(os.open(path, os.O_RDONLY))
             if self.use_cgroups:
-                group = cgroups.RunCgroup.create(limits.memory_bytes, limits.max_processes)
+                group = _run_cgroup(limits)
+            if group is not None:
                 job["cgroup_procs"] = list(range(len(extra), len(extra) + len(group.procs_fds)))
                 extra += group.procs_fds
                 group.procs_fds = []
@@ -513,6 +514,15 @@ def _past_cgroup_limit(group: cgroups.RunCgroup, limits: Limits) -> tuple[str | 
         return (f"memory limit exceeded: the run's processes, shared memory and /tmp files together passed "
                 f"{limits.memory_bytes / MiB:.0f} MiB; the run was killed"), False
     return None, False
+
+
+def _run_cgroup(limits: Limits) -> cgroups.RunCgroup | None:
+    """This run's cgroups, or None (init then accounts the run, and `isolation` says so)."""
+    try:
+        return cgroups.RunCgroup.create(limits.memory_bytes, limits.max_processes)
+    except OSError as exc:
+        log.warning("sandbox: could not create this run's cgroups (%s); init accounts the run instead", exc)
+        return None
 
 
 def _cgroups_available() -> bool:
