@@ -152,7 +152,8 @@ def test_our_package_cannot_be_imported_from_disk(box):
 
 def test_the_view_is_minimal_and_read_only(box):
     source = ("import os\ndef run():\n    denied = []\n"
-              "    for p in ('/usr/x', '/etc/x', '/x', '/dev/x', '/proc/x', '/work/x', '/run/lock/ttdmark'):\n"
+              "    for p in ('/usr/x', '/etc/x', '/x', '/dev/x', '/proc/x', '/work/x', '/run/lock/ttdmark',\n"
+              "              '/proc/sys/vm/drop_caches', '/proc/sysrq-trigger', '/proc/sys/kernel/hostname'):\n"
               "        try:\n            open(p, 'w').write('x')\n        except OSError:\n"
               "            denied.append(p)\n    return sorted(os.listdir('/')), denied, sorted(os.listdir('/etc'))\n")
     result = run_attack(box, source)
@@ -161,27 +162,30 @@ def test_the_view_is_minimal_and_read_only(box):
     assert set(top) <= {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "dev", "proc", "tmp",
                         "var", "root", "work", "home", "opt", "srv"}, top
     assert "passwd" not in etc and "shadow" not in etc
-    assert len(denied) == 7
+    assert len(denied) == 10
     assert not Path("/work/x").exists() and not Path("/x").exists()
 
 
-def test_host_unix_socket_is_unreachable(box, tmp_path):
-    path = f"/tmp/ttd-hostile-{os.getpid()}.sock"
+@pytest.mark.parametrize("kind", ["path", "abstract"])
+def test_host_unix_socket_is_unreachable(box, kind):
+    path = f"/tmp/ttd-hostile-{os.getpid()}.sock" if kind == "path" else f"\0ttd-hostile-{os.getpid()}"
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(path)
-    os.chmod(path, 0o777)
+    if kind == "path":
+        os.chmod(path, 0o777)
     listener.listen()
     listener.settimeout(0.1)
     try:
         source = ("import socket\ndef run():\n    s = socket.socket(socket.AF_UNIX)\n"
                   f"    s.connect({path!r})\n    return 'connected'\n")
         result = run_attack(box, source)
-        failed_with(result, "No such file or directory")
+        failed_with(result, "No such file or directory" if kind == "path" else "Connection refused")
         with pytest.raises(TimeoutError):
             listener.accept()
     finally:
         listener.close()
-        os.unlink(path)
+        if kind == "path":
+            os.unlink(path)
 
 
 def test_writable_places_are_private_and_gone(box):
