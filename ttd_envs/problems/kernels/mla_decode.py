@@ -92,6 +92,8 @@ class MLADecode(KernelProblem):
             "/ sqrt(192), softmax over the rows, weighted sum of v, heads concatenated and projected by W_o.",
             "The reference implementation (PyTorch; `rotate` is its RoPE):",
             "```python",
+            "ROPE_BASE = 10000.0",
+            "",
             function_source("mla_task", "rotate"),
             "",
             function_source("mla_task", "reference"),

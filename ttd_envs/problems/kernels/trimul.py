@@ -105,6 +105,8 @@ class TriMul(KernelProblem):
             "and the output is (LayerNorm over H of O, affine) ⊙ G, projected H → C by W_out: [B, N, N, C], fp32.",
             "The reference implementation (PyTorch, fp32, no TF32):",
             "```python",
+            "EPS = 1e-5",
+            "",
             function_source("trimul_task", "reference"),
             "```",
             "",
