@@ -333,23 +333,28 @@ CLOCK_BOUND = ("```python\nimport time\nimport numpy as np\n\ndef run_packing():
                "    return centers, np.full(26, (0.5 + 0.5 * x) / 12), 0.0\n```")
 
 
-def test_a_clock_bound_program_has_the_same_distribution_through_ray(two_nodes: TwoNodes) -> None:
+def test_a_clock_bound_program_has_the_same_distribution_and_sandbox_through_ray(two_nodes: TwoNodes) -> None:
     """A program whose outcome depends on its entropy and on the clock: 16 runs locally and 16
-    through Ray are two samples of one distribution (two-sample Kolmogorov-Smirnov, p > 0.001)."""
+    through Ray are two samples of one distribution (two-sample Kolmogorov-Smirnov, p > 0.001),
+    and on the worker node it ran under the same sandbox isolation as here."""
     from scipy.stats import ks_2samp
 
     problem = make_problem("ttd/CirclePacking26-v0", budget_s=5, timeout_s=10)
     jobs = [(CLOCK_BOUND, State())] * 16
     local, remote = Executor(problem, 2, 30.0), Executor(problem, 2, 30.0, kind="ray")
     try:
-        here, there = [[e.score for e in executor.evaluate(jobs)] for executor in (local, remote)]
+        runs = [executor.evaluate(jobs) for executor in (local, remote)]
     finally:
         local.close()
         remote.close()
         problem.close()
+    here, there = [[e.score for e in evaluations] for evaluations in runs]
     assert None not in here + there
     assert len(set(here)) > 12 and len(set(there)) > 12, "the program should not repeat its outcome"
     assert ks_2samp(here, there).pvalue > 1e-3
+    isolation = [{step for step in evaluations[0].details["sandbox"]["isolation"] if not step.startswith("private uid")}
+                 for evaluations in runs]
+    assert isolation[1] and isolation[0] == isolation[1]
 
 
 class TimedOnGPU:
