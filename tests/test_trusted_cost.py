@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from ttd_envs.answers import extract_answer
+from ttd_envs.answers import AnswerJudge, extract_answer
 from ttd_envs.core import wire
 from ttd_envs.core.judge import WrongAnswer
 from ttd_envs.core.parsing import extract_code_block
@@ -94,3 +94,16 @@ def test_an_oversized_result_is_cut_at_the_problem_cap_without_trusted_memory() 
     (evaluation,) = evaluations
     assert not evaluation.valid and "result" in evaluation.error, evaluation.error
     assert growth < 64, f"the trusted side grew by {growth:.0f} MiB"
+
+
+def test_a_math_answer_gets_one_symbolic_budget_in_total() -> None:
+    """Twelve powers that each run sympy into its time limit used to cost the limit twelve times
+    over (plus a worker restart each): 18 s for six of them. Now the answer has one budget."""
+    judge = AnswerJudge(timeout_s=1.0)
+    judge.warm_up()
+    answer = ", ".join(f"99999**999999{i:02d}" for i in range(12))
+    try:
+        assert seconds(lambda: judge.vote_key(answer)) < 4.0
+        assert judge.vote_key(answer)[0] == "text"
+    finally:
+        judge.close()

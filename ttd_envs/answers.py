@@ -33,6 +33,7 @@ import select
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -41,7 +42,9 @@ from typing import Any, Literal
 logger = logging.getLogger(__name__)
 
 MAX_ANSWER_CHARS = 1000
-"""Longer 'answers' are kept as raw strings: never parsed, never evaluated."""
+"""Longer 'answers' are kept as raw strings: never parsed, never evaluated, never cached."""
+CACHE_ENTRIES = 100_000
+"""The judge's key cache is emptied when it reaches this many answers (at most ~100 MB)."""
 
 # ---------------------------------------------------------------------------------------------
 # Extraction
@@ -446,12 +449,12 @@ class _SymbolicWorker:
                     stream.close()
         self._process = None
 
-    def evaluate(self, source: str) -> tuple[tuple[str, ...], tuple[tuple[float, float], ...]] | None:
+    def evaluate(self, source: str, timeout_s: float) -> tuple[tuple[str, ...], tuple[tuple[float, float], ...]] | None:
         """(free symbols, values at the points) of `source`, or None if it has no value or took
         longer than `timeout_s`."""
         with self._lock:
             self._ensure_started()
-            return self._request(source, self.timeout_s)
+            return self._request(source, timeout_s)
 
     def _ensure_started(self) -> None:
         """Start the worker if needed; importing sympy gets its own generous limit, not the request's."""
@@ -523,7 +526,7 @@ class AnswerJudge:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.symbolic = symbolic
         self._worker = _SymbolicWorker(timeout_s, memory_bytes, secret_points())
-        self._cache: dict[str, VoteKey] = {}
+        self._cache: dict[str, VoteKey] = {}  # canonical forms of at most MAX_ANSWER_CHARS
         self._lock = threading.Lock()
 
     @property
@@ -547,19 +550,24 @@ class AnswerJudge:
         if cached is not None:
             return cached
         key = self._compute_key(canonical)
-        with self._lock:
-            self._cache[canonical] = key
+        if len(canonical) <= MAX_ANSWER_CHARS:
+            with self._lock:
+                if len(self._cache) >= CACHE_ENTRIES:
+                    self._cache.clear()
+                self._cache[canonical] = key
         return key
 
     def _compute_key(self, canonical: str) -> VoteKey:
         if not self.symbolic or len(canonical) > MAX_ANSWER_CHARS:
             number = _exact_number(canonical)
             return ("value", _exact_value(number)) if number is not None else ("text", canonical)
-        value = self._value(canonical)
+        value = self._value(canonical, time.monotonic() + self.timeout_s)
         return ("text", canonical) if value is None else ("value", value)
 
-    def _value(self, canonical: str) -> Any:
-        """A hashable value for a canonical answer (nested for structures), or None if not computable."""
+    def _value(self, canonical: str, deadline: float) -> Any:
+        """A hashable value for a canonical answer (nested for structures), or None if not computable.
+        All symbolic work on one answer shares one `timeout_s` budget that ends at `deadline`: a set
+        of 60 expressions that each run sympy to the limit would otherwise cost minutes."""
         number = _exact_number(canonical)
         if number is not None:
             return _exact_value(number)
@@ -569,7 +577,7 @@ class AnswerJudge:
             return None  # a word, not a product of symbols: "evelyn" must not equal "evenly"
         union = _split_top_level_word(canonical, "\\cup")
         if len(union) > 1:
-            parts = [self._value(part) for part in union]
+            parts = [self._value(part, deadline) for part in union]
             return None if None in parts else ("union", tuple(sorted(parts, key=repr)))
         if canonical.count("\\pm") == 1 and "," not in canonical:
             canonical = "set:" + ",".join(_expand_pm(canonical))
@@ -578,7 +586,8 @@ class AnswerJudge:
             structure = "set"
         if not structure:
             source = latex_to_source(canonical)
-            fingerprint = self._worker.evaluate(source) if source is not None else None
+            left = deadline - time.monotonic()
+            fingerprint = self._worker.evaluate(source, left) if source is not None and left > 0 else None
             if fingerprint is None:
                 return None
             symbols, values = fingerprint
@@ -586,7 +595,7 @@ class AnswerJudge:
             return ("in", symbols, rounded) if symbols else rounded
         if structure == "set":
             items = [x for item in items for x in _expand_pm(item)]
-        values = [self._value(item) for item in items]
+        values = [self._value(item, deadline) for item in items]
         if None in values:
             return None
         if structure == "set":
