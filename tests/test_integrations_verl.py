@@ -19,6 +19,7 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from verl import DataProto  # noqa: E402
 from verl.trainer.ppo.core_algos import get_adv_estimator_fn  # noqa: E402
+from verl.trainer.ppo.ray_trainer import compute_advantage  # noqa: E402
 from verl.trainer.ppo.reward import load_reward_manager  # noqa: E402
 
 from ttd_agent.integrations.verl import ESTIMATOR, VOTE_MANAGER, compute_ttd_entropic_advantage  # noqa: E402
@@ -40,7 +41,10 @@ def test_registry_returns_our_estimator_and_it_matches_the_objective():
     mask[:, 5:] = torch.as_tensor(rng.integers(0, 2, size=(len(flat), 2)), dtype=torch.float32)
     token_rewards = torch.zeros(len(flat), length, dtype=torch.float64)
     token_rewards[:, 4] = torch.as_tensor(flat)  # the outcome reward sits on one token
-    advantages, returns = get_adv_estimator_fn(ESTIMATOR)(token_rewards, mask, index[order])
+    data = DataProto.from_dict(tensors={"token_level_rewards": token_rewards, "response_mask": mask},
+                               non_tensors={"uid": index[order]})
+    data = compute_advantage(data, adv_estimator=ESTIMATOR)  # the trainer's own call (v1 delegates to it)
+    advantages, returns = data.batch["advantages"], data.batch["returns"]
     expected = np.concatenate([group_advantages(g, "entropic-adaptive")[0] for g in groups])[order]
     np.testing.assert_allclose(advantages[:, 0].numpy(), expected, rtol=1e-12, atol=1e-12)
     assert torch.equal(advantages, returns)

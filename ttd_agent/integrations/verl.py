@@ -39,10 +39,11 @@ VOTE_MANAGER = "ttd_majority_vote"
 @register_adv_est(ESTIMATOR)
 def compute_ttd_entropic_advantage(token_level_rewards: torch.Tensor, response_mask: torch.Tensor,
                                    index: np.ndarray, epsilon: float = 1e-6, norm_adv_by_std_in_grpo: bool = True,
-                                   config: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+                                   config: Any = None, **unused: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Adaptive-beta entropic advantages per group (`index` = verl's uid), one scalar per response
-    spread over its tokens. `epsilon` and `norm_adv_by_std_in_grpo` are GRPO's knobs: unused (the
-    adaptive beta already makes the advantages invariant to r -> a*r + b)."""
+    spread over its tokens. `epsilon`, `norm_adv_by_std_in_grpo` and whatever else verl passes
+    (e.g. `reward_baselines`) are other estimators' knobs: unused (the adaptive beta already makes
+    the advantages invariant to r -> a*r + b)."""
     with torch.no_grad():
         scores = token_level_rewards.sum(dim=-1).detach().to("cpu", torch.float64).numpy()
         advantages = np.zeros_like(scores)
