@@ -186,7 +186,8 @@ class CirclePacking26(CirclePacking):
     summary = "Circle packing: 26 circles in the unit square with the largest sum of radii"
     n = 26
     record_file = "our_best_circles.json"
-    record = Record(2.6359773947542573, "TTT-Discover repository artifact (our_best_circles.json)", True)
+    record = Record(2.63598308, "ThetaEvolve, arXiv 2511.23473, Nov 2025; initial='record' ships the TTT-Discover "
+                    "packing, 2.6359773948", True)
     target = 2.636
 
 
@@ -197,5 +198,6 @@ class CirclePacking32(CirclePacking):
     summary = "Circle packing: 32 circles in the unit square with the largest sum of radii"
     n = 32
     record_file = "cp32_generated_from_new_our_best_32.json"
-    record = Record(2.93957249964032, "TTT-Discover repository program new_our_best_32.py, run by us", True)
+    record = Record(2.93957249964032, "TTT-Discover repository program new_our_best_32.py, run by us; "
+                    "AlphaEvolve published 2.937", True)
     target = 2.940
