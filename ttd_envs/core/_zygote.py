@@ -410,7 +410,10 @@ def main() -> None:
     config = json.loads(sys.argv[2])
     importlib.import_module("ttd_envs.core.wire")
     for module in config["preload"]:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - a program naming it then fails with the import error
+            pass
     grants = config["grants"]
     plan = _confine.plan_view(tuple(grants["read_only_paths"]), tuple(grants["devices"]), grants["writable_cache"],
                               config["cache_dir"], tuple(config["private_packages"]))
