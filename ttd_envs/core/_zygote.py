@@ -148,13 +148,13 @@ def _run_python(job: dict, workdir: str, inputs: dict) -> None:
     module = types.ModuleType("program")
     module.__file__ = path
     module.__dict__.update(inputs)
-    for alias, target in job.get("preset_modules", {}).items():
-        module_name, _, attribute = target.partition(":")
-        imported = importlib.import_module(module_name)
-        module.__dict__[alias] = getattr(imported, attribute) if attribute else imported
     sys.modules["program"] = module
     sys.path.insert(0, workdir)
     try:
+        for alias, target in job.get("preset_modules", {}).items():
+            module_name, _, attribute = target.partition(":")
+            imported = importlib.import_module(module_name)
+            module.__dict__[alias] = getattr(imported, attribute) if attribute else imported
         exec(compile(job["source"], path, "exec"), module.__dict__)  # noqa: S102 - the sandbox's purpose
         entry = module.__dict__.get(job["entry"])
         if not callable(entry):
