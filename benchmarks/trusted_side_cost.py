@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 from benchmarks._report import markdown_table, write_section
-from ttd_envs.answers import extract_answer
+from ttd_envs.answers import AnswerJudge, extract_answer
 from ttd_envs.core import wire
 from ttd_envs.core.judge import WrongAnswer
 from ttd_envs.core.parsing import extract_code_block
@@ -143,6 +143,13 @@ def main() -> None:
     rows.append(row("MathVote / MathAnswer", "extract answer", "400 KB of unclosed \\boxed{",
                     "linear (no copies)", best_of(r, lambda: extract_answer(boxes, "last_number")),
                     best_of(1, lambda: old_extract_boxed(boxes))))
+    judge = AnswerJudge()
+    judge.warm_up()
+    slow = ", ".join(f"99999**999999{i:02d}" for i in range(50))
+    rows.append(row("MathVote / MathAnswer", "judge answer", f"{len(slow)}-char set of 50 powers sympy cannot finish",
+                    f"one {judge.timeout_s:g} s symbolic budget per answer", best_of(1, lambda: judge.vote_key(slow)),
+                    None))
+    judge.close()
     rows.append(row("LABS", "parse answer", "400 KB answer", "refused past 100,000 characters",
                     best_of(r, lambda: parse_answer("+" * MAX_ACTION_CHARS, 64)), None))
 
