@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up, then run the whole test suite. pytest's exit code 5 (no test ran) counts as a failure.
 source "$(dirname "$0")/_venv.sh"
-install_project "agent,bio,kernels,ray,test,integrations"
+install_project "agent,bio,kernels,ray,sinks,test,integrations"
 # verl without its pins (they would downgrade transformers); the verl extra brings what ttd's verl
 # adapter uses (docs/integrations.md). No test of an installed framework is skipped.
 python -m pip install -q --no-deps "verl==0.9.1"

@@ -31,6 +31,7 @@ from ttd_agent.plots import plot_best_so_far, plot_reward_distribution
 from ttd_agent.policy.base import LossConfig, Policy, Sample, TrainItem
 from ttd_agent.puct import StateBuffer, same_solution
 from ttd_agent.rundir import RunDir, write_json_atomic
+from ttd_agent.sinks import check_sinks, make_sinks
 from ttd_agent.runconfig import reconcile_resume
 from ttd_envs.core.problem import EmbeddedSpec, Evaluation
 from ttd_envs.core.state import State
@@ -87,6 +88,8 @@ class DiscoveryConfig:
     """LLM policy and engine settings that differ from `LLMSettings`' defaults (policy/settings.py)."""
     overlap: bool = True
     """Evaluate each answer as soon as it is sampled, while the rest are still sampling."""
+    sinks: list[str] = field(default_factory=list)
+    """Where each step's metrics also go, beside metrics.jsonl: "tensorboard", "wandb" (offline)."""
     embedded: dict[str, Any] = field(default_factory=dict)
     """Overrides of the embedded policy's config (d_model, n_layer, ...)."""
     edit_prior: bool = True
@@ -234,6 +237,7 @@ class DiscoveryTrainer:
         self.problem = make_problem(config.env, **config.env_kwargs)
         self.config = resolve(config, self.problem)
         resuming = resume and self.run_dir.latest_checkpoint() is not None
+        check_sinks(self.config.sinks)  # before anything is loaded or written
         self.policy = policy if policy is not None else build_policy(self.config, self.problem,
                                                                     teach_prior=not resuming)
         self.compact = self.config.model == "embedded"
@@ -252,6 +256,7 @@ class DiscoveryTrainer:
             self.best = self.buffer.best()
             if self.best.reward is not None:
                 self.best_curve.append((0, float(self.best.reward)))
+        self.sinks = make_sinks(self.config.sinks, self.run_dir.path, asdict(self.config))
 
     # -- set-up and resume ---------------------------------------------------------------------
     def _initial_buffer(self) -> StateBuffer:
@@ -321,6 +326,8 @@ class DiscoveryTrainer:
         row["unchanged_fraction"] = float(unchanged.mean())
         rollouts = self._rollout_rows(starts, groups, evaluations)
         self.run_dir.log_step(row, rollouts)
+        for sink in self.sinks:
+            sink.log(self.step, row)
         if improved:  # before the checkpoint: best.json is never staler than the last checkpoint
             self._write_best()
         if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
@@ -465,6 +472,9 @@ class DiscoveryTrainer:
 
     def close(self) -> None:
         self.executor.close()
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
         close = getattr(self.problem, "close", None)
         if callable(close):
             close()
