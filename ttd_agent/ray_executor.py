@@ -57,7 +57,8 @@ def import_ray() -> Any:
 
 def connect(address: str | None) -> bool:
     """Join the cluster at `address` ("auto", "host:port", or None for $RAY_ADDRESS, else a new
-    local cluster). True when this call started Ray (and `close` should stop it)."""
+    local cluster). True when this call initialised Ray in this process, so the executor shuts it
+    down when it closes: a local cluster it started stops; from a remote one it only disconnects."""
     ray = import_ray()
     if ray.is_initialized():
         return False
