@@ -192,3 +192,16 @@ def test_a_full_disk_or_a_read_only_run_dir(tmp_path, options, expected):
     lines = error_lines(done)
     assert len(lines) == 1 and expected in lines[0], done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_ttrl_resume_refuses_flags_it_would_ignore(capsys, tmp_path):
+    line = one_error_line(capsys, ["train", "--method", "ttrl", "--run-dir", str(tmp_path), "--resume",
+                                   "--steps", "3", "--lr", "0.1", "--votes", "4"])
+    assert "takes only --steps" in line and "--lr, --votes" in line
+
+
+def test_the_summary_shows_the_record_as_a_reward(capsys, tmp_path):
+    assert main(["train", *TINY_LABS, "--steps", "1", "--run-dir", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "record (score)" in out and "record (reward)" in out and "best reward" in out
+    assert all(len(line) <= 80 for line in out.splitlines())

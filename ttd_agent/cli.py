@@ -280,6 +280,8 @@ def _rollout_outcomes(trainer: Any, top: int = 2) -> tuple[int, list[tuple[str, 
 
 def print_summary(trainer: Any, best: Any) -> None:
     """What the run found, in the problem's metric beside the reward the plots show."""
+    from ttd_envs.core.problem import record_reward
+
     problem, run = trainer.problem, trainer.run_dir.path
     found = best is not None and best.reward is not None and not best.is_initial
     table = Table(title=f"{escape(trainer.config.env)}: after {trainer.samples} samples", show_header=False,
@@ -299,6 +301,8 @@ def print_summary(trainer: Any, best: Any) -> None:
         table.add_row("its score", f"{best.score:.10g} (the problem's own metric)")
     if problem.record is not None:
         table.add_row("record (score)", escape(problem.record.describe()))
+        if (target := record_reward(problem)) is not None:
+            table.add_row("record (reward)", f"{target:.10g} (the line in best_so_far.png)")
         if found and best.score is not None:
             gap = best.score - problem.record.score
             beaten = gap > 0 if problem.record.higher_is_better else gap < 0
@@ -312,9 +316,18 @@ def print_summary(trainer: Any, best: Any) -> None:
     console.print(table)
 
 
-def train_ttrl(args: argparse.Namespace) -> int:
+TTRL_RESUME_FLAGS = frozenset({"steps", "run_dir", "resume", "method", "config"})
+"""What `--resume` of a TTRL run takes from the command line; the rest comes from its config.json."""
+
+
+def train_ttrl(args: argparse.Namespace, given: set[str]) -> int:
     from ttd_agent.ttrl_trainer import cli_main
 
+    refused = sorted(given - TTRL_RESUME_FLAGS) if args.resume else []
+    if refused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in refused)
+        raise ValueError(f"--resume of a TTRL run continues its saved configuration and takes only --steps; "
+                         f"drop {flags}, or start a new run in another --run-dir")
     return cli_main(args, console, _progress)
 
 
@@ -390,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "best":
             return show_best(args.run_dir)
         if args.method == "ttrl":
-            return train_ttrl(args)
+            return train_ttrl(args, given)
         return train_discovery(args, given)
     except KeyboardInterrupt:
         console.print("interrupted: continue with the same command and --resume", highlight=False)

@@ -33,7 +33,7 @@ from ttd_agent.puct import StateBuffer, same_solution
 from ttd_agent.rundir import RunDir, write_json_atomic
 from ttd_agent.sinks import check_sinks, make_sinks
 from ttd_agent.runconfig import reconcile_resume
-from ttd_envs.core.problem import EmbeddedSpec, Evaluation
+from ttd_envs.core.problem import EmbeddedSpec, Evaluation, record_reward
 from ttd_envs.core.state import State
 from ttd_envs.registration import make_problem
 
@@ -451,7 +451,8 @@ class DiscoveryTrainer:
                                  f"{self.config.env}: rewards per step")
         samples, best = zip(*self.best_curve) if self.best_curve else ((0,), (float("nan"),))
         plot_best_so_far({"best so far": (list(samples) + [self.samples], list(best) + [best[-1]])},
-                         self.run_dir.plots / "best_so_far.png", f"{self.config.env}: best reward vs samples")
+                         self.run_dir.plots / "best_so_far.png", f"{self.config.env}: best reward vs samples",
+                         target=record_reward(self.problem), target_label="record (as a reward)")
 
     def run(self, on_step: Callable[[StepResult], None] | None = None) -> State:
         """Train until `steps`; returns the best state found. Safe to interrupt: --resume continues."""

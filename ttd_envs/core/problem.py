@@ -96,6 +96,17 @@ class Evaluation:
                    details=dict(details or {}))
 
 
+def record_reward(problem: Any) -> float | None:
+    """The record in reward units (what training curves show), for problems with `reward_for`."""
+    record, convert = getattr(problem, "record", None), getattr(problem, "reward_for", None)
+    if record is None or not callable(convert):
+        return None
+    try:
+        return float(convert(record.score))
+    except (ArithmeticError, TypeError, ValueError):
+        return None
+
+
 @runtime_checkable
 class Problem(Protocol):
     """A discovery problem. Implementations are plain classes; `DiscoveryEnv` wraps any of them.

@@ -331,6 +331,10 @@ class LABS:
 
     # -- prompts ---------------------------------------------------------------------------------
 
+    def reward_for(self, score: float) -> float:
+        """The reward of energy `score`: the merit factor N²/(2E)."""
+        return merit_factor(self.n, score)
+
     def compact_prompt(self, state: State) -> str:
         """What the embedded policy sees: the current sequence as '+'/'-' ("" when there is none)."""
         return _construction_string(state.construction) or ""
