@@ -22,6 +22,7 @@ MAX_HEADER_BYTES = 1 << 20
 """Arrays travel as blobs and lists of more than 64 numbers become arrays, so a header holds only
 structure and scalars: kilobytes. The cap bounds the trusted side's JSON work (under a second)."""
 MAX_DEPTH = 32
+_NPY_HEADER_BYTES = 1 << 17  # a .npy header of format 1.0 is at most 64 KiB; ours are ~128 bytes
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
@@ -86,8 +87,9 @@ def encode_error(message: str) -> bytes:
 
 def _load_array(blob: memoryview) -> np.ndarray:
     """One `.npy` blob as a numeric array; the header is checked against the blob's length before
-    anything is allocated (np.load would trust a header that claims 10^12 elements)."""
-    stream = io.BytesIO(blob)
+    anything is allocated (np.load would trust a header that claims 10^12 elements). Only the
+    header is read through a stream; the data is copied once, straight into the array."""
+    stream = io.BytesIO(blob[:_NPY_HEADER_BYTES])
     try:
         version = np.lib.format.read_magic(stream)
         if version == (1, 0):
@@ -180,8 +182,9 @@ def _decode(data: bytes | bytearray | memoryview) -> tuple[Any, str | None]:
 def decode(data: bytes | bytearray | memoryview) -> tuple[Any, str | None]:
     """Parse a message from an untrusted program: (value, error). Raises WireError, and only
     WireError, for anything malformed: wrong lengths, a header over MAX_HEADER_BYTES, junk JSON,
-    deep nesting, integers beyond 64 bits, non-numeric or lying `.npy` headers. Values are numbers, strings, None, lists,
-    tuples, dicts with string keys and numeric numpy arrays, nested at most MAX_DEPTH deep."""
+    deep nesting, integers beyond 64 bits, non-numeric or lying `.npy` headers. Values are
+    numbers, strings, None, lists, tuples, dicts with string keys and numeric numpy arrays,
+    nested at most MAX_DEPTH deep."""
     try:
         return _decode(data)
     except WireError:
