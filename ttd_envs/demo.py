@@ -7,9 +7,10 @@ Shows a record reproduced, an ordinary construction, and hostile or wrong answer
 
 from __future__ import annotations
 
+import textwrap
+
 import gymnasium as gym
 from rich.console import Console
-from rich.table import Table
 
 import ttd_envs  # noqa: F401 - registers the ids
 
@@ -27,23 +28,27 @@ CANDIDATES = {
 
 
 def main() -> None:
-    console = Console()
+    """One line per answer (and its message, wrapped, below it): fits an 80-column terminal."""
+    console = Console(highlight=False)
     env = gym.make("ttd/ErdosOverlap-v0", initial="record", budget_s=3, timeout_s=5)
-    table = Table(title="ttd/ErdosOverlap-v0 on built-in answers (lower C5 is better; reward = 1/C5)")
-    for column in ("answer", "valid", "C5", "reward", "program time (s)", "message"):
-        table.add_column(column)
+    console.print("[bold]ttd/ErdosOverlap-v0 on built-in answers[/] (lower C5 is better; reward = 1/C5)\n")
+    console.print(f"{'answer':<28} {'valid':<6} {'C5':<15} {'reward':<9} program time")
     try:
         for label, code in CANDIDATES.items():
             env.reset(seed=0)
             answer = "I have no program." if code is None else f"```python\n{code}\n```"
             _, reward, _, _, info = env.step(answer)
             score = "-" if info["score"] is None else f"{info['score']:.12f}"
-            message = (info["error"] or "ok").splitlines()[-1][:70]
-            table.add_row(label, str(info["valid"]), score, f"{reward:.6f}", f"{info['elapsed_s']:.2f}", message)
+            valid = "yes" if info["valid"] else "no"
+            console.print(f"{label:<28} {valid:<6} {score:<15} {reward:<9.6f} {info['elapsed_s']:.2f} s", markup=False)
+            if info["error"]:
+                message = [line.strip() for line in info["error"].splitlines() if line.strip()][-1]  # not a traceback
+                console.print(textwrap.fill(message, width=min(console.width, 80), initial_indent="    ",
+                                            subsequent_indent="    ", max_lines=3), markup=False)
     finally:
         env.unwrapped.problem.close()
-    console.print(table)
-    console.print(f"Record to beat: C5 = {ttd_envs.make_problem('ttd/ErdosOverlap-v0').record.describe()}")
+    record = ttd_envs.make_problem("ttd/ErdosOverlap-v0").record.describe()
+    console.print(f"\nRecord to beat: C5 = {record}", markup=False)
 
 
 if __name__ == "__main__":
