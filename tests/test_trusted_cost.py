@@ -9,6 +9,7 @@ import textwrap
 import time
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 
 from ttd_envs.answers import AnswerJudge, extract_answer
@@ -107,3 +108,15 @@ def test_a_math_answer_gets_one_symbolic_budget_in_total() -> None:
         assert judge.vote_key(answer)[0] == "text"
     finally:
         judge.close()
+
+
+def test_a_result_in_a_writable_buffer_is_decoded_without_copying_its_arrays() -> None:
+    """The trusted side's own buffer is the only copy of a large result: arrays are views of it
+    (blobs start aligned; one after an odd-sized blob would be copied)."""
+    prediction = np.random.default_rng(0).random((500, 2000))
+    message = bytearray(wire.encode((prediction, 0.5, prediction.T)))
+    value, _ = wire.decode(message)
+    arrays = [v for v in value if isinstance(v, np.ndarray)]
+    assert all(np.shares_memory(a, np.frombuffer(message, np.uint8)) for a in arrays)
+    assert np.array_equal(arrays[0], prediction) and np.array_equal(arrays[1], prediction.T)
+    assert not np.shares_memory(wire.decode(bytes(message))[0][0], prediction)  # bytes: one copy

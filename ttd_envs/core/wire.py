@@ -73,6 +73,7 @@ def encode(value: Any) -> bytes:
     if len(header) > MAX_HEADER_BYTES:
         raise WireError(f"the return value's structure takes {len(header)} bytes of JSON (at most {MAX_HEADER_BYTES}); "
                         "return bulk data as numpy arrays, not as nested lists, dicts or strings")
+    header += b" " * (-(_HEADER.size + len(header)) % 64)  # blobs start aligned: decoded without a copy
     return _HEADER.pack(len(header)) + header + b"".join(blobs)
 
 
@@ -88,7 +89,8 @@ def encode_error(message: str) -> bytes:
 def _load_array(blob: memoryview) -> np.ndarray:
     """One `.npy` blob as a numeric array; the header is checked against the blob's length before
     anything is allocated (np.load would trust a header that claims 10^12 elements). Only the
-    header is read through a stream; the data is copied once, straight into the array."""
+    header is read through a stream. The data is copied once into the array, or not at all when
+    the message is a writable buffer (a bytearray) and the data happens to be aligned."""
     stream = io.BytesIO(blob[:_NPY_HEADER_BYTES])
     try:
         version = np.lib.format.read_magic(stream)
@@ -109,8 +111,8 @@ def _load_array(blob: memoryview) -> np.ndarray:
     if count * dtype.itemsize != len(body):
         raise WireError(f"malformed array in result: shape {shape} of {dtype} needs {count * dtype.itemsize} "
                         f"bytes, the blob holds {len(body)}")
-    array = np.frombuffer(body, dtype=dtype, count=count)
-    return array.reshape(shape, order="F" if fortran_order else "C").copy(order="K")
+    array = np.frombuffer(body, dtype=dtype, count=count).reshape(shape, order="F" if fortran_order else "C")
+    return array.copy(order="K") if body.readonly or not array.flags.aligned else array
 
 
 def _untree(node: Any, arrays: list[np.ndarray], depth: int) -> Any:
