@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 from ttd_envs.core.program_problem import InvalidConstruction
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     record = problem_class(args.env_id).record
     print(f"{args.env_id}: valid construction from {args.file}")
     if record is not None:
-        print(f"record: {record.describe()}")
+        print(textwrap.fill(f"record: {record.describe()}", width=80, subsequent_indent="    "))
     print(repr(score))
     return 0
 
