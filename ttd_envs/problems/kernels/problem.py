@@ -9,6 +9,7 @@ plain numbers; the score is recomputed here from those numbers, never taken from
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib
 import os
 from dataclasses import dataclass
@@ -117,6 +118,8 @@ class KernelProblem(PythonProgramProblem):
         self.timing = timing
         self.gpu = gpu
         self.reward_scale = reward_scale
+        if not self.on_gpu:  # the interpreter runs on the CPU: no executor should wait for a GPU
+            self.defaults = dataclasses.replace(self.defaults, gpus_per_eval=0)
 
     # -- what subclasses provide -------------------------------------------------------------
     def plan(self) -> HarnessPlan:
