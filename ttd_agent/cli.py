@@ -197,7 +197,7 @@ def _check_toml_value(path: str, action: argparse.Action, value: Any) -> None:
 
 # -- train ----------------------------------------------------------------------------------------
 def _progress() -> Progress:
-    return Progress(TextColumn("[bold]step"), MofNCompleteColumn(), BarColumn(bar_width=20),
+    return Progress(TextColumn("[bold]step"), MofNCompleteColumn(), BarColumn(bar_width=10),
                     TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"),
                     TimeRemainingColumn(), console=console)
 
