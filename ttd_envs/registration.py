@@ -75,7 +75,10 @@ def problem_class(env_id: str) -> Any:
         except (ImportError, AttributeError) as exc:
             raise KeyError(f"cannot load the Problem class {env_id!r}: {exc}") from exc
     for entry in ENVS:
-        if entry.env_id == env_id and not entry.vector_env:
+        if entry.env_id == env_id and entry.vector_env:
+            raise KeyError(f"{env_id} is a vector env of majority votes: train on it with --method ttrl, "
+                           f"or make it with gymnasium.make_vec")
+        if entry.env_id == env_id:
             return load_target(entry.target)
     known = ", ".join(e.env_id for e in ENVS if not e.vector_env)
     raise KeyError(f"unknown discovery env id {env_id!r}; known ids: {known}")
