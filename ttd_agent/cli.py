@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sampler", choices=("hf", "vllm", "openai"), default="hf",
                        help="LLM sampling: own loop, vLLM on this GPU, or an OpenAI-compatible --base-url "
                             "(see docs/llm.md)")
+    train.add_argument("--sink", dest="sinks", action="append", choices=("tensorboard", "wandb"), default=[],
+                       help="also write metrics to TensorBoard or W&B (offline), beside metrics.jsonl (repeatable)")
     train.add_argument("--seed", type=int, default=0, help="seed of the policy, the sampler and the buffer")
     train.add_argument("--run-dir", default=None,
                        help="where the run is written (default: runs/<name>-seed<seed>, e.g. runs/LABS-v0-seed0; "
