@@ -1,137 +1,278 @@
-"""The experiment: does test-time training find better LABS sequences than sampling the same policy?
+"""The experiment: does test-time training find better LABS sequences than search at equal evaluations?
 
-    python -m benchmarks.labs_ablation [--n 32] [--steps 40] [--seeds 0 1 2] [--write]
+    python -m benchmarks.labs_ablation [--n 32] [--budgets 5120 100000] [--policy-budget 5120]
+                                       [--seeds 0 1 2 3 4] [--cache DIR] [--write]
 
-Four configurations, equal sample budgets (steps x groups x group size), the embedded policy:
-  TTT                 adaptive entropic objective + PUCT reuse (the method)
-  best-of-N           the untrained policy sampled the same number of times (no update, no reuse)
-  mean, no reuse      mean-baseline policy gradient from the initial state only
-  entropic, no reuse  adaptive entropic objective from the initial state only
-plus PUCT reuse without updates (what the buffer search alone does with the frozen prior) and, for scale, uniform random search over all 2^N sequences with the same budget (no policy).
-The embedded policy starts from its edit prior (near-copies of the state it is shown; see
-`teach_edit_prior`), so best-of-N samples near-copies of the initial state.
-Reports the best energy found (mean ± sd over seeds; lower is better, E* is the proven optimum),
-the merit factor, and the samples each run needed to reach a threshold energy. With --write the
-table goes to docs/results.md and the best-so-far plot to docs/results_labs.png.
+Every configuration is charged the same way: one evaluation per scored sequence (a policy
+sample, a random draw, a start of a local search, each neighbour of a scan of N flips).
+
+Embedded-policy configurations (steps x groups x group size samples, `--policy-budget` in all):
+  TTT                 adaptive entropic objective + PUCT reuse (the method, the env's defaults)
+  best-of-N           the untrained policy sampled at the initial states (no update, no reuse)
+  mean, no reuse      mean-baseline policy gradient from the initial states only
+  entropic, no reuse  adaptive entropic objective from the initial states only
+  PUCT reuse, no update  the buffer search alone with the frozen prior
+No policy: PUCT reuse with uniform random flips (the buffer search of TTT with a parameter-free
+proposal, cheap enough to run to the largest budget); classic search (`ttd_agent.classic_search`):
+steepest-descent hill climbing and tabu search, both with random restarts; uniform random search.
+
+Each run is read at every budget from its best-so-far curve (a run is deterministic given its
+seed, so its first B evaluations are exactly a run of budget B). A policy configuration run to
+`--policy-budget` has no entry at larger budgets. With `--cache DIR` every finished run is kept
+as JSON and reused, so seeds can be run by separate processes and gathered by a last call. With
+--write the tables go to docs/results.md and the best-so-far plot to docs/results_labs.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from benchmarks._report import markdown_table, write_section
-from ttd_agent.plots import plot_best_so_far
+from ttd_agent.classic_search import default_tabu_rules, hill_climb, tabu_search
+from ttd_agent.plots import _pyplot, _save
+from ttd_agent.policy.base import Sample
 from ttd_agent.trainer import DiscoveryConfig, DiscoveryTrainer
-from ttd_envs.problems.labs import energies, reference_energy
+from ttd_envs.problems.labs import LABS, energies, reference_energy
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-CONFIGS: dict[str, dict[str, object]] = {
-    "TTT (entropic-adaptive + PUCT)": {"objective": "entropic-adaptive", "reuse": "puct"},
+TTT = "TTT (entropic-adaptive + PUCT)"
+REUSE_ONLY = "PUCT reuse, no update"
+POLICY_CONFIGS: dict[str, dict[str, object]] = {
+    TTT: {},
     "best-of-N (untrained policy)": {"update": False, "reuse": "none"},
     "mean baseline, no reuse": {"objective": "mean", "reuse": "none"},
     "entropic-adaptive, no reuse": {"objective": "entropic-adaptive", "reuse": "none"},
-    "PUCT reuse, no update": {"update": False, "reuse": "puct"},
+    REUSE_ONLY: {"update": False},
 }
+UNIFORM_FLIPS = "PUCT reuse, uniform random flips (no policy)"
+HILL_CLIMBING = "hill climbing (steepest descent, restarts)"
+TABU = "tabu search (restarts)"
+RANDOM = "uniform random search"
 
 
 @dataclass
 class RunResult:
     best_energy: int
     curve: list[tuple[int, int]]
-    """(samples so far, best energy so far) at each improvement."""
+    """(evaluations so far, best energy so far) at each improvement."""
+    evaluations: int
     seconds: float
 
+    def best_at(self, budget: int) -> int | None:
+        """Best energy within the first `budget` evaluations; None if the run was shorter."""
+        if budget > self.evaluations:
+            return None
+        return min((e for s, e in self.curve if s <= budget), default=None)
 
-def run_one(n: int, steps: int, seed: int, overrides: dict[str, object], groups: int, group_size: int) -> RunResult:
-    """One training run in a throw-away run directory; energies are recomputed from rewards exactly."""
+
+class UniformFlips:
+    """A proposal without parameters in place of the policy: switch 1 + Poisson(1) positions of the
+    state shown, uniformly at random. Run with `update=False`, it is the buffer search alone."""
+
+    kind = "uniform-flips"
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng([seed, 2])
+        self.temperature = 1.0
+
+    def sample(self, prompts: list[str], n: int, *, temperature: float, max_new_tokens: int) -> list[list[Sample]]:
+        switch = {"+": "-", "-": "+"}
+        groups = []
+        for prompt in prompts:
+            group = []
+            for _ in range(n):
+                text = list(prompt)
+                for i in self.rng.choice(len(text), size=min(len(text), 1 + self.rng.poisson(1.0)), replace=False):
+                    text[i] = switch[text[i]]
+                group.append(Sample(prompt=prompt, text="".join(text), prompt_ids=[], completion_ids=[],
+                                    logprobs=np.zeros(0, dtype=np.float32)))
+            groups.append(group)
+        return groups
+
+    def update(self, items: object, loss: object) -> dict[str, float]:
+        raise RuntimeError("uniform flips have nothing to train: run them with update=False")
+
+    def save(self, directory: Path) -> None:
+        """Nothing to save: the proposal has no parameters."""
+
+
+def run_policy(n: int, budget: int, seed: int, overrides: dict[str, object], uniform: bool = False) -> RunResult:
+    """One training run of at least `budget` samples in a throw-away run directory (`uniform`: with
+    `UniformFlips` in place of the embedded policy)."""
+    defaults = LABS(n).defaults
+    per_step = defaults.groups_per_step * defaults.group_size
+    steps = math.ceil(budget / per_step)
     with tempfile.TemporaryDirectory() as tmp:
-        config = DiscoveryConfig(env="ttd/LABS-v0", env_kwargs={"n": n}, steps=steps, groups_per_step=groups,
-                                 group_size=group_size, seed=seed, run_dir=str(Path(tmp) / "run"), plot_every=10**9,
+        config = DiscoveryConfig(env="ttd/LABS-v0", env_kwargs={"n": n}, steps=steps, seed=seed,
+                                 run_dir=str(Path(tmp) / "run"), plot_every=10**9, checkpoint_every=10**9,
                                  **overrides)
         started = time.perf_counter()
-        trainer = DiscoveryTrainer(config)
+        trainer = DiscoveryTrainer(config, policy=UniformFlips(seed) if uniform else None)
         best = trainer.run()
         seconds = time.perf_counter() - started
-    curve = [(samples, round(n * n / (2 * reward))) for samples, reward in trainer.best_curve]
-    return RunResult(best_energy=int(best.score), curve=curve, seconds=seconds)
+    # the initial states are scored too: they count as the first evaluations
+    curve = [(samples + defaults.groups_per_step, round(n * n / (2 * reward))) for samples, reward in trainer.best_curve]
+    return RunResult(int(best.score), curve, steps * per_step + defaults.groups_per_step, seconds)
 
 
 def random_search(n: int, budget: int, seed: int, chunk: int = 4096) -> RunResult:
     """Uniform random ±1 sequences, scored in batches; the floor every method must clear."""
     rng = np.random.default_rng(seed)
-    started, best, curve, seen = time.perf_counter(), None, [], 0
+    started, best, curve, seen = time.perf_counter(), math.inf, [], 0
     while seen < budget:
         batch = rng.choice(np.array([-1, 1], dtype=np.int8), size=(min(chunk, budget - seen), n))
-        found = energies(batch)
-        running = np.minimum.accumulate(found)
-        for i in np.flatnonzero(running < (best if best is not None else np.inf)):
-            if best is None or running[i] < best:
+        running = np.minimum.accumulate(energies(batch))
+        for i in np.flatnonzero(running < best):
+            if running[i] < best:
                 best = int(running[i])
                 curve.append((seen + int(i) + 1, best))
         seen += len(batch)
-    return RunResult(best_energy=int(best), curve=curve, seconds=time.perf_counter() - started)
+    return RunResult(int(best), curve, budget, time.perf_counter() - started)
 
 
-def samples_to_reach(curve: list[tuple[int, int]], threshold: int) -> int | None:
-    return next((samples for samples, energy in curve if energy <= threshold), None)
+def classic(search: Callable[..., object]) -> Callable[[int, int, int], RunResult]:
+    def run(n: int, budget: int, seed: int) -> RunResult:
+        started = time.perf_counter()
+        result = search(n, budget, seed)
+        return RunResult(result.best_energy, result.curve, budget, time.perf_counter() - started)
+    return run
+
+
+SEARCHES: dict[str, Callable[[int, int, int], RunResult]] = {
+    HILL_CLIMBING: classic(hill_climb), TABU: classic(tabu_search), RANDOM: random_search,
+}
+
+
+def cached(cache: Path | None, key: str, make: Callable[[], RunResult]) -> RunResult:
+    """`make()`, or the result a previous call stored under `key` in the `cache` folder."""
+    path = None if cache is None else cache / f"{key}.json"
+    if path is not None and path.exists():
+        data = json.loads(path.read_text())
+        return RunResult(data["best_energy"], [tuple(p) for p in data["curve"]], data["evaluations"], data["seconds"])
+    result = make()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(result)))
+    return result
+
+
+def slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
+
+
+def budget_table(results: dict[str, list[RunResult]], budget: int, optimum: int) -> str:
+    rows = []
+    for label, runs in results.items():
+        found = [r.best_at(budget) for r in runs]
+        if any(f is None for f in found):
+            rows.append([label, "not run", "", "", ""])
+            continue
+        values = np.array(found, dtype=float)
+        spread = values.std(ddof=1) if len(values) > 1 else 0.0
+        rows.append([label, f"{values.mean():.1f} ± {spread:.1f}", " / ".join(str(int(e)) for e in values),
+                     f"{int((values == optimum).sum())}/{len(values)}", f"{np.mean([r.seconds for r in runs]):.1f} s"])
+    return markdown_table(["configuration", "best energy (mean ± sd)", "per seed", f"seeds at E* = {optimum}",
+                           "time per run (whole run)"], rows)
+
+
+def paired_comparison(results: dict[str, list[RunResult]], a: str, b: str, budget: int) -> str | None:
+    """One line: a against b on the same seeds (wins, mean difference, one-sided paired t-test)."""
+    if a not in results or b not in results:
+        return None
+    x = [r.best_at(budget) for r in results[a]]
+    y = [r.best_at(budget) for r in results[b]]
+    if any(v is None for v in x + y) or len(x) < 2:
+        return None
+    x_arr, y_arr = np.array(x, dtype=float), np.array(y, dtype=float)
+    diff = x_arr - y_arr
+    lower, ties = int((diff < 0).sum()), int((diff == 0).sum())
+    p = float(stats.ttest_rel(x_arr, y_arr, alternative="less").pvalue) if diff.std() > 0 else float("nan")
+    spread = max(x_arr.std(ddof=1), y_arr.std(ddof=1))
+    return (f"{a} vs {b} at {budget:,}: lower on {lower}/{len(x)} seeds ({ties} ties), mean difference "
+            f"{diff.mean():+.1f} (seed spread, the larger sd of the two: {spread:.1f}), one-sided paired "
+            f"t-test p = {p:.3g}")
+
+
+def plot(results: dict[str, list[RunResult]], budgets: list[int], n: int, optimum: int, path: Path) -> None:
+    """Mean best energy vs evaluations (log scale) for every configuration, up to its own budget."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, runs in results.items():
+        reach = min(max(budgets), min(r.evaluations for r in runs))
+        grid = np.unique(np.geomspace(16, reach, 200).astype(int))
+        mean = [np.mean([r.best_at(int(x)) if r.best_at(int(x)) is not None else np.nan for r in runs]) for x in grid]
+        ax.step(grid, mean, where="post", label=label, linestyle="-" if label in POLICY_CONFIGS else "--")
+    ax.axhline(optimum, color="black", linestyle=":", linewidth=1, label=f"optimum E* = {optimum}")
+    for budget in budgets:
+        ax.axvline(budget, color="grey", linewidth=0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("evaluations (scored sequences)")
+    ax.set_ylabel("best energy so far (lower is better)")
+    ax.set_title(f"LABS N = {n}: mean best energy over {len(next(iter(results.values())))} seeds")
+    ax.legend(fontsize=7)
+    _save(plt, fig, path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--groups", type=int, default=8)
-    parser.add_argument("--group-size", type=int, default=16)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--threshold", type=int,
-                        help="energy to reach (default: what uniform random search reaches with 10^5 samples at N = 32, 120)")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[5120, 100_000])
+    parser.add_argument("--policy-budget", type=int, default=5120, help="samples per embedded-policy run")
+    parser.add_argument("--long-policy-configs", nargs="*", default=[TTT, REUSE_ONLY],
+                        help="policy configurations also run to the largest budget")
+    parser.add_argument("--configs", nargs="*", default=None, help="policy configurations to run (default all)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--cache", type=Path, help="folder keeping each finished run as JSON")
     parser.add_argument("--write", action="store_true", help="write docs/results.md and docs/results_labs.png")
     args = parser.parse_args()
     optimum, _ = reference_energy(args.n)
-    threshold = args.threshold or 120
-    budget = args.steps * args.groups * args.group_size
+    longest = max(args.budgets)
     results: dict[str, list[RunResult]] = {}
-    for label, overrides in CONFIGS.items():
-        results[label] = [run_one(args.n, args.steps, seed, overrides, args.groups, args.group_size) for seed in args.seeds]
-        found = [r.best_energy for r in results[label]]
-        print(f"{label:34s} best energies {found}  ({sum(r.seconds for r in results[label]):.0f} s)", flush=True)
-    results["uniform random search (no policy)"] = [random_search(args.n, budget, seed) for seed in args.seeds]
+    for label, overrides in POLICY_CONFIGS.items():
+        if args.configs is not None and label not in args.configs:
+            continue
+        budget = longest if label in args.long_policy_configs else args.policy_budget
+        results[label] = [cached(args.cache, f"{slug(label)}-n{args.n}-b{budget}-s{seed}",
+                                 lambda seed=seed: run_policy(args.n, budget, seed, overrides))
+                          for seed in args.seeds]
+        print(f"{label:40s} best energies {[r.best_energy for r in results[label]]}", flush=True)
+    results[UNIFORM_FLIPS] = [cached(args.cache, f"{slug(UNIFORM_FLIPS)}-n{args.n}-b{longest}-s{seed}",
+                                     lambda seed=seed: run_policy(args.n, longest, seed, {"update": False}, True))
+                              for seed in args.seeds]
+    for label, search in SEARCHES.items():
+        results[label] = [cached(args.cache, f"{slug(label)}-n{args.n}-b{longest}-s{seed}",
+                                 lambda seed=seed: search(args.n, longest, seed)) for seed in args.seeds]
 
-    rows = []
-    for label, runs in results.items():
-        found = np.array([r.best_energy for r in runs], dtype=float)
-        reached = [samples_to_reach(r.curve, threshold) for r in runs]
-        hit = [s for s in reached if s is not None]
-        rows.append([
-            label, f"{found.mean():.1f} ± {found.std(ddof=1) if len(runs) > 1 else 0:.1f}",
-            " / ".join(str(int(e)) for e in found),
-            f"{np.mean([args.n**2 / (2 * e) for e in found]):.3f}",
-            f"{len(hit)}/{len(runs)}", f"{int(np.median(hit)):,}" if hit else "not reached",
-            f"{np.mean([r.seconds for r in runs]):.0f} s",
-        ])
-    table = markdown_table(["configuration", "best energy (mean ± sd)", "per seed", "merit factor (mean)",
-                            f"seeds reaching E ≤ {threshold}", "median samples to reach it", "time per run"], rows)
-    print(table)
+    walk, low, high = default_tabu_rules(args.n)
+    sections = []
+    for budget in args.budgets:
+        lines = [f"**{budget:,} evaluations**", "", budget_table(results, budget, optimum), ""]
+        for other in (HILL_CLIMBING, TABU, REUSE_ONLY):
+            line = paired_comparison(results, TTT, other, budget)
+            if line:
+                lines.append(f"- {line}")
+        sections.append("\n".join(lines))
+    text = (f"LABS N = {args.n} (optimum E* = {optimum}), seeds {args.seeds}. Tabu: walks of {walk} moves "
+            f"from a random restart, tenure uniform in [{low}, {high}] moves, aspiration on the walk's best.\n"
+            f"`python -m benchmarks.labs_ablation --n {args.n} --budgets {' '.join(map(str, args.budgets))} "
+            f"--policy-budget {args.policy_budget} --seeds {' '.join(map(str, args.seeds))} --write`\n\n"
+            + "\n\n".join(sections))
+    print(text)
     if args.write:
-        curves = {}
-        grid = np.arange(args.groups * args.group_size, budget + 1, args.groups * args.group_size)
-        for label, runs in results.items():
-            per_seed = [[min((e for s, e in r.curve if s <= x), default=np.nan) for x in grid] for r in runs]
-            curves[label] = (grid.tolist(), np.nanmean(np.array(per_seed, dtype=float), axis=0).tolist())
-        plot_best_so_far(curves, DOCS / "results_labs.png", f"LABS N = {args.n}: best energy vs samples "
-                         f"(mean of {len(args.seeds)} seeds)", ylabel="best energy so far (lower is better)",
-                         target=optimum, target_label=f"optimum E* = {optimum}")
-        text = (f"LABS N = {args.n} (optimum E* = {optimum}), embedded policy, {args.steps} steps x {args.groups} groups x "
-                f"{args.group_size} samples = {budget:,} samples per run, seeds {args.seeds}. "
-                f"`python -m benchmarks.labs_ablation --n {args.n} --steps {args.steps} --seeds "
-                f"{' '.join(map(str, args.seeds))} --write`\n\n{table}\n\n![best energy vs samples](results_labs.png)")
-        write_section("labs_ablation", text, doc=DOCS / "results.md")
+        plot(results, args.budgets, args.n, optimum, DOCS / f"results_labs{'' if args.n == 32 else f'_n{args.n}'}.png")
+        name = "labs_ablation" if args.n == 32 else f"labs_ablation_n{args.n}"
+        figure = f"results_labs{'' if args.n == 32 else f'_n{args.n}'}.png"
+        write_section(name, f"{text}\n\n![best energy vs evaluations]({figure})", doc=DOCS / "results.md")
 
 
 if __name__ == "__main__":

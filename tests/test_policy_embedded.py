@@ -173,3 +173,74 @@ def test_reinforce_raises_the_reward(seed):
         rewards = np.array([s.text.count("+") for s in group], dtype=float)
         policy.update([TrainItem(s, float(a)) for s, a in zip(group, rewards - rewards.mean())], LossConfig())
     assert mean_reward(256) > before + 4  # starts near 8 of 16
+
+
+# ---- flip mode: the completion names the positions of the prompt to switch
+
+
+def flip_policy(**overrides):
+    return EmbeddedPolicy(EmbeddedConfig(alphabet="+-", length=12, write="flips", max_flips=4, d_model=32,
+                                         n_layer=1, **overrides))
+
+
+def test_flips_name_increasing_positions_and_the_answer_switches_exactly_those():
+    policy = flip_policy(seed=3)
+    prompts = ["+-+-++--+++-", "------------"]
+    samples = flat(policy.sample(prompts, 16, temperature=1.3, max_new_tokens=99))
+    for s in samples:
+        *positions, stop = s.completion_ids
+        assert stop == EOS and 1 <= len(positions) <= 4
+        assert positions == sorted(set(positions)) and all(0 <= p < 12 for p in positions)
+        changed = [i for i, (a, b) in enumerate(zip(s.prompt, s.text)) if a != b]
+        assert changed == positions and len(s.text) == 12
+    again = policy.logprobs(samples)
+    for s, lp in zip(samples, again):
+        np.testing.assert_allclose(lp, s.logprobs, atol=1e-5)
+        assert s.entropy is not None and np.all(np.isfinite(s.entropy)) and np.all(s.entropy >= 0)
+    assert len({s.text for s in samples}) > 8, "an untrained flip policy spreads its choices"
+
+
+def test_flip_mode_refuses_what_it_cannot_edit():
+    with pytest.raises(ValueError, match="two-character alphabet"):
+        EmbeddedConfig(alphabet="abc", length=5, write="flips")
+    with pytest.raises(ValueError, match="max_flips"):
+        EmbeddedConfig(alphabet="+-", length=5, write="flips", max_flips=6)
+    with pytest.raises(ValueError, match="exactly 12 characters"):
+        flip_policy().sample(["+-+"], 2, temperature=1.0, max_new_tokens=3)
+
+
+def test_flip_mode_imitates_an_edit_and_learns_from_rewards():
+    policy = flip_policy(seed=0, lr=3e-3)
+    rng = np.random.default_rng(0)
+    states = ["".join(rng.choice(["+", "-"], size=12)) for _ in range(64)]
+    switch = {"+": "-", "-": "+"}
+    pairs = [(s, s[:3] + switch[s[3]] + s[4:]) for s in states]  # always switch position 3
+    policy.imitate(pairs, steps=60, batch_size=32)
+    greedy = policy.sample([states[0]], 1, temperature=0.0, max_new_tokens=5)[0][0]
+    assert greedy.completion_ids == [3, EOS]
+    # from scratch, reward only answers that switch position 7: their share must rise
+    policy = flip_policy(seed=0, lr=3e-3)
+
+    def share(samples):
+        return np.mean([7 in s.completion_ids for s in samples])
+
+    before = share(flat(policy.sample(states[:8], 16, temperature=1.0, max_new_tokens=5)))
+    for _ in range(15):
+        samples = flat(policy.sample(states[:8], 16, temperature=1.0, max_new_tokens=5))
+        rewards = np.array([float(7 in s.completion_ids) for s in samples])
+        items = [TrainItem(s, float(r - rewards.mean())) for s, r in zip(samples, rewards)]
+        policy.update(items, LossConfig(aggregation="seq-sum"))
+    after = share(flat(policy.sample(states[:8], 16, temperature=1.0, max_new_tokens=5)))
+    assert after > before + 0.3, (before, after)
+
+
+def test_a_flip_checkpoint_loads_only_into_a_flip_policy(tmp_path):
+    policy = flip_policy(seed=2)
+    policy.save(tmp_path / "p")
+    restored = EmbeddedPolicy.from_checkpoint(tmp_path / "p")
+    samples = flat(policy.sample(["+-+-++--+++-"], 4, temperature=1.0, max_new_tokens=5))
+    np.testing.assert_allclose(np.concatenate(restored.logprobs(samples)), np.concatenate(policy.logprobs(samples)),
+                               atol=1e-6)
+    text = EmbeddedPolicy(EmbeddedConfig(alphabet="+-", length=12, d_model=32, n_layer=1))
+    with pytest.raises(ValueError, match="write"):
+        text.load(tmp_path / "p")

@@ -174,3 +174,16 @@ def tabu_search(n: int, budget: int, seed: int, walk_length: int | None = None, 
         raise ValueError(f"need walk_length >= 1 and 0 <= min_tenure <= max_tenure < n = {n}; got "
                          f"{walk}, {low}, {high}")
     return _run(n, budget, seed, walk, low, high)
+
+
+def same_budget_rows(problem: object, evaluations: int, seed: int) -> list[tuple[str, str]]:
+    """Lines for a run's summary: what hill climbing and tabu search reach with the run's number of
+    evaluations on a LABS problem (well under a second at N = 32); none for any other problem."""
+    from ttd_envs.problems.labs import LABS
+
+    if not isinstance(problem, LABS) or evaluations < 1:
+        return []
+    climb, tabu = hill_climb(problem.n, evaluations, seed), tabu_search(problem.n, evaluations, seed)
+    note = f"at the same {evaluations:,} evaluations, random restarts"
+    return [("hill climbing (score)", f"{climb.best_energy}  (steepest descent {note})"),
+            ("tabu search (score)", f"{tabu.best_energy}  (tabu walks {note})")]

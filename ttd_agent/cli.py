@@ -312,6 +312,11 @@ def print_summary(trainer: Any, best: Any) -> None:
                                                            "  [green]record matched[/]" if gap == 0 else ""))
     if found and isinstance(best.construction, str) and len(best.construction) <= 200:
         table.add_row("construction", escape(best.construction))
+    from ttd_agent.classic_search import same_budget_rows  # classic search at the run's budget (LABS)
+
+    initial_states = trainer.config.groups_per_step  # scored before the first step
+    for name, value in same_budget_rows(problem, trainer.samples + initial_states, trainer.config.seed):
+        table.add_row(name, escape(value))
     table.add_row("run dir", escape(str(run)))
     table.add_row("best state", escape(f"ttd-agent best {run}"))
     table.add_row("plots", escape(str(run / "plots")))

@@ -33,7 +33,7 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -91,6 +91,16 @@ class EmbeddedConfig:
     """The input that predicts completion token t also carries the prompt's character t. For
     problems whose answer is an edit of the state shown (LABS), copying is then one embedding away
     instead of an attention pattern the model must first discover; untrained, it is just noise."""
+    write: Literal["text", "flips"] = "text"
+    """What a completion is. "text": the answer, character by character. "flips": for a prompt of
+    exactly `length` characters of a two-character `alphabet`, the positions to switch to the other
+    character, in increasing order, then EOS (1 to `max_flips` of them); the answer (`Sample.text`)
+    is the prompt with those positions switched. Each position is chosen by pointing at the
+    prompt (a pointer logit per prompt character, from a prompt read in both directions) and EOS
+    by the head. An answer then always differs from its state, costs a few tokens instead of
+    `length`, and how many characters to change is a learned choice of its own."""
+    max_flips: int = 8
+    """The most positions a "flips" completion may name."""
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
@@ -104,6 +114,17 @@ class EmbeddedConfig:
                                  f"the embedded policy can write")
         if self.length is not None and not 1 <= self.length <= self.max_context - 2:
             raise ValueError(f"length must be in [1, max_context - 2 = {self.max_context - 2}], got {self.length}")
+        if self.write not in ("text", "flips"):
+            raise ValueError(f"write must be 'text' or 'flips', got {self.write!r}")
+        if self.write == "flips":
+            if self.alphabet is None or len(self.alphabet) != 2 or self.length is None:
+                raise ValueError(f"write='flips' needs a two-character alphabet and a fixed length, got alphabet="
+                                 f"{self.alphabet!r}, length={self.length}")
+            if not 1 <= self.max_flips <= self.length:
+                raise ValueError(f"max_flips must be in [1, length = {self.length}], got {self.max_flips}")
+            if 2 + self.length + self.max_flips > self.max_context:
+                raise ValueError(f"BOS + {self.length} prompt characters + {self.max_flips + 1} flip tokens do not "
+                                 f"fit max_context={self.max_context}")
 
     @classmethod
     def from_spec(cls, spec: Any, **overrides: Any) -> EmbeddedConfig:
@@ -159,6 +180,11 @@ class TinyGPT(nn.Module):
                                     for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.d_model)
         self.head = nn.Linear(config.d_model, VOCAB_SIZE, bias=False)
+        flips = config.write == "flips"
+        self.query = nn.Linear(config.d_model, config.d_model, bias=False) if flips else None
+        """Flip mode: the query a written position's logits point with at the prompt's characters."""
+        self.pick = nn.Embedding(config.length + 1, config.d_model) if flips else None
+        """Flip mode: the input embedding of a written position (row `length`: EOS or padding)."""
 
     def init_weights(self, generator: torch.Generator) -> None:
         """GPT-2 style: N(0, 0.02) weights, residual projections scaled by 1/sqrt(2 n_layer), zero biases."""
@@ -180,10 +206,15 @@ class TinyGPT(nn.Module):
         x = self.tok(ids) + self.pos(positions)
         if self.edit is not None and edits is not None:
             x = x + self.edit(edits)
+        return self.head(self.hidden(x, attn_mask, caches, start))
+
+    def hidden(self, x: torch.Tensor, attn_mask: torch.Tensor | None,
+               caches: list[tuple[torch.Tensor, torch.Tensor]] | None = None, start: int = 0) -> torch.Tensor:
+        """The final (layer-normed) hidden states of input embeddings `x`."""
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, attn_mask, None if caches is None else caches[i], start)
-        return self.head(self.ln_f(x))
+        return self.ln_f(x)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -251,6 +282,8 @@ class EmbeddedPolicy:
         if temperature > 0:
             self.temperature = float(temperature)
         self.model.eval()
+        if self.config.write == "flips":
+            return self._sample_flips(prompts, n, temperature)
 
         prompt_ids = [self._prompt_ids(p, budget) for p in prompts]
         rows = [ids for ids in prompt_ids for _ in range(n)]
@@ -359,6 +392,14 @@ class EmbeddedPolicy:
         logp = self._log_dist(logits, temperature).gather(2, targets.clamp(max=VOCAB_SIZE - 1)[..., None]).squeeze(2)
         return logp.masked_fill(targets == PAD, 0.0)
 
+    def _token_logps(self, model: TinyGPT, samples: Sequence[Sample], temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) log-probs of each sample's completion tokens under `model` (0 past its end), and
+        the (B, T) mask of real tokens; in either write mode."""
+        if self.config.write == "flips":
+            return self._flip_token_logps(model, samples, temperature)
+        ids, targets, where, mask, edits = self._batch(samples)
+        return self._completion_logp(model, ids, targets, where, temperature, edits), mask
+
     @torch.no_grad()
     def logprobs(self, samples: Sequence[Sample], *, temperature: float | None = None) -> list[np.ndarray]:
         """Log-probs of each sample's completion under the current weights, at `temperature`
@@ -366,8 +407,7 @@ class EmbeddedPolicy:
         if not samples:
             return []
         self.model.eval()
-        ids, targets, where, _, edits = self._batch(samples)
-        logp = self._completion_logp(self.model, ids, targets, where, temperature or self.temperature, edits).numpy()
+        logp = self._token_logps(self.model, samples, temperature or self.temperature)[0].numpy()
         return [logp[i, :len(s.completion_ids)].copy() for i, s in enumerate(samples)]
 
     def update(self, items: Sequence[TrainItem], loss: LossConfig) -> dict[str, float]:
@@ -377,7 +417,8 @@ class EmbeddedPolicy:
             return {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio_mean": 1.0, "ratio_max": 1.0,
                     "grad_norm": 0.0, "tokens": 0.0}
         samples = [it.sample for it in items]
-        ids, targets, where, mask, edits = self._batch(samples)
+        self.model.train()
+        logp_new, mask = self._token_logps(self.model, samples, self.temperature)
         logp_sampled = torch.zeros_like(mask)
         for i, s in enumerate(samples):
             logp_sampled[i, :len(s.completion_ids)] = torch.as_tensor(np.asarray(s.logprobs, dtype=np.float32))
@@ -385,10 +426,7 @@ class EmbeddedPolicy:
         logp_ref = None
         if loss.kl_coef > 0:
             with torch.no_grad():
-                logp_ref = self._completion_logp(self.reference, ids, targets, where, self.temperature, edits)
-
-        self.model.train()
-        logp_new = self._completion_logp(self.model, ids, targets, where, self.temperature, edits)
+                logp_ref = self._token_logps(self.reference, samples, self.temperature)[0]
         value, stats = policy_gradient_loss(logp_new, logp_sampled, advantages, mask, loss, logp_ref)
         self.optimizer.zero_grad(set_to_none=True)
         value.backward()
@@ -406,6 +444,25 @@ class EmbeddedPolicy:
         """
         if not pairs:
             raise ValueError("imitate needs at least one (prompt, completion) pair")
+        samples = self._flip_samples(pairs) if self.config.write == "flips" else self._text_samples(pairs)
+        optimizer = self._new_optimizer()
+        self.model.train()
+        value = float("nan")
+        for _ in range(steps):
+            pick = torch.randint(len(samples), (min(batch_size, len(samples)),), generator=self.generator).tolist()
+            logp, mask = self._token_logps(self.model, [samples[i] for i in pick], 1.0)
+            loss = -(logp * mask).sum() / mask.sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            optimizer.step()
+            value = float(loss.detach())
+        self.model.eval()
+        self.reference = self._frozen_copy()
+        return value
+
+    def _text_samples(self, pairs: Sequence[tuple[str, str]]) -> list[Sample]:
+        """Imitation targets of the text mode: the completion's characters (then EOS if the length is free)."""
         budget_of = (lambda c: self.config.length) if self.config.length is not None else (lambda c: len(c) + 1)
         samples = []
         for prompt, completion in pairs:
@@ -416,22 +473,119 @@ class EmbeddedPolicy:
             prompt_ids = self._prompt_ids(prompt, budget_of(completion))
             samples.append(Sample(prompt=prompt, text=completion, prompt_ids=prompt_ids, completion_ids=comp,
                                   logprobs=np.zeros(len(comp), dtype=np.float32)))
-        optimizer = self._new_optimizer()
-        self.model.train()
-        value = float("nan")
-        for _ in range(steps):
-            pick = torch.randint(len(samples), (min(batch_size, len(samples)),), generator=self.generator).tolist()
-            ids, targets, where, mask, edits = self._batch([samples[i] for i in pick])
-            logp = self._completion_logp(self.model, ids, targets, where, 1.0, edits)
-            loss = -(logp * mask).sum() / mask.sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-            optimizer.step()
-            value = float(loss.detach())
-        self.model.eval()
-        self.reference = self._frozen_copy()
-        return value
+        return samples
+
+    # ---- flip mode (write="flips"; see EmbeddedConfig.write)
+
+    def _flip_prompt(self, prompt: str) -> list[int]:
+        cfg = self.config
+        assert cfg.alphabet is not None and cfg.length is not None
+        if len(prompt) != cfg.length or not set(prompt) <= set(cfg.alphabet):
+            raise ValueError(f"write='flips' edits a prompt of exactly {cfg.length} characters of {cfg.alphabet!r}; "
+                             f"got {len(prompt)} characters: {prompt[:80]!r}")
+        return encode(prompt)
+
+    def _flip_log_dist(self, model: TinyGPT, prompts: torch.Tensor, written: torch.Tensor,
+                       temperature: float) -> torch.Tensor:
+        """(B, T + 1, length + 1) log-probs of the next flip token after each prefix of `written`.
+
+        `prompts` (B, length) are character ids, `written` (B, T) the positions written so far
+        (EOS or PAD after the end). Column p < length is "switch position p", column `length` is
+        EOS. Positions must increase (one way to write a set), the first token is a position, and
+        after `max_flips` positions only EOS is left.
+        """
+        n, cfg = prompts.shape[1], self.config
+        batch, count = written.shape
+        size = 1 + n + count
+        assert model.pick is not None and model.query is not None
+        x = torch.cat([model.tok(torch.cat([torch.full((batch, 1), BOS), prompts], 1)),
+                       model.pick(written.clamp(max=n))], 1) + model.pos(torch.arange(size))
+        index = torch.arange(size)
+        in_prompt = index <= n
+        mask = (index[None, :] <= index[:, None]) | (in_prompt[:, None] & in_prompt[None, :])
+        hidden = model.hidden(x, mask[None, None])
+        queries, keys = hidden[:, n:], hidden[:, 1:n + 1]
+        pointer = torch.einsum("btd,bnd->btn", model.query(queries), keys) / math.sqrt(keys.shape[-1])
+        logits = torch.cat([pointer, model.head(queries)[..., EOS:EOS + 1]], -1)
+        positions = torch.where(written < n, written, -1)
+        previous = torch.cat([torch.full((batch, 1), -1), positions.cummax(1).values], 1)
+        step = torch.arange(count + 1)[None, :, None]
+        allowed = torch.cat([(torch.arange(n)[None, None, :] > previous[..., None]) & (step < cfg.max_flips),
+                             (step >= 1).expand(batch, -1, -1)], -1)
+        return F.log_softmax(logits.masked_fill(~allowed, float("-inf")) / temperature, dim=-1)
+
+    def _sample_flips(self, prompts: Sequence[str], n: int, temperature: float) -> list[list[Sample]]:
+        cfg = self.config
+        assert cfg.alphabet is not None and cfg.length is not None
+        chars = [self._flip_prompt(p) for p in prompts]
+        rows = torch.tensor([c for c in chars for _ in range(n)], dtype=torch.long)
+        batch, length = rows.shape
+        written = torch.zeros((batch, 0), dtype=torch.long)
+        logps = torch.zeros(batch, cfg.max_flips + 1)
+        entropies = torch.zeros(batch, cfg.max_flips + 1)
+        done = torch.zeros(batch, dtype=torch.bool)
+        for t in range(cfg.max_flips + 1):
+            logp = self._flip_log_dist(self.model, rows, written, temperature if temperature > 0 else 1.0)[:, -1]
+            if temperature > 0:
+                probs = logp.exp()
+                choice = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
+                logps[:, t] = torch.where(done, 0.0, logp.gather(1, choice[:, None]).squeeze(1))
+                entropies[:, t] = torch.where(done, 0.0, -torch.where(probs > 0, probs * logp, 0.0).sum(-1))
+            else:
+                choice = logp.argmax(-1)
+            token = torch.where(done, PAD, torch.where(choice == length, EOS, choice))
+            written = torch.cat([written, token[:, None]], 1)
+            done |= token == EOS
+            if bool(done.all()):
+                break
+        switch = {cfg.alphabet[0]: cfg.alphabet[1], cfg.alphabet[1]: cfg.alphabet[0]}
+        out: list[list[Sample]] = []
+        tokens_l = written.tolist()
+        for i, prompt in enumerate(prompts):
+            group = []
+            for j in range(i * n, (i + 1) * n):
+                completion = tokens_l[j][:tokens_l[j].index(EOS) + 1]
+                text = list(prompt)
+                for position in completion[:-1]:
+                    text[position] = switch[text[position]]
+                group.append(Sample(prompt=prompt, text="".join(text), prompt_ids=[BOS] + chars[i],
+                                    completion_ids=completion, logprobs=logps[j, :len(completion)].numpy().copy(),
+                                    entropy=entropies[j, :len(completion)].numpy().copy()))
+            out.append(group)
+        return out
+
+    def _flip_token_logps(self, model: TinyGPT, samples: Sequence[Sample],
+                          temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.config.length
+        assert n is not None
+        prompts = torch.tensor([list(s.prompt_ids[1:]) for s in samples], dtype=torch.long)
+        count = max(1, max(len(s.completion_ids) for s in samples))
+        written = torch.full((len(samples), count), PAD, dtype=torch.long)
+        mask = torch.zeros(len(samples), count)
+        for i, s in enumerate(samples):
+            written[i, :len(s.completion_ids)] = torch.tensor(s.completion_ids, dtype=torch.long)
+            mask[i, :len(s.completion_ids)] = 1.0
+        log_dist = self._flip_log_dist(model, prompts, written[:, :-1], temperature)
+        targets = torch.where(written == EOS, n, torch.where(written < n, written, 0))
+        logp = log_dist.gather(2, targets[..., None]).squeeze(2)
+        return logp.masked_fill(mask == 0, 0.0), mask
+
+    def _flip_samples(self, pairs: Sequence[tuple[str, str]]) -> list[Sample]:
+        """Imitation targets of the flip mode: the positions where the completion differs from the
+        prompt, in increasing order, then EOS. Pairs that change nothing or more than `max_flips`
+        characters cannot be written in this mode and are left out."""
+        samples = []
+        for prompt, completion in pairs:
+            prompt_ids = self._flip_prompt(prompt)
+            self._flip_prompt(completion)
+            changed = [i for i, (a, b) in enumerate(zip(prompt, completion)) if a != b]
+            if 1 <= len(changed) <= self.config.max_flips:
+                samples.append(Sample(prompt=prompt, text=completion, prompt_ids=[BOS] + prompt_ids,
+                                      completion_ids=changed + [EOS], logprobs=np.zeros(len(changed) + 1, dtype=np.float32)))
+        if not samples:
+            raise ValueError(f"no pair changes between 1 and max_flips = {self.config.max_flips} characters, which is "
+                             f"all the flip mode can write")
+        return samples
 
     # ---- checkpoints
 
@@ -449,7 +603,8 @@ class EmbeddedPolicy:
         """Restore a checkpoint written by `save` by a policy of the same architecture."""
         directory = Path(directory)
         saved = EmbeddedConfig(**json.loads((directory / "policy.json").read_text()))
-        shape = ("d_model", "n_layer", "n_head", "max_context", "alphabet", "length", "edit_channel")
+        shape = ("d_model", "n_layer", "n_head", "max_context", "alphabet", "length", "edit_channel", "write",
+                 "max_flips")
         differ = [f"{k}: {getattr(saved, k)!r} != {getattr(self.config, k)!r}" for k in shape
                   if getattr(saved, k) != getattr(self.config, k)]
         if differ:
