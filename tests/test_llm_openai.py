@@ -8,6 +8,7 @@ trainer's own forward: same weights, same adapter, same numbers.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -145,8 +146,10 @@ def test_no_update_baseline_needs_no_local_weights(server, tmp_path, monkeypatch
 
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
+    sink = ["--sink", "tensorboard"] if importlib.util.find_spec("tensorboard") else []
     assert main(["train", "--env", f"{__name__}:Distinct", "--model", SERVED, "--sampler", "openai",
-                 "--base-url", server.url, "--no-update", "--run-dir", str(run)]) == 0
+                 "--base-url", server.url, "--no-update", "--run-dir", str(run), *sink]) == 0
+    assert (run / "tensorboard").is_dir() == bool(sink)
     chats = [body for path, body in server.log if path == "/v1/chat/completions"]
     assert len(chats) == 12 and len({body["seed"] for body in chats}) == 12  # 2 steps x 2 groups x 3
     rollouts = [json.loads(line) for line in (run / "rollouts.jsonl").read_text().splitlines()]
