@@ -205,3 +205,11 @@ def test_the_summary_shows_the_record_as_a_reward(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "record (score)" in out and "record (reward)" in out and "best reward" in out
     assert all(len(line) <= 80 for line in out.splitlines())
+
+
+def test_resume_before_the_first_checkpoint_starts_over(tmp_path):
+    """A kill during set-up or the first step leaves config.json but no checkpoint."""
+    run = tmp_path / "run"
+    DiscoveryTrainer(DiscoveryConfig(**SMALL, steps=1, run_dir=str(run))).close()
+    assert main(["train", "--run-dir", str(run), "--resume"]) == 0
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1]

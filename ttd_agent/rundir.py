@@ -79,9 +79,13 @@ class RunDir:
         if self.config_file.exists():
             raise FileExistsError(f"{self.path} already holds a run; pass --resume to continue it or choose another --run-dir")
 
-    def create(self, config: dict[str, Any]) -> None:
-        """Start a fresh run; refuses a directory that already holds one (use --resume)."""
-        self.refuse_existing()
+    def create(self, config: dict[str, Any], *, restart: bool = False) -> None:
+        """Start a fresh run; refuses a directory that already holds one (use --resume). `restart`:
+        a resumed run killed before its first checkpoint starts over in its own directory."""
+        if restart:
+            self.truncate_logs(-1)
+        else:
+            self.refuse_existing()
         self.path.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.config_file, config)
 

@@ -251,7 +251,7 @@ class DiscoveryTrainer:
         if resume and self._restore():
             log.info("resumed %s at step %d", self.run_dir.path, self.step)
         else:
-            self.run_dir.create(asdict(self.config))
+            self.run_dir.create(asdict(self.config), restart=resume)
             self.buffer = self._initial_buffer()
             self.best = self.buffer.best()
             if self.best.reward is not None:
