@@ -131,6 +131,22 @@ def test_denoising_split_with_an_inverted_poisson_gate_is_refused_at_load() -> N
         refuse_inverted_gate(controls, "crafted")
 
 
+
+def test_deep_dense_counts_are_refused_at_make_time(tmp_path) -> None:
+    """Deep, dense counts (bulk-like: no zeros) invert the gate: the metric scales a prediction by
+    sum(T)/sum(X), so the perfect test-scale prediction loses to the train counts."""
+    pytest.importorskip("scanpy")
+    import anndata
+
+    from ttd_envs.problems.denoising import Denoising
+
+    counts = np.random.default_rng(0).poisson(40.0, size=(30, 40)).astype(np.float32)
+    path = tmp_path / "deep.h5ad"
+    anndata.AnnData(X=counts).write_h5ad(path)
+    with pytest.raises(ValueError, match="Poisson gate would reward the wrong answers"):
+        Denoising(dataset=str(path), initial="empty")
+
+
 # -- MathAnswer / MathVote: answers forged for predictable evaluation points ---------------------
 def _vanishing_factor(points: tuple[complex, ...]) -> str:
     """(x - p1)(x - p2) at the points the judge substitutes for x (the formula of `_evaluate_source`)."""
