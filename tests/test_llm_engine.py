@@ -49,6 +49,35 @@ class LoRARequest:
         self.lora_name, self.lora_int_id, self.lora_path = name, lora_id, path
 
 
+class FakeEngine:
+    """The engine API the sampler streams through: requests in, one finished request per step."""
+
+    def __init__(self, log, vocab):
+        self.log, self.vocab, self.pending, self.batch_open = log, vocab, [], False
+
+    def add_request(self, request_id, prompt, params, lora_request=None):
+        self.pending.append((request_id, prompt, params, lora_request))
+
+    def has_unfinished_requests(self):
+        return bool(self.pending)
+
+    def step(self):
+        if not self.batch_open:  # one "generate" entry per batch of requests, as LLM.generate would be
+            lora = self.pending[0][3]
+            self.log.append(("generate", lora and (lora.lora_int_id, lora.lora_path), [r[2].seed for r in self.pending]))
+            assert Path(lora.lora_path).is_dir() if lora else True, "adapter deleted before use"
+            self.batch_open = True
+        request_id, prompt, p, _ = self.pending.pop(0)
+        self.batch_open = bool(self.pending)
+        self.log.append(("step", request_id))
+        rng = np.random.default_rng(p.seed)
+        ids = rng.integers(10, self.vocab, size=p.max_tokens).tolist()
+        logprobs = [{t: types.SimpleNamespace(logprob=float(-rng.random() * 5))} for t in ids]
+        completion = types.SimpleNamespace(token_ids=ids, logprobs=logprobs, finish_reason="length", text="")
+        return [types.SimpleNamespace(request_id=request_id, finished=True, outputs=[completion],
+                                      prompt_token_ids=prompt["prompt_token_ids"])]
+
+
 class FakeLLM:
     """Speaks the slice of `vllm.LLM` the sampler uses; tokens come from each request's seed."""
 
@@ -58,20 +87,7 @@ class FakeLLM:
     def __init__(self, **args):
         self.args = args
         FakeLLM.log.append(("init", args))
-
-    def generate(self, inputs, params, lora_request=None, use_tqdm=False):
-        FakeLLM.log.append(("generate", lora_request and (lora_request.lora_int_id, lora_request.lora_path),
-                            [p.seed for p in params]))
-        assert Path(lora_request.lora_path).is_dir() if lora_request else True, "adapter deleted before use"
-        outputs = []
-        for request, p in zip(inputs, params, strict=True):
-            rng = np.random.default_rng(p.seed)
-            ids = rng.integers(10, self.vocab, size=p.max_tokens).tolist()
-            logprobs = [{t: types.SimpleNamespace(logprob=float(-rng.random() * 5))} for t in ids]
-            completion = types.SimpleNamespace(token_ids=ids, logprobs=logprobs, finish_reason="length",
-                                               text="")
-            outputs.append(types.SimpleNamespace(prompt_token_ids=request["prompt_token_ids"], outputs=[completion]))
-        return outputs
+        self.llm_engine = FakeEngine(FakeLLM.log, self.vocab)
 
     def sleep(self, level):
         FakeLLM.log.append(("sleep", level))
@@ -159,6 +175,16 @@ def test_every_row_has_its_own_seed_so_identical_prompts_differ(fake_vllm, tiny_
     again = HFPolicy(tiny_lm, lora_rank=4, sampler="vllm", device="cpu", dtype="float32", seed=7)
     assert [s.completion_ids for g in again.sample(["fixed state"] * 3, 4, temperature=1.0, max_new_tokens=8)
             for s in g] == [s.completion_ids for g in first for s in g]  # same seed, same run
+
+
+def test_each_completion_is_reported_as_soon_as_the_engine_finishes_it(fake_vllm, tiny_lm):
+    policy = HFPolicy(tiny_lm, lora_rank=4, sampler="vllm", device="cpu", dtype="float32")
+    groups = policy.sample(["a", "b"], 2, temperature=1.0, max_new_tokens=4,
+                           on_sample=lambda i, j, sample: fake_vllm.append(("on_sample", i, j)))
+    order = [e for e in fake_vllm if e[0] in ("step", "on_sample")]
+    assert [e[0] for e in order] == ["step", "on_sample"] * 4  # evaluation can start after the first step
+    assert [e[1:] for e in order if e[0] == "on_sample"] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert [len(g) for g in groups] == [2, 2]
 
 
 def test_importance_ratio_uses_the_samplers_logprobs_unless_recompute(fake_vllm, tiny_lm):

@@ -5,6 +5,11 @@ saves its adapter to a new directory, and the next call passes it as a `LoRARequ
 integer id (vLLM caches adapters by id, so a new version must never reuse one); the policy
 deletes directories the engine no longer needs and tells the engine to drop them.
 
+Streaming. Requests go to the engine one by one (`llm_engine.add_request`) and the engine is
+stepped until all are done; each completion is reported the moment it finishes, so the trainer
+evaluates it while the rest of the batch is still decoding (the batch is still scheduled as one,
+as `LLM.generate` would). A vLLM without that engine API falls back to one blocking `generate`.
+
 Seeds. Each row (one sample of one prompt) is its own request with `n=1` and its own seed, so
 identical prompts (a fixed initial state, repeated PUCT picks) draw different samples; vLLM's
 prefix caching still shares the prompt's KV cache between them.
@@ -88,6 +93,7 @@ class VLLMSampler:
         self.llm = engine if engine is not None else self.vllm.LLM(**args)
         self._adapter_ids: dict[str, int] = {}
         self._next_id = 1  # ids start at 1 and are never reused
+        self._batches = 0
 
     # ---- memory around updates
 
@@ -129,17 +135,42 @@ class VLLMSampler:
     def generate(self, rows: list[list[int]], temperature: float, max_new_tokens: int, seeds: list[int],
                  on_row: Callable[[int, Completion], None], *, adapter_dir: Path | None = None,
                  stop_ids: Sequence[int] = ()) -> None:
-        """One completion per row of prompt ids, each with its own seed, reported through `on_row`."""
+        """One completion per row of prompt ids, each with its own seed, reported through `on_row`
+        as soon as it finishes."""
         self.wake()
+        final_only = {}
+        try:
+            from vllm.sampling_params import RequestOutputKind
+
+            final_only = {"output_kind": RequestOutputKind.FINAL_ONLY}
+        except ImportError:
+            pass
         params = [self.vllm.SamplingParams(n=1, temperature=temperature, top_p=1.0, top_k=-1, min_p=0.0,
                                            max_tokens=max_new_tokens, logprobs=0, seed=seed,
-                                           stop_token_ids=list(stop_ids)) for seed in seeds]
+                                           stop_token_ids=list(stop_ids), **final_only) for seed in seeds]
         inputs = [{"prompt_token_ids": list(r)} for r in rows]
-        outputs = self.llm.generate(inputs, params, lora_request=self._lora(adapter_dir), use_tqdm=False)
-        for k, out in enumerate(outputs):
-            completion = out.outputs[0]
-            ids = list(completion.token_ids)
-            steps = completion.logprobs or []
-            logp = np.array([steps[t][tok].logprob for t, tok in enumerate(ids)] if steps else [0.0] * len(ids),
-                            dtype=np.float32)
-            on_row(k, Completion(ids=ids, logprobs=logp, finished=completion.finish_reason != "length"))
+        lora = self._lora(adapter_dir)
+        engine = getattr(self.llm, "llm_engine", None)
+        if not all(hasattr(engine, name) for name in ("add_request", "step", "has_unfinished_requests")):
+            outputs = self.llm.generate(inputs, params, lora_request=lora, use_tqdm=False)
+            for k, out in enumerate(outputs):
+                on_row(k, _completion(out))
+            return
+        prefix = f"ttd-{self._batches}-"
+        self._batches += 1
+        for k, (prompt, p) in enumerate(zip(inputs, params, strict=True)):
+            engine.add_request(f"{prefix}{k}", prompt, p, lora_request=lora)
+        while engine.has_unfinished_requests():
+            for out in engine.step():
+                if out.finished and out.request_id.startswith(prefix):
+                    on_row(int(out.request_id[len(prefix):]), _completion(out))
+
+
+def _completion(out: Any) -> Completion:
+    """A vLLM RequestOutput (n=1) as a Completion with the sampled tokens' log-probs."""
+    completion = out.outputs[0]
+    ids = list(completion.token_ids)
+    steps = completion.logprobs or []
+    logp = np.array([steps[t][tok].logprob for t, tok in enumerate(ids)] if steps else [0.0] * len(ids),
+                    dtype=np.float32)
+    return Completion(ids=ids, logprobs=logp, finished=completion.finish_reason != "length")
