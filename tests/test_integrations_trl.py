@@ -73,3 +73,32 @@ def test_grpo_trainer_runs_two_steps_on_cpu(tmp_path):
     assert len(logged) == 2
     changed = any(not (p == before[k]).all() for k, p in trainer.model.named_parameters())
     assert changed or all(r == rewards[0] for _, _, rewards in calls for r in rewards)
+
+
+@pytest.mark.slow
+def test_grpo_trainer_takes_the_env_object_as_environment_factory(tmp_path):
+    """TRL builds the `submit` tool from its signature and docstring, resets one env per rollout
+    from its row, and logs `get_reward` as a reward. (The tiny model never calls the tool.)"""
+    from transformers import AutoTokenizer
+    from trl.chat_template_utils import add_response_schema, qwen2_5_chat_template
+
+    model_dir = build_tiny_causal_lm(tmp_path / "tiny-lm")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    tokenizer.chat_template = qwen2_5_chat_template  # a template TRL can parse tool calls from
+    tokenizer = add_response_schema(tokenizer)
+    resets = []
+
+    class RecordingEnv(TtdToolEnv):
+        def reset(self, **row):
+            resets.append(row["state"])
+            return super().reset(**row)
+
+    args = trl.GRPOConfig(output_dir=str(tmp_path / "out"), use_cpu=True, max_steps=1, per_device_train_batch_size=4,
+                          num_generations=4, max_completion_length=8, report_to="none", save_strategy="no", seed=0)
+    dataset = build_dataset("ttd/LABS-v0", count=4, env_kwargs={"n": 8}, conversational=True)
+    trainer = trl.GRPOTrainer(model=str(model_dir), processing_class=tokenizer, environment_factory=RecordingEnv,
+                              train_dataset=dataset, args=args)
+    assert [tool.__name__ for tool in trainer.tools] == ["submit"]
+    trainer.train()
+    assert len(resets) == 4 and set(resets) <= set(dataset["state"])
+    assert any("rewards/RecordingEnv/mean" in entry for entry in trainer.state.log_history)
