@@ -78,7 +78,11 @@ def test_update_trains_only_the_adapter_and_the_reference_stays_the_base(tiny_lm
 def test_eos_ends_a_completion_and_stays_in_its_ids(tiny_lm):
     policy = HFPolicy(tiny_lm, lora_rank=4, seed=3)
     policy.eos_ids = list(range(0, len(policy.tokenizer), 2))  # half the vocabulary ends a completion
-    samples = flat(policy.sample(PROMPTS, 8, temperature=1.0, max_new_tokens=3))
+    heard = []
+    samples = flat(policy.sample(PROMPTS, 8, temperature=1.0, max_new_tokens=3,
+                                 on_sample=lambda i, j, s: heard.append((len(s.completion_ids), s.finished))))
+    assert sorted(heard) == sorted((len(s.completion_ids), s.finished) for s in samples)
+    assert [n for n, _ in heard] == sorted(n for n, _ in heard)  # each reported the step it ended
     finished = [s for s in samples if s.finished]
     assert finished and len(finished) < len(samples)
     for s in samples:

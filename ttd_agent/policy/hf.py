@@ -262,10 +262,13 @@ class HFPolicy:
         self.model.eval()
         size = self.settings.sample_batch_size
         for start in range(0, len(rows), size):
-            for k, completion in enumerate(self._decode(rows[start:start + size], temperature, max_new_tokens)):
-                on_row(start + k, completion)
+            self._decode(rows[start:start + size], temperature, max_new_tokens,
+                         on_row=lambda k, completion, start=start: on_row(start + k, completion))
 
-    def _decode(self, rows: list[list[int]], temperature: float, max_new_tokens: int) -> list[Completion]:
+    def _decode(self, rows: list[list[int]], temperature: float, max_new_tokens: int,
+                on_row: Callable[[int, Completion], None] | None = None) -> list[Completion]:
+        """Sample one completion per row; `on_row` hears of each row the step it ends (EOS), and
+        of the rows cut at `max_new_tokens` at the end."""
         B, P = len(rows), max(len(r) for r in rows)
         ids = torch.full((B, P), self.pad_id, dtype=torch.long)
         attention = torch.zeros((B, P), dtype=torch.long)
@@ -299,6 +302,10 @@ class HFPolicy:
             ended = ~done & torch.isin(token, eos)
             lengths[ended] = t + 1
             done |= ended
+            if on_row is not None and bool(ended.any()):
+                for i in ended.nonzero().flatten().tolist():
+                    on_row(i, Completion(ids=tokens[i, :t + 1].tolist(), logprobs=logps[i, :t + 1].cpu().numpy().copy(),
+                                         finished=True, entropy=entropies[i, :t + 1].cpu().numpy().copy()))
             if bool(done.all()) or t == max_new_tokens - 1:
                 break
             attention = torch.cat([attention, torch.ones((B, 1), dtype=attention.dtype, device=self.device)], 1)
@@ -309,8 +316,13 @@ class HFPolicy:
 
         tokens_l, lengths_l, done_l = tokens.tolist(), lengths.tolist(), done.tolist()
         logps_np, ent_np = logps.cpu().numpy(), entropies.cpu().numpy()
-        return [Completion(ids=tokens_l[i][:m], logprobs=logps_np[i, :m].copy(), finished=done_l[i],
-                           entropy=ent_np[i, :m].copy()) for i, m in enumerate(lengths_l)]
+        out = [Completion(ids=tokens_l[i][:m], logprobs=logps_np[i, :m].copy(), finished=done_l[i],
+                          entropy=ent_np[i, :m].copy()) for i, m in enumerate(lengths_l)]
+        if on_row is not None:
+            for i, completion in enumerate(out):
+                if not completion.finished:
+                    on_row(i, completion)
+        return out
 
     # ---- teacher forcing
 
