@@ -105,8 +105,7 @@ class HFPolicy:
     """A `Policy` (kind "llm") over a transformers causal LM; see the module docstring.
 
     Engine and policy settings come from `settings` (an `LLMSettings`), with keyword overrides of
-    its fields (`micro_batch_size=4`); `vllm_kwargs` passes extra `vllm.LLM` arguments and
-    `engine` an already built sampling engine (tests use a fake one)."""
+    its fields (`micro_batch_size=4`); `vllm_kwargs` passes extra `vllm.LLM` arguments."""
 
     kind = "llm"
 
@@ -114,7 +113,7 @@ class HFPolicy:
                  target_modules: Sequence[str] | None = None, full_finetune: bool = False, lr: float = 4e-5,
                  weight_decay: float = 0.0, device: str | None = None, seed: int = 0,
                  sampler: Literal["hf", "vllm", "openai"] = "hf", settings: LLMSettings | None = None,
-                 vllm_kwargs: dict[str, Any] | None = None, engine: Any = None, **overrides: Any):
+                 vllm_kwargs: dict[str, Any] | None = None, **overrides: Any):
         import transformers
         from packaging.version import Version
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -185,11 +184,11 @@ class HFPolicy:
             from ttd_agent.policy.vllm_sampler import VLLMSampler
 
             self.engine = VLLMSampler(self.model_name, max_lora_rank=lora_rank, seed=seed, settings=cfg,
-                                      engine=engine, **(vllm_kwargs or {}))
+                                      **(vllm_kwargs or {}))
         elif sampler == "openai":
             from ttd_agent.policy.openai_sampler import OpenAISampler
 
-            self.engine = OpenAISampler(cfg.served_model or self.model_name, settings=cfg, lora=True)
+            self.engine = OpenAISampler(cfg.served_model or self.model_name, settings=cfg)
 
     @property
     def eos_ids(self) -> list[int]:

@@ -81,11 +81,10 @@ def _token_id(token: str) -> int:
 class OpenAISampler:
     """The token-level engine of `HFPolicy(sampler="openai")`; see the module docstring."""
 
-    def __init__(self, model: str, *, settings: LLMSettings, lora: bool = True):
+    def __init__(self, model: str, *, settings: LLMSettings):
         self.client = _Client(settings)
         self.model = model
         self.settings = settings
-        self.lora = lora
         self._loaded: dict[str, str] = {}
         """Adapter directory -> the name it was loaded under."""
 

@@ -77,7 +77,7 @@ class VLLMSampler:
     """A `vllm.LLM` with LoRA enabled, as a token-level engine (`generate`) that can sleep."""
 
     def __init__(self, model: str, *, max_lora_rank: int, seed: int = 0, settings: LLMSettings | None = None,
-                 engine: Any = None, **kwargs: Any):
+                 **kwargs: Any):
         self.vllm = _import_vllm()
         self.model = str(model)
         self.settings = settings or LLMSettings()
@@ -90,7 +90,7 @@ class VLLMSampler:
             log.warning("this vLLM reports raw (un-tempered) log-probs; use --logprobs recompute")
         self.sleeps = bool(args.get("enable_sleep_mode"))
         self.asleep = False
-        self.llm = engine if engine is not None else self.vllm.LLM(**args)
+        self.llm = self.vllm.LLM(**args)
         self._adapter_ids: dict[str, int] = {}
         self._next_id = 1  # ids start at 1 and are never reused
         self._batches = 0
