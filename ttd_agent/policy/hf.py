@@ -210,8 +210,9 @@ class HFPolicy:
     @torch.no_grad()
     def sample(self, prompts: Sequence[str], n: int, *, temperature: float, max_new_tokens: int,
                on_sample: OnSample | None = None) -> list[list[Sample]]:
-        """`n` completions per prompt; `on_sample` hears of each one as soon as it is complete
-        (possibly from another thread), so its evaluation can start while the rest are sampled."""
+        """`n` completions per prompt; `on_sample` hears of each one as soon as it is complete, so
+        its evaluation can start while the rest are sampled (with `logprobs="recompute"`, once
+        all are sampled and rescored)."""
         if n < 1 or temperature < 0 or max_new_tokens < 1:
             raise ValueError(f"need n >= 1, temperature >= 0 and max_new_tokens >= 1, got n={n}, "
                              f"temperature={temperature}, max_new_tokens={max_new_tokens}")
@@ -235,8 +236,6 @@ class HFPolicy:
         seeds = sample_seeds(self.seed, self.calls, len(rows))
         later = sample_seeds(self.seed, self.calls, len(rows), phase=1)
         self.calls += 1
-        if self.engine is not None:
-            self.engine.wake()
         complete(self._generate, self.renderer, rows, temperature=temperature, max_new_tokens=max_new_tokens,
                  seeds=seeds, seeds_phase2=later, thinking_budget=self.settings.thinking_budget,
                  answer_budget=self.settings.answer_budget, on_row=finish)
