@@ -4,9 +4,10 @@ verifiers 0.4 loads environments as *taskset packages*: an importable module tha
 `vf.Taskset` subclass (and optionally one `vf.Env`). The top-level module `ttd_discovery` (id
 `ttd-discovery`, shipped with this distribution) exports the two classes below, so
 
-    vf-eval ttd-discovery --env.taskset.env-id ttd/ErdosOverlap-v0 --env.taskset.env-kwargs '{"initial": "record"}'
+    vf-eval ttd-discovery --env.taskset.env-id ttd/LABS-v0 -m <model> -n 8
 
-works, and `load_environment("ttd/ErdosOverlap-v0", initial="record")` does the same from Python.
+resolves it by name (with a model endpoint), and `load_environment("ttd/ErdosOverlap-v0",
+initial="record")` builds the same env from Python through verifiers' own loader.
 
 - `TtdTaskset` turns start states into tasks (prompt = the env's observation; the start state
   travels on the task data as JSON).
