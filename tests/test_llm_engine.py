@@ -21,6 +21,9 @@ pytest.importorskip("peft")
 from ttd_agent.policy.base import LossConfig, TrainItem
 from ttd_agent.policy.hf import HFPolicy
 from ttd_agent.policy.tiny import build_tiny_causal_lm
+from ttd_agent.trainer import DiscoveryConfig, DiscoveryTrainer
+from ttd_envs.core.problem import Evaluation, Record, TrainerDefaults
+from ttd_envs.core.state import State
 
 
 @dataclasses.dataclass
@@ -197,3 +200,33 @@ def test_importance_ratio_uses_the_samplers_logprobs_unless_recompute(fake_vllm,
     samples = [s for g in policy.sample(["p"], 3, temperature=1.0, max_new_tokens=5) for s in g]
     stats = policy.update([TrainItem(s, 1.0) for s in samples], LossConfig())
     assert abs(stats["ratio_max"] - 1) < 1e-4
+
+
+class Distinct:
+    """Reward = distinct characters / 10 (any text scores)."""
+
+    name, summary = "Distinct", "distinct characters"
+    record = Record(10.0, "the cap", higher_is_better=True)
+    defaults = TrainerDefaults(model_kind="llm", group_size=3, groups_per_step=2, steps=2, max_new_tokens=5,
+                               eval_timeout_s=5.0)
+
+    def initial_state(self, rng):
+        return State(code="", reward=0.0, score=0.0)
+
+    def prompt(self, state):
+        return "Write something."
+
+    def evaluate(self, action, state):
+        return Evaluation(reward=min(len(set(action)), 10) / 10, valid=True, score=float(len(set(action))),
+                          code=action)
+
+
+def test_a_discovery_run_through_the_vllm_path(fake_vllm, tiny_lm, tmp_path):
+    """Two trainer steps: each samples (streamed into the evaluator), sleeps the engine for the
+    update, and wakes it for the next step's samples with the new adapter."""
+    DiscoveryTrainer(DiscoveryConfig(env=f"{__name__}:Distinct", model=tiny_lm, sampler="vllm", device="cpu",
+                                     lora_rank=4, llm={"dtype": "float32"}, run_dir=str(tmp_path / "run"))).run()
+    order = [e[0] for e in events(fake_vllm, "generate", "sleep", "wake")]
+    assert order == ["generate", "sleep", "wake", "generate", "sleep"]
+    assert events(fake_vllm, "generate")[1][1][0] == 1  # step 2 samples with adapter v1
+    assert len((tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()) == 12
