@@ -34,7 +34,8 @@ padded tokens; `gradient_checkpointing` recomputes layer activations in the back
 With the vLLM engine on the same GPU, the engine sleeps (weights to CPU, KV cache freed) during
 each update and wakes before the next sample (`sleep`).
 
-Training. One AdamW step per `update` (betas 0.9/0.95 and eps 1e-12, the reference's Adam) on
+Training. One AdamW step per `update` (by default betas 0.9/0.95 and eps 1e-12, TTT-Discover's
+reference Adam; `adam_betas`/`adam_eps` for other recipes, e.g. verl's 0.9/0.999, 1e-8) on
 the trainable parameters, gradients accumulated over micro-batches, loss normalised over the
 whole batch. The KL reference is the base model, obtained by running the same weights with the
 adapter disabled (`peft`'s `disable_adapter()`): no second copy. Full fine-tuning
@@ -111,7 +112,8 @@ class HFPolicy:
 
     def __init__(self, model: str, *, lora_rank: int = 32, lora_alpha: float | None = None, lora_dropout: float = 0.0,
                  target_modules: Sequence[str] | None = None, full_finetune: bool = False, lr: float = 4e-5,
-                 weight_decay: float = 0.0, device: str | None = None, seed: int = 0,
+                 weight_decay: float = 0.0, adam_betas: tuple[float, float] = (0.9, 0.95), adam_eps: float = 1e-12,
+                 device: str | None = None, seed: int = 0,
                  sampler: Literal["hf", "vllm", "openai"] = "hf", settings: LLMSettings | None = None,
                  vllm_kwargs: dict[str, Any] | None = None, **overrides: Any):
         import transformers
@@ -168,7 +170,7 @@ class HFPolicy:
         self._keep_arg = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in forward), None)
         self._cache_arg = "cache" if "cache" in forward else "past_key_values"  # renamed in transformers 5.x
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.trainable, lr=lr, betas=(0.9, 0.95), eps=1e-12,
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=lr, betas=tuple(adam_betas), eps=adam_eps,
                                            weight_decay=weight_decay)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.version = 0
