@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="seed of the policy, the sampler and the buffer")
     train.add_argument("--run-dir", default=None,
                        help="where the run is written (default: runs/<name>-seed<seed>, e.g. runs/LABS-v0-seed0; "
-                            "<name> is the id after 'ttd/' or the class name)")
+                            "<name> is the id after 'ttd/' or the class name; TTRL: runs/ttrl-<dataset>-seed<seed>)")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --run-dir from its last checkpoint; flags that would change "
                             "what it learns are refused")
