@@ -109,8 +109,8 @@ def before_after_rows(before: str, rounds: int = 6, runs: int = 40) -> list[list
     times: dict[str, list[float]] = {label: [] for label in variants}
     for _ in range(rounds):
         for label, (root, kwargs) in variants.items():
-            out = subprocess.run([sys.executable, "-c", _TIMED_RUNS, root, json.dumps(kwargs), str(runs)],
-                                 capture_output=True, text=True, check=True, cwd="/", env={**os.environ, "PYTHONPATH": root})
+            out = subprocess.run([sys.executable, "-c", _TIMED_RUNS, root, json.dumps(kwargs), str(runs)], cwd="/",
+                                 capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": root})
             times[label] += json.loads(out.stdout)
     base = float(np.percentile(times[next(iter(variants))], 50))
     rows = []

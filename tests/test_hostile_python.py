@@ -217,7 +217,7 @@ def test_proc_and_mounts_cannot_be_undone(box):
               "    tries = {'umount /proc': libc.umount2(b'/proc', 2), 'mount proc': libc.mount(b'proc', b'/tmp', b'proc', 0, None),\n"
               "             'mount tmpfs': libc.mount(b'x', b'/tmp', b'tmpfs', 0, b'size=10g'),\n"
               "             'ptrace init': libc.ptrace(16, 1, None, None), 'setns': libc.setns(0, 0),\n"
-              "             'chroot': libc.chroot(b'/tmp')}\n"
+              "             'chroot': libc.chroot(b'/tmp'), 'kernel log': libc.klogctl(10, None, 0)}\n"
               "    return tries, sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n")
     result = run_attack(box, source)
     assert result.ok, result.error

@@ -235,13 +235,14 @@ _X32_BIT = 0x40000000
 EPERM, ENOSYS = 1, 38
 # x86_64 numbers: what could reopen the host or another process, or bypass the filter itself
 _DENIED_X86_64 = {
-    "ptrace": 101, "pivot_root": 155, "chroot": 161, "acct": 163, "mount": 165, "umount2": 166,
+    "ptrace": 101, "syslog": 103, "pivot_root": 155, "chroot": 161, "acct": 163, "mount": 165, "umount2": 166,
     "swapon": 167, "swapoff": 168, "reboot": 169, "init_module": 175, "delete_module": 176,
     "quotactl": 179, "kexec_load": 246, "add_key": 248, "request_key": 249, "keyctl": 250,
     "unshare": 272, "perf_event_open": 298, "name_to_handle_at": 303, "open_by_handle_at": 304,
     "setns": 308, "process_vm_readv": 310, "process_vm_writev": 311, "finit_module": 313,
-    "bpf": 321, "userfaultfd": 323, "io_uring_setup": 425, "open_tree": 428, "move_mount": 429,
-    "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
+    "kexec_file_load": 320, "bpf": 321, "userfaultfd": 323, "io_uring_setup": 425, "open_tree": 428,
+    "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "pidfd_getfd": 438,
+    "mount_setattr": 442,
 }
 # memory no fallback accounting sees: memfds and SysV shared memory (tmpfs files are capped)
 _UNCOUNTED_MEMORY_X86_64 = {"shmget": 29, "memfd_create": 319, "memfd_secret": 447}

@@ -315,10 +315,11 @@ def _init_main(sock: socket.socket, isolation: list[str], private_uid: int | Non
         if pid == program and wait_status is None:
             wait_status = status
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ended = wait_status is not None
     _write_status(
         status_fd, phase="exited", limit=passed,
-        exit_code=os.waitstatus_to_exitcode(wait_status) if wait_status is not None and os.WIFEXITED(wait_status) else None,
-        signal=os.WTERMSIG(wait_status) if wait_status is not None and os.WIFSIGNALED(wait_status) else None,
+        exit_code=os.waitstatus_to_exitcode(wait_status) if ended and os.WIFEXITED(wait_status) else None,
+        signal=os.WTERMSIG(wait_status) if ended and os.WIFSIGNALED(wait_status) else None,
         cpu_s=usage.ru_utime + usage.ru_stime, max_rss_bytes=max(peak, usage.ru_maxrss * 1024),
     )
     os._exit(0)
@@ -418,7 +419,8 @@ def main() -> None:
     plan = _confine.plan_view(tuple(grants["read_only_paths"]), tuple(grants["devices"]), grants["writable_cache"],
                               config["cache_dir"], tuple(config["private_packages"]))
     # one spare more than runs at once: the next is ready while the last one still builds its view
-    serve(socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=int(sys.argv[1])), int(config["spares"]) + 1, plan)
+    control = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=int(sys.argv[1]))
+    serve(control, int(config["spares"]) + 1, plan)
 
 
 if __name__ == "__main__":

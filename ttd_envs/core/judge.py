@@ -2,9 +2,10 @@
 
 Compilation runs g++ *inside the sandbox*, in the same closed view as programs (no network, no
 host file beyond the OS's /usr, a wall-clock time-out, whole-run memory and process caps), so a
-hostile source cannot `#include "/etc/passwd"` or a file of ours, nor hang the host; the binary comes back over stdout and is cached by a hash of (compiler, flags,
-machine, source). Each test then runs the binary in the sandbox with the contest's limits and the
-problem's checker turns its stdout into a score or a Wrong Answer.
+hostile source cannot `#include "/etc/passwd"` or a file of ours, nor hang the host; the binary
+comes back over stdout and is cached by a hash of (compiler, flags, machine, source). Each test
+then runs the binary in the sandbox with the contest's limits and the problem's checker turns its
+stdout into a score or a Wrong Answer.
 
 Verdict policy (per test, first match wins):
 - OLE: stdout passed `RunLimits.output_bytes` (the sandbox killed the program);
