@@ -56,3 +56,21 @@ def test_grants_that_name_nothing_are_refused():
         Sandbox(grants=Grants(devices=("/dev/nvidia-not-here*",)))
     with pytest.raises(ValueError, match="Grants.read_only_paths"):
         Sandbox(grants=Grants(read_only_paths=("/no/such/driver",)))
+
+
+def test_hidden_paths_show_empty(granted_file):
+    directory = os.path.dirname(granted_file)
+    secret_dir = os.path.join(directory, "split")
+    os.makedirs(secret_dir, exist_ok=True)
+    with open(os.path.join(secret_dir, "test.npy"), "w") as handle:
+        handle.write("held-out")
+    os.chmod(secret_dir, 0o755)
+    os.chmod(os.path.join(secret_dir, "test.npy"), 0o644)
+    source = ("import os\ndef run(path, folder):\n    return open(path).read(), os.listdir(folder)\n")
+    grants = Grants(read_only_paths=(directory,), hidden_paths=(granted_file, secret_dir))
+    with Sandbox(preload=(), grants=grants) as box:
+        result = box.run_python(source, "run", kwargs={"path": granted_file, "folder": secret_dir}, preset_modules={})
+    assert result.ok, result.error
+    assert result.value == ("", [])
+    with pytest.raises(ValueError, match="Grants.hidden_paths"):
+        Sandbox(grants=Grants(hidden_paths=("/no/such/file",)))

@@ -67,7 +67,7 @@ class ViewPlan:
 
     read_only: tuple[str, ...]
     devices: tuple[str, ...]
-    hidden: tuple[str, ...]  # directories inside a bound path that stay invisible (our packages)
+    hidden: tuple[str, ...]  # files or directories inside a bound path that stay invisible
     cache_dir: str | None
 
 
@@ -98,7 +98,7 @@ def runtime_paths() -> list[str]:
 
 
 def plan_view(read_only_grants: tuple[str, ...], device_grants: tuple[str, ...], writable_cache: bool,
-              cache_dir: str, private_packages: tuple[str, ...]) -> ViewPlan:
+              cache_dir: str, private_packages: tuple[str, ...], hidden_grants: tuple[str, ...] = ()) -> ViewPlan:
     """Resolve the view: raises ValueError when a grant names nothing (fail loudly, not open)."""
     granted = []
     for path in read_only_grants:
@@ -114,8 +114,8 @@ def plan_view(read_only_grants: tuple[str, ...], device_grants: tuple[str, ...],
     system = {p for p in SYSTEM_PATHS if os.path.exists(p)}
     system |= {f"/{name}" for name in ROOT_LINKS if os.path.isdir(f"/{name}") and not os.path.islink(f"/{name}")}
     read_only = _outermost(system | set(runtime_paths()) | set(granted))
-    hidden = tuple(sorted({os.path.realpath(p) for p in private_packages
-                           if any(_within(os.path.realpath(p), r) for r in read_only)}))
+    hidden = tuple(sorted({os.path.realpath(p) for p in (*private_packages, *hidden_grants)
+                           if os.path.exists(p) and any(_within(os.path.realpath(p), r) for r in read_only)}))
     return ViewPlan(tuple(read_only), tuple(dict.fromkeys(devices)), hidden, cache_dir if writable_cache else None)
 
 
@@ -167,6 +167,7 @@ def build_view(plan: ViewPlan, workdir: str) -> list[str]:
     # the one writable tmpfs, seen at three places; sized per job by `size_writable`
     os.mkdir(f"{new}/tmp")
     mount("tmpfs", f"{new}/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=65536,mode=1777")
+    os.close(os.open(f"{new}/tmp/.empty", os.O_WRONLY | os.O_CREAT, 0o444))  # what hidden files show
     for place in WRITABLE[1:]:
         own = f"{new}/tmp/.{place.strip('/').replace('/', '-')}"
         os.mkdir(own, 0o1777)
@@ -182,8 +183,12 @@ def build_view(plan: ViewPlan, workdir: str) -> list[str]:
         _bind(sources[path], new + path, read_only=False)
     for path in SYSTEM_COPIES:
         _copy(path, new + path)
-    for path in plan.hidden:
-        mount("tmpfs", new + path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k,mode=0555")
+    for path in plan.hidden:  # an empty directory, or an empty file, over it
+        if os.path.isdir(new + path):
+            mount("tmpfs", new + path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k,mode=0555")
+        else:
+            mount(f"{new}/tmp/.empty", new + path, None, MS_BIND)
+            mount(None, new + path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{new}/dev/{link}")

@@ -417,7 +417,7 @@ def main() -> None:
             pass
     grants = config["grants"]
     plan = _confine.plan_view(tuple(grants["read_only_paths"]), tuple(grants["devices"]), grants["writable_cache"],
-                              config["cache_dir"], tuple(config["private_packages"]))
+                              config["cache_dir"], tuple(config["private_packages"]), tuple(grants["hidden_paths"]))
     # one spare more than runs at once: the next is ready while the last one still builds its view
     control = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=int(sys.argv[1]))
     serve(control, int(config["spares"]) + 1, plan)

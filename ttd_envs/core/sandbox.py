@@ -87,6 +87,9 @@ class Grants:
     - `env`: extra environment variables for the program (e.g. {"TRITON_CACHE_DIR": CACHE_DIR}).
     - `address_space_limit`: False drops RLIMIT_AS (a CUDA context reserves far more address
       space than it uses); memory stays bounded for the whole run by the cgroup or by init.
+    - `hidden_paths`: the opposite of a grant: files or directories inside the view (e.g. a data
+      file a third-party package ships in site-packages) that this problem's programs must not
+      read; each shows as empty. Each must exist when the Sandbox starts.
     """
 
     read_only_paths: tuple[str, ...] = ()
@@ -94,6 +97,7 @@ class Grants:
     writable_cache: bool = False
     env: dict[str, str] = field(default_factory=dict)
     address_space_limit: bool = True
+    hidden_paths: tuple[str, ...] = ()
 
 
 CACHE_DIR = "/tmp/cache"
@@ -178,7 +182,8 @@ class Sandbox:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         config = {"spares": self.spares, "preload": list(self.preload), "cache_dir": CACHE_DIR,
                   "grants": {"read_only_paths": list(self.grants.read_only_paths), "devices": list(self.grants.devices),
-                             "writable_cache": self.grants.writable_cache},
+                             "writable_cache": self.grants.writable_cache,
+                             "hidden_paths": list(self.grants.hidden_paths)},
                   "private_packages": _private_packages()}
         self._zygote = subprocess.Popen(
             [sys.executable, "-m", "ttd_envs.core._zygote", str(child.fileno()), json.dumps(config)],
@@ -545,6 +550,9 @@ def _check_grants(grants: Grants) -> None:
         if not os.path.isabs(path) or not os.path.exists(path):
             raise ValueError(f"granted read-only path {path!r} does not exist (absolute paths only); "
                              "fix Grants.read_only_paths")
+    for path in grants.hidden_paths:
+        if not os.path.isabs(path) or not os.path.exists(path):
+            raise ValueError(f"hidden path {path!r} does not exist (absolute paths only); fix Grants.hidden_paths")
     for pattern in grants.devices:
         if not pattern.startswith("/dev/") or not glob.glob(pattern):
             raise ValueError(f"granted device {pattern!r} matches no device node under /dev; fix Grants.devices")
