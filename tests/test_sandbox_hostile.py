@@ -65,8 +65,10 @@ HOSTILE = {
     "inf": (RUN + "    h = np.full(10, 0.5)\n    h[3] = np.inf\n    return h, 0.5, 10", ["NaN or inf"]),
     "wrong shape": (RUN + "    h = np.full((4, 5), 0.5)\n    return h, 0.5, 20", ["must be 1-D, got shape (4, 5)"]),
     "outside [0, 1]": (RUN + "    h = np.linspace(-0.5, 1.5, 20)\n    return h, 0.5, 20", ["must lie in [0, 1]"]),
-    "too long": (RUN + "    h = np.full(200_001, 0.5)\n    return h, 0.5, h.size", ["between 1 and 100000"]),
-    "not an array": (RUN + "    return 'abc', 0.5, 3", ["1-D array of numbers"]),
+    # 200,001 float64 samples pass Erdős's result cap (8 bytes per allowed sample): killed on the way
+    "too long": (RUN + "    h = np.full(200_001, 0.5)\n    return h, 0.5, h.size",
+                 ["output limit exceeded: the result passed"]),
+    "not an array": (RUN + "    return 'abc', 0.5, 3", ["h_values must hold real numbers"]),
     "not a tuple": (RUN + "    return 0.5", ["must return a tuple (h_values, c5_bound, n_points)"]),
     "pickle trap": ("class Evil:\n    def __reduce__(self):\n        import os\n"
                     "        return (os.system, ('touch /tmp/pwned',))\n" + RUN + "    return Evil(), 0.5, 1",
