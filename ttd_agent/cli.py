@@ -365,8 +365,10 @@ def show_best(run_dir: str) -> int:
     state = best["state"]
     console.print(f"[bold]{escape(best['env'])}[/]: best after {best['samples']} samples (step {best['step']})",
                   highlight=False)
-    if state.get("reward") is None or state.get("is_initial"):
+    if state.get("reward") is None:
         console.print("no valid answer yet: this is the initial state", highlight=False)
+    elif state.get("is_initial"):
+        console.print("nothing has beaten the initial state yet: this is it", highlight=False)
     console.print(f"reward {state['reward']!r}   score {state['score']!r}   state id {state['id']}", highlight=False)
     if state.get("code"):
         console.print("code:")
