@@ -16,9 +16,6 @@ from ttd_envs.core.state import State
 from ttd_envs.problems.circle_packing import CirclePacking26, check_packing, load_circles
 from ttd_envs.problems.erdos import ErdosOverlap
 
-SCANPY_DATA_VISIBLE = ("scanpy's wheel ships the full pbmc68k_reduced counts and the sandbox view grants all of "
-                       "site-packages; closing it needs a sandbox grant that hides that file (issue 11)")
-
 
 def fenced(code: str) -> str:
     return f"```python\n{textwrap.dedent(code)}\n```"
@@ -85,7 +82,6 @@ REBUILD_FROM_SCANPY = """
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=SCANPY_DATA_VISIBLE)
 def test_denoising_program_cannot_rebuild_pbmc68k_from_scanpy() -> None:
     """Any split of public data is undone by test = full - train: this one scored 1.0 by reading
     the counts that scanpy itself ships."""

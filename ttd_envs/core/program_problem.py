@@ -15,7 +15,7 @@ import numpy as np
 
 from ttd_envs.core.parsing import extract_code_block, missing_block_message
 from ttd_envs.core.problem import Evaluation, Record, TrainerDefaults
-from ttd_envs.core.sandbox import GiB, MiB, Limits, Sandbox, SandboxResult
+from ttd_envs.core.sandbox import GiB, Grants, MiB, Limits, Sandbox, SandboxResult
 from ttd_envs.core.state import State
 from ttd_envs.core.text import tail, unencodable
 
@@ -87,8 +87,12 @@ class PythonProgramProblem:
     @property
     def sandbox(self) -> Sandbox:
         if self._sandbox is None:
-            self._sandbox = Sandbox(preload=self.preload, threads=self.budget.cpus)
+            self._sandbox = Sandbox(preload=self.preload, threads=self.budget.cpus, grants=self.grants())
         return self._sandbox
+
+    def grants(self) -> Grants:
+        """What this problem's programs see beyond the closed default view (nothing by default)."""
+        return Grants()
 
     def close(self) -> None:
         if self._sandbox is not None:

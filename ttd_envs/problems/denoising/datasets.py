@@ -92,6 +92,15 @@ def synthetic_counts(config: SyntheticConfig, seed: int) -> tuple[np.ndarray, np
     return counts, mu
 
 
+def scanpy_bundled_data() -> tuple[str, ...]:
+    """The data files inside scanpy's wheel. A program that reads one undoes any split of it
+    (test = full - train), so denoising programs never see them (see `Denoising.grants`)."""
+    spec = importlib.util.find_spec("scanpy")
+    if spec is None or spec.origin is None:
+        return ()
+    return tuple(sorted(str(p.resolve()) for p in (Path(spec.origin).parent / "datasets").glob("*.h5ad")))
+
+
 def pbmc68k_reduced_counts() -> np.ndarray:
     """UMI counts recovered from scanpy's bundled `pbmc68k_reduced` (700 cells x 765 genes).
 

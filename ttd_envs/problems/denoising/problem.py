@@ -31,9 +31,9 @@ from ttd_envs.core.program_problem import (
     PythonProgramProblem,
     previous_attempt_section,
 )
-from ttd_envs.core.sandbox import GiB, SandboxResult
+from ttd_envs.core.sandbox import GiB, Grants, SandboxResult
 from ttd_envs.core.state import State
-from ttd_envs.problems.denoising.datasets import BUILTIN, CountSplit, load_split, require_bio
+from ttd_envs.problems.denoising.datasets import BUILTIN, CountSplit, load_split, require_bio, scanpy_bundled_data
 from ttd_envs.problems.denoising.metrics import Controls, DenoisingMetrics, Scores
 
 log = logging.getLogger(__name__)
@@ -180,6 +180,10 @@ class Denoising(PythonProgramProblem):
         return DenoisingMetrics(self.split.train, self.split.test)
 
     # -- the program -------------------------------------------------------------------------
+    def grants(self) -> Grants:
+        """scanpy is importable, but the data its wheel ships (pbmc68k_reduced) is hidden."""
+        return Grants(hidden_paths=scanpy_bundled_data())
+
     def program_inputs(self, state: State) -> dict[str, Any]:
         return {"X_train": self.split.train.astype(np.float64)}
 

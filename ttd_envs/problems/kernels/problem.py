@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ttd_envs.core.program_problem import InvalidConstruction, ProgramBudget, PythonProgramProblem
-from ttd_envs.core.sandbox import CACHE_DIR, GiB, Grants, Limits, Sandbox, SandboxResult
+from ttd_envs.core.sandbox import CACHE_DIR, GiB, Grants, Limits, SandboxResult
 from ttd_envs.core.state import State
 from ttd_envs.problems.kernels.harness import TASKS
 from ttd_envs.problems.kernels.timing import TimingRule, geometric_mean, speed_of_light_ns
@@ -132,12 +132,6 @@ class KernelProblem(PythonProgramProblem):
     # -- the sandbox run -----------------------------------------------------------------------
     def device(self) -> str:
         return "cuda" if self.on_gpu else "cpu"
-
-    @property
-    def sandbox(self) -> Sandbox:
-        if self._sandbox is None:
-            self._sandbox = Sandbox(preload=self.preload, threads=self.budget.cpus, grants=self.grants())
-        return self._sandbox
 
     def grants(self) -> Grants:
         """On a GPU: the device nodes, read-only sysfs for the driver, a private writable kernel
