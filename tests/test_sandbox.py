@@ -67,3 +67,12 @@ def test_status_records_are_validated_field_by_field():
     assert "max_rss_bytes" not in status and "phase" not in status and "limit" not in status
     good = parse_status(b'{"phase": "exited", "exit_code": 0, "signal": null, "cpu_s": 0.5, "limit": "cpu"}\n')
     assert good == {"phase": "exited", "exit_code": 0, "cpu_s": 0.5, "limit": "cpu"}
+
+
+def test_unseeded_generators_differ_between_runs(sandbox):
+    """Runs fork from one warm zygote; without a reseed every program would draw the same numbers."""
+    source = "import random\ndef run():\n    return [random.random(), float(np.random.rand())]\n"
+    draws = [sandbox.run_python(source, "run") for _ in range(3)]
+    assert all(r.ok for r in draws), [r.error for r in draws]
+    values = [tuple(r.value) for r in draws]
+    assert len(set(values)) == 3, values

@@ -25,6 +25,7 @@ import fcntl
 import importlib
 import json
 import os
+import random
 import resource
 import signal
 import socket
@@ -137,8 +138,19 @@ def _program_main(job: dict, fds: dict[str, int], inputs: dict, private_uid: int
     _run_python(job, WORKDIR, inputs)
 
 
+def _reseed_inherited_generators() -> None:
+    """Every run is a fork of one zygote, so unseeded generators (random, numpy's legacy global)
+    would replay the same stream in every program: draw their state from the OS instead."""
+    random.seed()
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
+
+
 def _run_python(job: dict, workdir: str, inputs: dict) -> None:
     from ttd_envs.core import wire
+
+    _reseed_inherited_generators()
 
     sys.stdout = open(PROGRAM_FD_STDOUT, "w", buffering=1, closefd=False, errors="replace")  # noqa: SIM115
     sys.stderr = open(PROGRAM_FD_STDERR, "w", buffering=1, closefd=False, errors="replace")  # noqa: SIM115
