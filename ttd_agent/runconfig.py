@@ -20,7 +20,7 @@ from typing import Any
 
 RESUME_APPLY: frozenset[str] = frozenset({
     "steps", "eval_workers", "executor", "eval_timeout_s", "checkpoint_every", "plot_every", "device",
-    "run_dir", "ray_address", "episodes", "eval_every",
+    "run_dir", "ray_address", "episodes", "eval_every", "sinks", "overlap",
 })
 """Config fields a resumed run takes from the command line. Anything else that differs is refused."""
 
