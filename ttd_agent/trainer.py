@@ -29,7 +29,7 @@ from ttd_agent.executor import Executor
 from ttd_agent.objective import group_advantages, is_informative
 from ttd_agent.plots import plot_best_so_far, plot_reward_distribution
 from ttd_agent.policy.base import LossConfig, Policy, Sample, TrainItem
-from ttd_agent.puct import StateBuffer, same_solution
+from ttd_agent.puct import StateBuffer, dedup_keys, same_solution
 from ttd_agent.rundir import RunDir, write_json_atomic
 from ttd_agent.sinks import check_sinks, make_sinks
 from ttd_agent.runconfig import reconcile_resume
@@ -108,6 +108,10 @@ class DiscoveryConfig:
     on it as reward 0, pushing away from copying (now and then so hard that the policy forgets to
     copy for a step or two, which on LABS pays as exploration); "drop" leaves it out of its group's
     advantages. Logged rewards and the buffer are untouched."""
+    known_is_unchanged: bool = False
+    """Also treat as unchanged an answer that reproduces any state already in the buffer. A policy
+    that writes flips (embedded `write="flips"`) otherwise learns to undo the flip that made its
+    start worse than its parent: the parent comes back, the group's best, and nothing is found."""
     eval_workers: int = 2
     executor: Literal["thread", "process"] = "thread"
     eval_timeout_s: float | None = None
@@ -312,7 +316,8 @@ class DiscoveryTrainer:
         rewards = np.array([ev.reward for ev in evaluations], dtype=np.float64).reshape(len(starts), cfg.group_size)
         parents = [start for start in starts for _ in range(cfg.group_size)]
         children = [ev.child_of(parent, {"step": self.step + 1}) for parent, ev in zip(parents, evaluations)]
-        unchanged = np.array([child is not None and same_solution(parent, child)
+        known = {key for state in self.buffer.states() for key in dedup_keys(state)} if cfg.known_is_unchanged else set()
+        unchanged = np.array([child is not None and (same_solution(parent, child) or not known.isdisjoint(dedup_keys(child)))
                               for parent, child in zip(parents, children)]).reshape(rewards.shape)
         items, betas, informative = self._advantages(groups, *training_rewards(rewards, unchanged, cfg.unchanged))
         update_stats = self.policy.update(items, self._loss_config()) if cfg.update and items else {}
