@@ -1,6 +1,6 @@
 """The experiment: does test-time training find better LABS sequences than search at equal evaluations?
 
-    python -m benchmarks.labs_ablation [--n 32] [--budgets 5120 100000] [--policy-budget 5120]
+    python -m benchmarks.labs_ablation [--n 32] [--budgets 5128 100000] [--policy-budget 5120]
                                        [--seeds 0 1 2 3 4] [--cache DIR] [--write]
 
 Every configuration is charged the same way: one evaluation per scored sequence (a policy
@@ -19,7 +19,9 @@ No policy: PUCT reuse with uniform random flips (the buffer search of TTT with a
 proposal, cheap enough to run to the largest budget); classic search (`ttd_agent.classic_search`):
 steepest-descent hill climbing and tabu search, both with random restarts; uniform random search.
 
-Each run is read at every budget from its best-so-far curve (a run is deterministic given its
+A policy run also pays for its initial states (8), and its improvements are counted at the end of
+their step, so it is read at the last step that fits a budget. Each run is read at every budget
+from its best-so-far curve (a run is deterministic given its
 seed, so its first B evaluations are exactly a run of budget B). A policy configuration run to
 `--policy-budget` has no entry at larger budgets. With `--cache DIR` every finished run is kept
 as JSON and reused, so seeds can be run by separate processes and gathered by a last call. With
@@ -129,7 +131,8 @@ def run_policy(n: int, budget: int, seed: int, overrides: dict[str, object], uni
         best = trainer.run()
         seconds = time.perf_counter() - started
     # the initial states are scored too: they count as the first evaluations
-    curve = [(samples + defaults.groups_per_step, round(n * n / (2 * reward))) for samples, reward in trainer.best_curve]
+    curve = [(samples + defaults.groups_per_step, round(n * n / (2 * reward)))
+             for samples, reward in trainer.best_curve]
     return RunResult(int(best.score), curve, steps * per_step + defaults.groups_per_step, seconds)
 
 
@@ -215,11 +218,13 @@ def plot(results: dict[str, list[RunResult]], budgets: list[int], n: int, optimu
     """Mean best energy vs evaluations (log scale) for every configuration, up to its own budget."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
-    for label, runs in results.items():
+    palette = plt.get_cmap("tab20").colors
+    for index, (label, runs) in enumerate(results.items()):
         reach = min(max(budgets), min(r.evaluations for r in runs))
         grid = np.unique(np.geomspace(16, reach, 200).astype(int))
         mean = [np.mean([r.best_at(int(x)) if r.best_at(int(x)) is not None else np.nan for r in runs]) for x in grid]
-        ax.step(grid, mean, where="post", label=label, linestyle="-" if label in POLICY_CONFIGS else "--")
+        ax.step(grid, mean, where="post", label=label, linestyle="-" if label in POLICY_CONFIGS else "--",
+                color=palette[(2 * index) % 20 + (2 * index) // 20])
     ax.axhline(optimum, color="black", linestyle=":", linewidth=1, label=f"optimum E* = {optimum}")
     for budget in budgets:
         ax.axvline(budget, color="grey", linewidth=0.5)
@@ -234,7 +239,9 @@ def plot(results: dict[str, list[RunResult]], budgets: list[int], n: int, optimu
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=32)
-    parser.add_argument("--budgets", type=int, nargs="+", default=[5120, 100_000])
+    parser.add_argument("--budgets", type=int, nargs="+", default=[5128, 100_000],
+                        help="evaluations to compare at (5,128: the 40 x 8 x 16 samples of a default run plus its "
+                             "8 scored initial states)")
     parser.add_argument("--policy-budget", type=int, default=5120, help="samples per embedded-policy run")
     parser.add_argument("--long-policy-configs", nargs="*", default=[TTT_FLIPS, REUSE_ONLY_FLIPS],
                         help="policy configurations run to the largest budget (default: the flip policy's two, "

@@ -316,8 +316,10 @@ class DiscoveryTrainer:
         rewards = np.array([ev.reward for ev in evaluations], dtype=np.float64).reshape(len(starts), cfg.group_size)
         parents = [start for start in starts for _ in range(cfg.group_size)]
         children = [ev.child_of(parent, {"step": self.step + 1}) for parent, ev in zip(parents, evaluations)]
-        known = {key for state in self.buffer.states() for key in dedup_keys(state)} if cfg.known_is_unchanged else set()
-        unchanged = np.array([child is not None and (same_solution(parent, child) or not known.isdisjoint(dedup_keys(child)))
+        known = ({key for state in self.buffer.states() for key in dedup_keys(state)}
+                 if cfg.known_is_unchanged else set())
+        unchanged = np.array([child is not None
+                              and (same_solution(parent, child) or not known.isdisjoint(dedup_keys(child)))
                               for parent, child in zip(parents, children)]).reshape(rewards.shape)
         items, betas, informative = self._advantages(groups, *training_rewards(rewards, unchanged, cfg.unchanged))
         update_stats = self.policy.update(items, self._loss_config()) if cfg.update and items else {}

@@ -392,7 +392,8 @@ class EmbeddedPolicy:
         logp = self._log_dist(logits, temperature).gather(2, targets.clamp(max=VOCAB_SIZE - 1)[..., None]).squeeze(2)
         return logp.masked_fill(targets == PAD, 0.0)
 
-    def _token_logps(self, model: TinyGPT, samples: Sequence[Sample], temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _token_logps(self, model: TinyGPT, samples: Sequence[Sample],
+                     temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T) log-probs of each sample's completion tokens under `model` (0 past its end), and
         the (B, T) mask of real tokens; in either write mode."""
         if self.config.write == "flips":
@@ -581,7 +582,8 @@ class EmbeddedPolicy:
             changed = [i for i, (a, b) in enumerate(zip(prompt, completion)) if a != b]
             if 1 <= len(changed) <= self.config.max_flips:
                 samples.append(Sample(prompt=prompt, text=completion, prompt_ids=[BOS] + prompt_ids,
-                                      completion_ids=changed + [EOS], logprobs=np.zeros(len(changed) + 1, dtype=np.float32)))
+                                      completion_ids=changed + [EOS],
+                                      logprobs=np.zeros(len(changed) + 1, dtype=np.float32)))
         if not samples:
             raise ValueError(f"no pair changes between 1 and max_flips = {self.config.max_flips} characters, which is "
                              f"all the flip mode can write")
