@@ -243,9 +243,9 @@ def main() -> None:
                         help="evaluations to compare at (5,128: the 40 x 8 x 16 samples of a default run plus its "
                              "8 scored initial states)")
     parser.add_argument("--policy-budget", type=int, default=5120, help="samples per embedded-policy run")
-    parser.add_argument("--long-policy-configs", nargs="*", default=[TTT_FLIPS, REUSE_ONLY_FLIPS],
-                        help="policy configurations run to the largest budget (default: the flip policy's two, "
-                             "about 5 minutes a run; a text-policy run costs several times more)")
+    parser.add_argument("--long-policy-configs", nargs="*", default=[TTT, REUSE_ONLY, TTT_FLIPS, REUSE_ONLY_FLIPS],
+                        help="policy configurations run to the largest budget (default: TTT and reuse without "
+                             "update, with either policy; 5-10 minutes a run on 2 cores)")
     parser.add_argument("--configs", nargs="*", default=None, help="policy configurations to run (default all)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--cache", type=Path, help="folder keeping each finished run as JSON")
