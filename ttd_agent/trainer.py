@@ -113,7 +113,7 @@ class DiscoveryConfig:
     that writes flips (embedded `write="flips"`) otherwise learns to undo the flip that made its
     start worse than its parent: the parent comes back, the group's best, and nothing is found."""
     eval_workers: int = 2
-    executor: Literal["thread", "process"] = "thread"
+    executor: Literal["thread", "process", "ray"] = "thread"
     eval_timeout_s: float | None = None
     seed: int = 0
     run_dir: str = "runs/latest"
