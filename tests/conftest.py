@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 
@@ -19,34 +20,47 @@ def sandbox() -> Sandbox:
     box.close()
 
 
-def _sandboxed_descendants() -> list[int]:
-    """Our descendants running as a sandbox's private uid (other sessions' sandboxes are ignored)."""
-    parents: dict[int, int] = {}
-    sandboxed: list[int] = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+@dataclass(frozen=True)
+class Proc:
+    parent: int
+    uid: int
+    zombie: bool
+
+
+def process_table() -> dict[int, Proc]:
+    """Every process this machine shows in /proc (those that exit while it is read are skipped)."""
+    table = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{entry}/status") as handle:
                 fields = dict(line.split(":", 1) for line in handle if ":" in line)
         except OSError:
             continue
-        pid = int(entry)
-        parents[pid] = int(fields["PPid"])
-        if int(fields["Uid"].split()[0]) >= UID_BASE and not fields["State"].strip().startswith("Z"):
-            sandboxed.append(pid)
-    me = os.getpid()
+        table[int(entry)] = Proc(int(fields["PPid"]), int(fields["Uid"].split()[0]),
+                                 fields["State"].strip().startswith("Z"))
+    return table
 
-    def descends_from_me(pid: int) -> bool:
-        for _ in range(64):
-            pid = parents.get(pid, 0)
-            if pid == me:
-                return True
-            if pid <= 1:
-                return False
-        return False
 
-    return [pid for pid in sandboxed if descends_from_me(pid)]
+def descendants(root: int, table: dict[int, Proc] | None = None) -> dict[int, int]:
+    """pid -> depth below `root` (1: its children), zombies included."""
+    table = process_table() if table is None else table
+    children: dict[int, list[int]] = {}
+    for pid, proc in table.items():
+        children.setdefault(proc.parent, []).append(pid)
+    depths, todo = {}, [(root, 0)]
+    while todo:
+        pid, depth = todo.pop()
+        for child in children.get(pid, []):
+            depths[child] = depth + 1
+            todo.append((child, depth + 1))
+    return depths
+
+
+def _sandboxed_descendants() -> list[int]:
+    """Our live descendants running as a sandbox's private uid (other sessions' sandboxes are ignored)."""
+    table = process_table()
+    return [pid for pid in descendants(os.getpid(), table)
+            if pid in table and table[pid].uid >= UID_BASE and not table[pid].zombie]
 
 
 @pytest.fixture
@@ -191,30 +205,12 @@ def stray_processes(sandbox: Sandbox) -> list[int]:
     10 s for the last run's runner and init to finish exiting."""
     deadline = time.monotonic() + 10
     while True:
-        tree = _descendants(sandbox._zygote.pid)
+        tree = descendants(sandbox._zygote.pid)
         stray = [pid for pid, depth in tree.items() if depth > 2]
         if (not stray and len(tree) <= 2 * (sandbox.spares + 1)) or time.monotonic() > deadline:
             return stray + ([] if len(tree) <= 2 * (sandbox.spares + 1) else sorted(tree))
         time.sleep(0.05)
 
-
-def _descendants(root: int) -> dict[int, int]:
-    """pid -> depth below `root` (1: its children)."""
-    children: dict[int, list[int]] = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                ppid = int(handle.read().rpartition(")")[2].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    depths, todo = {}, [(root, 0)]
-    while todo:
-        pid, depth = todo.pop()
-        for child in children.get(pid, []):
-            depths[child] = depth + 1
-            todo.append((child, depth + 1))
-    return depths
 
 def sysv_segments() -> list[str]:
     with open("/proc/sysvipc/shm") as handle:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import descendants, process_table
 
 from ttd_agent.executor import Executor
 from ttd_agent.policy.base import LossConfig, Sample, TrainItem
@@ -33,30 +34,15 @@ pytestmark = pytest.mark.slow
 
 def _descendants() -> dict[int, str]:
     """pid -> command line of every live process below this one (Ray's daemons, workers, sandboxes)."""
-    parents, commands = {}, {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z":
-            parents[int(entry)], commands[int(entry)] = int(fields[1]), command
-    me = os.getpid()
-
-    def below_me(pid: int) -> bool:
-        for _ in range(64):
-            pid = parents.get(pid, 0)
-            if pid == me:
-                return True
-            if pid <= 1:
-                return False
-        return False
-
-    return {pid: commands[pid] for pid in parents if below_me(pid)}
+    table = process_table()
+    live = {}
+    for pid in descendants(os.getpid(), table):
+        if pid in table and not table[pid].zombie:
+            try:
+                live[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+    return live
 
 
 def _left_after(before: dict[int, str], wait_s: float = 20.0) -> dict[int, str]:
