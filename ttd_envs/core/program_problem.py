@@ -75,10 +75,10 @@ class PythonProgramProblem:
     entry: str
     preload: tuple[str, ...] = DEFAULT_PRELOAD
     result_bytes: int = 64 * MiB
-    info_keys: tuple[str, ...] = ("sandbox",)
-    """Problem-specific keys of the env's `info` (None on steps that did not produce them)."""
     """The largest result the trusted side reads; a program whose result passes it is killed.
     Subclasses set it from their largest valid answer, so a huge result fails early and cheaply."""
+    info_keys: tuple[str, ...] = ("sandbox",)
+    """Problem-specific keys of the env's `info` (None on steps that did not produce them)."""
 
     def __init__(self, budget: ProgramBudget) -> None:
         self.budget = budget
