@@ -75,3 +75,15 @@ def test_thousand_runs_with_hostile_ones_leak_nothing():
         assert memory[1] - memory[0] < 16 * MiB, f"trusted-side memory grew {memory}"
     finally:
         box.close()
+
+
+def test_cgroup_remover_takes_every_submission(tmp_path):
+    """A path submitted just as the remover's thread finishes is still removed (the thread's
+    exit and a new submission race; a lost one left a run cgroup behind in CI)."""
+    remover = cgroups._Remover()
+    for i in range(300):
+        path = tmp_path / f"run-{i}"
+        path.mkdir()
+        remover.submit(str(path))
+        remover.settle(timeout_s=5)
+        assert not path.exists(), f"submission {i} was never removed"

@@ -167,20 +167,21 @@ class _Remover:
     def __init__(self) -> None:
         self._pending: list[tuple[str, float]] = []
         self._lock = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._running = False  # set and cleared under the lock, so no submission is ever orphaned
 
     def submit(self, path: str) -> None:
         with self._lock:
             self._pending.append((path, time.monotonic()))
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="ttd-cgroup-remover", daemon=True)
-                self._thread.start()
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._loop, name="ttd-cgroup-remover", daemon=True).start()
             self._lock.notify_all()
 
     def _loop(self) -> None:
         while True:
             with self._lock:
                 if not self._pending:
+                    self._running = False
                     self._lock.notify_all()
                     return
                 pending, self._pending = self._pending, []
@@ -205,7 +206,7 @@ class _Remover:
     def settle(self, timeout_s: float = 10.0) -> None:
         """Wait until every submitted cgroup is removed (or given up on)."""
         with self._lock:
-            self._lock.wait_for(lambda: not self._pending, timeout=timeout_s)
+            self._lock.wait_for(lambda: not self._running, timeout=timeout_s)
 
 
 _remover = _Remover()
