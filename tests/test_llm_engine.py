@@ -18,12 +18,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
+from toy_problems import distinct_characters
+
 from ttd_agent.policy.base import LossConfig, TrainItem
 from ttd_agent.policy.hf import HFPolicy
 from ttd_agent.policy.tiny import build_tiny_causal_lm
 from ttd_agent.trainer import DiscoveryConfig, DiscoveryTrainer
-from ttd_envs.core.problem import Evaluation, Record, TrainerDefaults
-from ttd_envs.core.state import State
 
 
 @dataclasses.dataclass
@@ -202,23 +202,7 @@ def test_importance_ratio_uses_the_samplers_logprobs_unless_recompute(fake_vllm,
     assert abs(stats["ratio_max"] - 1) < 1e-4
 
 
-class Distinct:
-    """Reward = distinct characters / 10 (any text scores)."""
-
-    name, summary = "Distinct", "distinct characters"
-    record = Record(10.0, "the cap", higher_is_better=True)
-    defaults = TrainerDefaults(model_kind="llm", group_size=3, groups_per_step=2, steps=2, max_new_tokens=5,
-                               eval_timeout_s=5.0)
-
-    def initial_state(self, rng):
-        return State(code="", reward=0.0, score=0.0)
-
-    def prompt(self, state):
-        return "Write something."
-
-    def evaluate(self, action, state):
-        return Evaluation(reward=min(len(set(action)), 10) / 10, valid=True, score=float(len(set(action))),
-                          code=action)
+Distinct = distinct_characters(group_size=3, steps=2, max_new_tokens=5)
 
 
 def test_a_discovery_run_through_the_vllm_path(fake_vllm, tiny_lm, tmp_path):

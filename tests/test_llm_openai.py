@@ -19,11 +19,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
+from toy_problems import distinct_characters
+
 from ttd_agent.policy.base import LossConfig, TrainItem
 from ttd_agent.policy.hf import HFPolicy
 from ttd_agent.policy.tiny import build_tiny_causal_lm
-from ttd_envs.core.problem import Evaluation, Record, TrainerDefaults
-from ttd_envs.core.state import State
 
 SERVED = "served-tiny"
 
@@ -109,23 +109,7 @@ class _nothing:
         return False
 
 
-class Distinct:
-    """Reward = distinct characters / 10."""
-
-    name, summary = "Distinct", "distinct characters"
-    record = Record(10.0, "the cap", higher_is_better=True)
-    defaults = TrainerDefaults(model_kind="llm", group_size=3, groups_per_step=2, steps=2, max_new_tokens=6,
-                               eval_timeout_s=5.0)
-
-    def initial_state(self, rng: np.random.Generator) -> State:
-        return State(code="", reward=0.0, score=0.0)
-
-    def prompt(self, state: State) -> str:
-        return "Write something."
-
-    def evaluate(self, action: str, state: State) -> Evaluation:
-        return Evaluation(reward=min(len(set(action)), 10) / 10, valid=True, score=float(len(set(action))),
-                          code=action)
+Distinct = distinct_characters(group_size=3, steps=2, max_new_tokens=6)
 
 
 @pytest.fixture(scope="module")

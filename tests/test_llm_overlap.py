@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from toy_problems import distinct_characters
 
 from ttd_agent.executor import Executor
 from ttd_envs.core.problem import Evaluation, Record, TrainerDefaults
@@ -57,25 +58,7 @@ def test_gather_turns_a_late_evaluation_into_a_failure():
         executor.close()
 
 
-class SlowDistinct:
-    """Reward = distinct characters / 10, after a fixed evaluation time (a stand-in for a sandboxed run)."""
-
-    name, summary = "SlowDistinct", "distinct characters, scored slowly"
-    record: Record | None = None
-    defaults = TrainerDefaults(model_kind="llm", group_size=3, groups_per_step=2, steps=1, max_new_tokens=16,
-                               eval_timeout_s=5.0)
-    eval_s = 0.05
-
-    def initial_state(self, rng: np.random.Generator) -> State:
-        return State(code="", reward=0.0, score=0.0)
-
-    def prompt(self, state: State) -> str:
-        return "Write something."
-
-    def evaluate(self, action: str, state: State) -> Evaluation:
-        time.sleep(self.eval_s)
-        return Evaluation(reward=min(len(set(action)), 10) / 10, valid=True, score=float(len(set(action))),
-                          code=action)
+SlowDistinct = distinct_characters(eval_s=0.05, group_size=3, steps=1, max_new_tokens=16)
 
 
 @pytest.mark.slow

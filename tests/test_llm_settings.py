@@ -6,31 +6,19 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
 import pytest
+from toy_problems import distinct_characters
 
-from ttd_agent.policy.settings import FIELDS, RESUMABLE, LLMSettings, add_arguments, from_args, resume_llm
-from ttd_envs.core.problem import Evaluation, Record, TrainerDefaults
-from ttd_envs.core.state import State
+from ttd_agent.policy.settings import (
+    FIELDS,
+    RESUMABLE,
+    LLMSettings,
+    add_arguments,
+    from_args,
+    resume_llm,
+)
 
-
-class Distinct:
-    """Reward = distinct characters / 10: any text scores, so a random model's groups differ."""
-
-    name, summary = "Distinct", "distinct characters"
-    record = Record(10.0, "the cap", higher_is_better=True)
-    defaults = TrainerDefaults(model_kind="llm", group_size=2, groups_per_step=2, steps=1, max_new_tokens=6,
-                               eval_timeout_s=5.0)
-
-    def initial_state(self, rng: np.random.Generator) -> State:
-        return State(code="", reward=0.0, score=0.0)
-
-    def prompt(self, state: State) -> str:
-        return "Write something."
-
-    def evaluate(self, action: str, state: State) -> Evaluation:
-        return Evaluation(reward=min(len(set(action)), 10) / 10, valid=True, score=float(len(set(action))),
-                          code=action)
+Distinct = distinct_characters(group_size=2, steps=1, max_new_tokens=6)
 
 
 def test_every_setting_is_a_flag_and_values_are_checked():

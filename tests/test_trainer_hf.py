@@ -13,30 +13,6 @@ pytest.importorskip("peft", reason="the HF backend needs the [agent] extra (tran
 
 from ttd_agent.policy.tiny import build_tiny_causal_lm
 from ttd_agent.trainer import DiscoveryConfig, DiscoveryTrainer
-from ttd_envs.core.problem import Evaluation, Record, TrainerDefaults
-from ttd_envs.core.state import State
-
-
-class DistinctCharacters:
-    """A problem any text can score on: reward = distinct characters in the answer / 10, capped at 1.
-
-    A random tiny model's answers then differ in reward, so groups carry signal and LoRA updates run.
-    """
-
-    name, summary = "DistinctCharacters", "write text with many distinct characters"
-    record = Record(10.0, "the cap", higher_is_better=True)
-    defaults = TrainerDefaults(model_kind="llm", group_size=4, groups_per_step=2, steps=2, max_new_tokens=12,
-                               eval_timeout_s=5.0)
-
-    def initial_state(self, rng: np.random.Generator) -> State:
-        return State(code="", reward=0.0, score=0.0)
-
-    def prompt(self, state: State) -> str:
-        return f"Write something with more distinct characters than {state.code!r}."
-
-    def evaluate(self, action: str, state: State) -> Evaluation:
-        distinct = len(set(action))
-        return Evaluation(reward=min(distinct, 10) / 10, valid=True, score=float(distinct), code=action)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +26,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def test_lora_run_updates_checkpoints_and_resumes(tiny_model: str, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    config = DiscoveryConfig(env=f"{__name__}:DistinctCharacters", model=tiny_model, lora_rank=4, steps=2,
+    config = DiscoveryConfig(env="toy_problems:DistinctCharacters", model=tiny_model, lora_rank=4, steps=2,
                              run_dir=str(run), seed=0, device="cpu")
     trainer = DiscoveryTrainer(config)
     base_before = {k: v.clone() for k, v in trainer.policy.model.named_parameters() if "lora_" not in k}
