@@ -19,6 +19,8 @@ if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU (kernel timing and device-only guards); run scripts/gpu_check.sh on one",
                 allow_module_level=True)
 
+from kernel_programs import TRIMUL_TORCH, TRITON_IMPORTS  # noqa: E402
+
 import ttd_envs  # noqa: E402,F401 - registers the ids
 from ttd_envs.problems.kernels.mla_decode import MLADecode  # noqa: E402
 from ttd_envs.problems.kernels.problem import HarnessPlan  # noqa: E402
@@ -132,7 +134,7 @@ CALLS = []
 def custom_kernel(data):
     CALLS.append(1)
     if len(CALLS) == 1:
-        return _touch(reference_torch(*data))
+        return _touch(trimul_torch(*data))
     out = torch.empty_like(data[0])
     _touch(out[:1, :1, :1, :1].contiguous())
     return out
@@ -149,12 +151,7 @@ def test_l2_is_flushed_with_a_buffer_larger_than_the_cache(trimul: TriMul) -> No
     assert report["error"] is None and report["l2_flush_bytes"] >= 2 * l2
 
 
-REFERENCE_AS_PROGRAM = '''
-import torch
-import torch.nn.functional as F
-import triton
-import triton.language as tl
-
+REFERENCE_AS_PROGRAM = TRITON_IMPORTS + '''
 
 @triton.jit
 def _touch_kernel(ptr):
@@ -164,29 +161,19 @@ def _touch_kernel(ptr):
 def _touch(t):
     _touch_kernel[(1,)](t)
     return t
-
-
-def reference_torch(x, mask, w, config):
-    xn = F.layer_norm(x, (config["dim"],), w["norm.weight"], w["norm.bias"], eps=1e-5)
-    m = mask.to(torch.float32).unsqueeze(-1)
-    left = F.linear(xn, w["left_proj.weight"]) * m * torch.sigmoid(F.linear(xn, w["left_gate.weight"]))
-    right = F.linear(xn, w["right_proj.weight"]) * m * torch.sigmoid(F.linear(xn, w["right_gate.weight"]))
-    o = torch.einsum("bikh,bjkh->bijh", left, right)
-    o = F.layer_norm(o, (config["hidden_dim"],), w["to_out_norm.weight"], w["to_out_norm.bias"], eps=1e-5)
-    return F.linear(o * torch.sigmoid(F.linear(xn, w["out_gate.weight"])), w["to_out.weight"])
-
+''' + TRIMUL_TORCH + '''
 
 def custom_kernel(data):
-    return _touch(reference_torch(*data))
+    return _touch(trimul_torch(*data))
 '''
 
 STREAM_PROGRAM = REFERENCE_AS_PROGRAM.replace("{", "{{").replace("}", "}}") + '''
 SIDE = torch.cuda.Stream()
 def custom_kernel(data):
     if not {side}:
-        return _touch(reference_torch(*data))
+        return _touch(trimul_torch(*data))
     SIDE.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(SIDE):
-        out = _touch(reference_torch(*data))
+        out = _touch(trimul_torch(*data))
     return out
 '''

@@ -15,20 +15,13 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("triton")
 
+from kernel_programs import TRIMUL_TORCH, TRITON_IMPORTS  # noqa: E402
+
 from ttd_envs.problems.kernels.problem import HarnessPlan  # noqa: E402
 from ttd_envs.problems.kernels.timing import TimingRule  # noqa: E402
 from ttd_envs.problems.kernels.trimul import TriMul  # noqa: E402
 
-HONEST = '''
-import sys
-import threading
-import time
-
-import torch
-import torch.nn.functional as F
-import triton
-import triton.language as tl
-
+HONEST = "import sys\nimport threading\nimport time\n" + TRITON_IMPORTS + '''
 
 @triton.jit
 def _copy(src, dst, n, BLOCK: tl.constexpr):
@@ -40,17 +33,7 @@ def triton_copy(t):
     out = torch.empty_like(t)
     _copy[(triton.cdiv(t.numel(), 16384),)](t, out, t.numel(), BLOCK=16384)
     return out
-
-
-def trimul_torch(x, mask, w, config):
-    xn = F.layer_norm(x, (config["dim"],), w["norm.weight"], w["norm.bias"], eps=1e-5)
-    m = mask.to(torch.float32).unsqueeze(-1)
-    left = F.linear(xn, w["left_proj.weight"]) * m * torch.sigmoid(F.linear(xn, w["left_gate.weight"]))
-    right = F.linear(xn, w["right_proj.weight"]) * m * torch.sigmoid(F.linear(xn, w["right_gate.weight"]))
-    o = torch.einsum("bikh,bjkh->bijh", left, right)
-    o = F.layer_norm(o, (config["hidden_dim"],), w["to_out_norm.weight"], w["to_out_norm.bias"], eps=1e-5)
-    return F.linear(o * torch.sigmoid(F.linear(xn, w["out_gate.weight"])), w["to_out.weight"])
-
+''' + TRIMUL_TORCH + '''
 
 def custom_kernel(data):
     return triton_copy(trimul_torch(*data))
