@@ -85,6 +85,14 @@ class RunResult:
         return min((e for s, e in self.curve if s <= budget), default=None)
 
 
+SWITCH = {"+": "-", "-": "+"}
+
+
+def answer_sample(prompt: str, text: str) -> Sample:
+    """A proposal's answer as the trainer's `Sample` (no tokens: nothing is trained on it)."""
+    return Sample(prompt=prompt, text=text, prompt_ids=[], completion_ids=[], logprobs=np.zeros(0, dtype=np.float32))
+
+
 class UniformFlips:
     """A proposal without parameters in place of the policy: switch 1 + Poisson(1) positions of the
     state shown, uniformly at random. Run with `update=False`, it is the buffer search alone."""
@@ -95,22 +103,24 @@ class UniformFlips:
         self.rng = np.random.default_rng([seed, 2])
         self.temperature = 1.0
 
+    def flip_uniformly(self, text: list[str]) -> None:
+        """Switch 1 + Poisson(1) distinct positions of `text`, in place."""
+        for i in self.rng.choice(len(text), size=min(len(text), 1 + self.rng.poisson(1.0)), replace=False):
+            text[i] = SWITCH[text[i]]
+
     def sample(self, prompts: list[str], n: int, *, temperature: float, max_new_tokens: int) -> list[list[Sample]]:
-        switch = {"+": "-", "-": "+"}
         groups = []
         for prompt in prompts:
             group = []
             for _ in range(n):
                 text = list(prompt)
-                for i in self.rng.choice(len(text), size=min(len(text), 1 + self.rng.poisson(1.0)), replace=False):
-                    text[i] = switch[text[i]]
-                group.append(Sample(prompt=prompt, text="".join(text), prompt_ids=[], completion_ids=[],
-                                    logprobs=np.zeros(0, dtype=np.float32)))
+                self.flip_uniformly(text)
+                group.append(answer_sample(prompt, "".join(text)))
             groups.append(group)
         return groups
 
     def update(self, items: object, loss: object) -> dict[str, float]:
-        raise RuntimeError("uniform flips have nothing to train: run them with update=False")
+        raise RuntimeError(f"the {self.kind} proposal has nothing to train: run it with update=False")
 
     def save(self, directory: Path) -> None:
         """Nothing to save: the proposal has no parameters."""

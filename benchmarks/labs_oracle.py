@@ -34,17 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.labs_ablation import RunResult
+from benchmarks.labs_ablation import SWITCH, RunResult, UniformFlips, answer_sample
 from ttd_agent.policy.base import Sample
 from ttd_agent.puct import StateBuffer, reward_of
 from ttd_agent.trainer import DiscoveryConfig, DiscoveryTrainer
 from ttd_envs.core.state import State
 from ttd_envs.problems.labs import energies, energy, string_to_sequence
 
-SWITCH = {"+": "-", "-": "+"}
 
-
-class OracleFlips:
+class OracleFlips(UniformFlips):
     """With probability p an oracle flip of the state shown, else 1 + Poisson(1) uniform flips.
 
     `choose` "best": the best single flip (every oracle sample of a group is then the same child);
@@ -57,13 +55,11 @@ class OracleFlips:
     def __init__(self, p: float, seed: int, choose: str = "best") -> None:
         if choose not in ("best", "improving"):
             raise ValueError(f"choose must be 'best' or 'improving', got {choose!r}")
+        super().__init__(seed)  # the uniform flips' own stream: p = 0 repeats `UniformFlips` exactly
         self.p = p
         self.choose = choose
-        self.rng = np.random.default_rng([seed, 2])
-        """The uniform flips: the same stream as `UniformFlips`, so p = 0 repeats its runs exactly."""
         self.coin = np.random.default_rng([seed, 3])
         """The oracle's own draws (which samples take the best flip, ties)."""
-        self.temperature = 1.0
         self.samples = 0
         self.improving = 0
         self.oracle_moves = 0
@@ -98,20 +94,12 @@ class OracleFlips:
                     self.oracle_moves += 1
                     self.improving += found[i] < start_energy
                 else:
-                    for i in self.rng.choice(len(text), size=min(len(text), 1 + self.rng.poisson(1.0)), replace=False):
-                        text[i] = SWITCH[text[i]]
+                    self.flip_uniformly(text)
                     self.improving += energy(string_to_sequence("".join(text))) < start_energy
                 self.samples += 1
-                group.append(Sample(prompt=prompt, text="".join(text), prompt_ids=[], completion_ids=[],
-                                    logprobs=np.zeros(0, dtype=np.float32)))
+                group.append(answer_sample(prompt, "".join(text)))
             groups.append(group)
         return groups
-
-    def update(self, items: object, loss: object) -> dict[str, float]:
-        raise RuntimeError("the oracle has nothing to train: run it with update=False")
-
-    def save(self, directory: Path) -> None:
-        """Nothing to save."""
 
 
 class ImprovingOnlyBuffer(StateBuffer):
