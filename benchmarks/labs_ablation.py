@@ -17,7 +17,8 @@ Embedded-policy configurations (steps x groups x group size samples, `--policy-b
   PUCT reuse, no update, flip policy  its buffer search alone
 No policy: PUCT reuse with uniform random flips (the buffer search of TTT with a parameter-free
 proposal, cheap enough to run to the largest budget); classic search (`ttd_agent.classic_search`):
-steepest-descent hill climbing and tabu search, both with random restarts; uniform random search.
+steepest-descent hill climbing, tabu search and simulated annealing (one scored flip per move), all
+with random restarts; uniform random search.
 
 A policy run also pays for its initial states (8), and its improvements are counted at the end of
 their step, so it is read at the last step that fits a budget. Each run is read at every budget
@@ -43,7 +44,13 @@ import numpy as np
 from scipy import stats
 
 from benchmarks._report import markdown_table, write_section
-from ttd_agent.classic_search import default_tabu_rules, hill_climb, tabu_search
+from ttd_agent.classic_search import (
+    default_annealing_rules,
+    default_tabu_rules,
+    hill_climb,
+    simulated_annealing,
+    tabu_search,
+)
 from ttd_agent.plots import _pyplot, _save
 from ttd_agent.policy.base import Sample
 from ttd_agent.trainer import DiscoveryConfig, DiscoveryTrainer
@@ -67,6 +74,7 @@ POLICY_CONFIGS: dict[str, dict[str, object]] = {
 UNIFORM_FLIPS = "PUCT reuse, uniform random flips (no policy)"
 HILL_CLIMBING = "hill climbing (steepest descent, restarts)"
 TABU = "tabu search (restarts)"
+ANNEALING = "simulated annealing (restarts)"
 RANDOM = "uniform random search"
 
 
@@ -170,7 +178,8 @@ def classic(search: Callable[..., object]) -> Callable[[int, int, int], RunResul
 
 
 SEARCHES: dict[str, Callable[[int, int, int], RunResult]] = {
-    HILL_CLIMBING: classic(hill_climb), TABU: classic(tabu_search), RANDOM: random_search,
+    HILL_CLIMBING: classic(hill_climb), TABU: classic(tabu_search), ANNEALING: classic(simulated_annealing),
+    RANDOM: random_search,
 }
 
 
@@ -280,17 +289,19 @@ def main() -> None:
                                  lambda seed=seed: search(args.n, longest, seed)) for seed in args.seeds]
 
     walk, low, high = default_tabu_rules(args.n)
+    moves, t_start, t_end = default_annealing_rules(args.n)
     sections = []
     for budget in args.budgets:
         lines = [f"**{budget:,} evaluations**", "", budget_table(results, budget, optimum), ""]
-        for ours, other in ((TTT, HILL_CLIMBING), (TTT, TABU), (TTT, REUSE_ONLY), (TTT_FLIPS, HILL_CLIMBING),
-                            (TTT_FLIPS, TABU), (TTT_FLIPS, REUSE_ONLY_FLIPS)):
+        for ours, other in ((TTT, HILL_CLIMBING), (TTT, TABU), (TTT, ANNEALING), (TTT, REUSE_ONLY),
+                            (TTT_FLIPS, HILL_CLIMBING), (TTT_FLIPS, TABU), (TTT_FLIPS, REUSE_ONLY_FLIPS)):
             line = paired_comparison(results, ours, other, budget)
             if line:
                 lines.append(f"- {line}")
         sections.append("\n".join(lines))
     text = (f"LABS N = {args.n} (optimum E* = {optimum}), seeds {args.seeds}. Tabu: walks of {walk} moves "
-            f"from a random restart, tenure uniform in [{low}, {high}] moves, aspiration on the walk's best.\n"
+            f"from a random restart, tenure uniform in [{low}, {high}] moves, aspiration on the walk's best. "
+            f"Annealing: walks of {moves:,} proposals, T from {t_start:g} to {t_end:g} (geometric).\n"
             f"`python -m benchmarks.labs_ablation --n {args.n} --budgets {' '.join(map(str, args.budgets))} "
             f"--policy-budget {args.policy_budget} --seeds {' '.join(map(str, args.seeds))} --write`\n\n"
             + "\n\n".join(sections))

@@ -16,7 +16,12 @@ oracle's own scan is free. The search is the trainer's, run with `update=False` 
 selection and insertion are unchanged), so the result says what the search around a proposal of
 quality p can reach, which bounds what a learned proposal of that quality could.
 
-Knobs of the search that are ours to change: `--puct-c`, the step shape (`--groups` x
+`--search anneal` puts the same oracle inside a different search: the restarted simulated annealing
+of `ttd_agent.classic_search` (one scored flip per move, worse moves taken with the Metropolis
+probability), the shape of search a policy that proposes one flip at a time would run instead of
+PUCT reuse. p = 0 there is the plain annealer with uniform proposals.
+
+Knobs of the PUCT search that are ours to change: `--puct-c`, the step shape (`--groups` x
 `--group-size`), `--children` (children kept per parent) and `--improving-only` (a child enters the
 buffer only if it beats its parent, so worse states are never expanded). Each run also records the
 share of samples that beat their start (`improving`), the measure a learned policy is read by.
@@ -32,9 +37,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numba
 import numpy as np
 
-from benchmarks.labs_ablation import SWITCH, RunResult, UniformFlips, answer_sample
+from benchmarks.labs_ablation import (
+    SWITCH,
+    RunResult,
+    UniformFlips,
+    answer_sample,
+    classic,
+)
+from ttd_agent.classic_search import _flip_energy, simulated_annealing
 from ttd_agent.policy.base import Sample
 from ttd_agent.puct import StateBuffer, reward_of
 from ttd_agent.trainer import DiscoveryConfig, DiscoveryTrainer
@@ -102,6 +115,44 @@ class OracleFlips(UniformFlips):
         return groups
 
 
+@numba.njit(cache=True)
+def _oracle_position(s: np.ndarray, c: np.ndarray, energy: int, p: float, improving: bool) -> int:  # pragma: no cover
+    """With probability p the best flip of s (or, `improving`, a uniformly drawn improving one when
+    there is one), found by scoring every neighbour outside the budget; else a uniform position."""
+    n = s.shape[0]
+    if p <= 0 or np.random.random() >= p:  # p = 0 draws exactly what `uniform_position` draws
+        return np.random.randint(n)
+    best, best_energy, pick, count = -1, 1 << 62, -1, 0
+    for i in range(n):
+        found = _flip_energy(s, c, i)
+        if found < best_energy or (found == best_energy and np.random.randint(2) == 0):
+            best, best_energy = i, found
+        if found < energy:
+            count += 1
+            if np.random.randint(count) == 0:  # reservoir sampling: uniform over the improving flips
+                pick = i
+    return pick if improving and pick >= 0 else best
+
+
+@numba.njit(cache=True)
+def best_flip_oracle(s: np.ndarray, c: np.ndarray, energy: int, p: float) -> int:  # pragma: no cover
+    return _oracle_position(s, c, energy, p, False)
+
+
+@numba.njit(cache=True)
+def improving_flip_oracle(s: np.ndarray, c: np.ndarray, energy: int, p: float) -> int:  # pragma: no cover
+    return _oracle_position(s, c, energy, p, True)
+
+
+WALK_ORACLES = {"best": best_flip_oracle, "improving": improving_flip_oracle}
+
+
+def run_walk_oracle(n: int, budget: int, seed: int, p: float, choose: str = "best") -> RunResult:
+    """Simulated annealing (the classic module's defaults) around the oracle proposal of quality p."""
+    return classic(lambda n, budget, seed: simulated_annealing(n, budget, seed, propose=WALK_ORACLES[choose],
+                                                               knob=p))(n, budget, seed)
+
+
 class ImprovingOnlyBuffer(StateBuffer):
     """The trainer's buffer, except that a child enters only if it beats its parent."""
 
@@ -131,6 +182,8 @@ def run_oracle(n: int, budget: int, seed: int, p: float, puct_c: float = 1.0, gr
 
 
 def key(args: argparse.Namespace, p: float, seed: int) -> str:
+    if args.search == "anneal":
+        return f"walk-oracle-n{args.n}-b{args.budget}-p{p}-{args.choose}-s{seed}"
     return (f"oracle-n{args.n}-b{args.budget}-p{p}-c{args.puct_c}-g{args.groups}x{args.group_size}"
             f"-k{args.children}{'-imp' if args.improving_only else ''}"
             f"{'' if args.choose == 'best' else '-' + args.choose}-s{seed}")
@@ -150,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--improving-only", action="store_true")
     parser.add_argument("--choose", choices=["best", "improving"], default="best",
                         help="the oracle's flip: the best one, or a random improving one (see OracleFlips)")
+    parser.add_argument("--search", choices=["puct", "anneal"], default="puct",
+                        help="the search around the oracle: the trainer's PUCT reuse, or simulated annealing")
     parser.add_argument("--cache", type=Path)
     args = parser.parse_args(argv)
     for p in args.p:
@@ -162,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 result = RunResult(data["best_energy"], [tuple(x) for x in data["curve"]], data["evaluations"],
                                    data["seconds"])
                 share = data["improving"]
+            elif args.search == "anneal":
+                result, share = run_walk_oracle(args.n, args.budget, seed, p, args.choose), math.nan
             else:
                 result, share = run_oracle(args.n, args.budget, seed, p, args.puct_c, args.groups, args.group_size,
                                            args.children, args.improving_only, args.choose)
@@ -176,9 +233,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         for b in args.read_at:
             values = [v for v in found[b] if v is not None]
             cells.append(f"{b}: {np.mean(values):.1f} ({' / '.join(map(str, found[b]))})" if values else f"{b}: -")
-        print(f"{args.choose} p={p} c={args.puct_c} {args.groups}x{args.group_size} children={args.children} "
-              f"improving_only={args.improving_only} | {' | '.join(cells)} | improving share "
-              f"{np.mean(shares):.3f} | {np.mean(seconds):.0f} s/run", flush=True)
+        search = ("anneal" if args.search == "anneal" else
+                  f"c={args.puct_c} {args.groups}x{args.group_size} children={args.children} "
+                  f"improving_only={args.improving_only}")
+        print(f"{args.choose} p={p} {search} | {' | '.join(cells)} | improving share "
+              f"{'-' if args.search == 'anneal' else f'{np.mean(shares):.3f}'} | {np.mean(seconds):.0f} s/run",
+              flush=True)
 
 
 if __name__ == "__main__":

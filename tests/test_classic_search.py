@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 
-from ttd_agent.classic_search import _correlations, _flip_energy, hill_climb, tabu_search
+from ttd_agent.classic_search import (
+    _correlations,
+    _flip_energy,
+    hill_climb,
+    simulated_annealing,
+    tabu_search,
+)
 from ttd_envs.problems.labs import energy, reference_energy
 
-SEARCHES = {"hill climbing": hill_climb, "tabu": tabu_search}
+SEARCHES = {"hill climbing": hill_climb, "tabu": tabu_search, "annealing": simulated_annealing}
 
 
 def test_incremental_flip_energy_is_exact() -> None:
@@ -40,19 +47,21 @@ def test_result_is_consistent_and_within_budget(name: str) -> None:
 
 @pytest.mark.parametrize("name", SEARCHES)
 def test_every_scored_sequence_counts(name: str) -> None:
-    """A budget of 1 scores only the start; a start plus one scan of N flips costs 1 + N."""
+    """A budget of 1 scores only the start; a start plus one scan of N flips (or N annealing moves)
+    costs 1 + N."""
     one = SEARCHES[name](32, 1, seed=3)
     assert one.curve == [(1, one.best_energy)]
     scan = SEARCHES[name](32, 33, seed=3)
     assert scan.curve[0] == one.curve[0], "same seed, same start"
     assert all(e <= 33 for e, _ in scan.curve)
-    # a random N = 32 sequence is never a local minimum in practice: the scan finds a lower flip
+    # a random N = 32 sequence is never a local minimum in practice: a scan (or one of 32 uniform
+    # proposals) finds a lower flip
     assert len(scan.curve) >= 2 and 2 <= scan.curve[1][0] <= 33
 
 
 @pytest.mark.parametrize("name", SEARCHES)
 def test_small_optimum_is_found(name: str) -> None:
-    """N = 13 (the Barker sequence, E* = 6) is easy for either search with restarts."""
+    """N = 13 (the Barker sequence, E* = 6) is easy for each search with restarts."""
     optimum, _ = reference_energy(13)
     assert SEARCHES[name](13, 20_000, seed=0).best_energy == optimum
 
@@ -62,3 +71,28 @@ def test_tabu_rules_are_checked() -> None:
         tabu_search(16, 100, seed=0, min_tenure=4, max_tenure=16)
     with pytest.raises(ValueError, match="budget"):
         hill_climb(16, 0, seed=0)
+
+
+def test_annealing_rules_are_checked() -> None:
+    with pytest.raises(ValueError, match="t_end"):
+        simulated_annealing(16, 100, seed=0, t_start=1.0, t_end=2.0)
+    with pytest.raises(ValueError, match="walk_length"):
+        simulated_annealing(16, 100, seed=0, walk_length=0)
+
+
+@numba.njit
+def _always_first(s: np.ndarray, c: np.ndarray, energy: int, knob: float) -> int:  # pragma: no cover
+    return 0
+
+
+def test_annealing_tries_only_what_its_proposal_proposes() -> None:
+    """With a proposal that always names position 0, one walk sees only its start and that flip."""
+    start = simulated_annealing(32, 1, seed=4).best_sequence.astype(np.int64)
+    flipped = start.copy()
+    flipped[0] = -flipped[0]
+    walk = simulated_annealing(32, 1 + 200, seed=4, walk_length=200, propose=_always_first)
+    assert walk.best_energy == min(energy(start), energy(flipped))
+    assert len(walk.curve) <= 2
+    uniform = simulated_annealing(32, 1 + 200, seed=4, walk_length=200)
+    assert uniform.curve[0] == walk.curve[0], "same seed, same start"
+    assert uniform.best_energy < walk.best_energy, "uniform proposals reach further than one position"

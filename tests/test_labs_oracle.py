@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.labs_ablation import UniformFlips
-from benchmarks.labs_oracle import OracleFlips
+from benchmarks.labs_oracle import (
+    OracleFlips,
+    best_flip_oracle,
+    improving_flip_oracle,
+    run_walk_oracle,
+)
+from ttd_agent.classic_search import _correlations, _flip_energy, simulated_annealing
 from ttd_envs.problems.labs import energy, string_to_sequence
 
 
@@ -38,3 +44,20 @@ def test_improving_choice_draws_improving_flips() -> None:
         start = energy(string_to_sequence(prompt))
         for sample in group:
             assert energy(string_to_sequence(sample.text)) < start
+
+
+def test_walk_oracle_at_p_zero_is_the_plain_annealer() -> None:
+    plain = simulated_annealing(24, 3000, seed=9)
+    assert run_walk_oracle(24, 3000, 9, 0.0, "improving").curve == plain.curve
+
+
+def test_walk_oracles_take_the_flip_they_promise() -> None:
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        s = rng.choice(np.array([-1, 1]), size=20).astype(np.int64)
+        c = np.zeros(20, dtype=np.int64)
+        start = _correlations(s, c)
+        found = [_flip_energy(s, c, i) for i in range(20)]
+        assert found[best_flip_oracle(s, c, start, 1.0)] == min(found)
+        if min(found) < start:
+            assert found[improving_flip_oracle(s, c, start, 1.0)] < start

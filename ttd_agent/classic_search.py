@@ -1,6 +1,6 @@
 """Classic LABS local search, the baselines a learned search has to beat at equal evaluations.
 
-Two searches over single-sign flips, both with random restarts:
+Three searches over single-sign flips, all with random restarts:
 
 - `hill_climb`: steepest descent. From a uniform random sequence, score all N one-flip
   neighbours, move to the best one while it is strictly lower, restart at a local minimum.
@@ -10,6 +10,13 @@ Two searches over single-sign flips, both with random restarts:
   drawn uniformly from [`min_tenure`, `max_tenure`] moves; a tabu flip is still taken when it
   would beat the walk's best (aspiration). After `walk_length` moves the walk restarts from a new
   random sequence.
+- `simulated_annealing`: a walk that scores one flip per move instead of a whole neighbourhood.
+  Each move proposes one position (uniformly drawn) and takes it when it does not raise the energy,
+  or else with the Metropolis probability exp(-ΔE/T); T falls geometrically from `t_start` to
+  `t_end` over a walk of `walk_length` proposals, then the walk restarts from a new random sequence.
+  Defaults (`default_annealing_rules`): walks of 256N proposals, T from 20N/32 to 5N/32.
+  It is the shape of search a policy that proposes one flip at a time would run, so it also takes
+  its proposal as an argument (a compiled function of the state, see `_anneal`).
 
 Evaluations are counted the way a policy's samples are: every scored sequence costs one, so a
 start costs 1 and a neighbourhood scan costs N. The budget is exact: a scan cut short by the
@@ -20,6 +27,7 @@ fast, not cheaper in evaluations.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numba
@@ -137,14 +145,59 @@ def _search(n: int, budget: int, walk_length: int, min_tenure: int, max_tenure: 
     return points
 
 
-def _run(n: int, budget: int, seed: int, walk_length: int, min_tenure: int, max_tenure: int) -> SearchResult:
+@numba.njit(cache=True, nogil=True)
+def uniform_position(s: np.ndarray, c: np.ndarray, energy: int, knob: float) -> int:  # pragma: no cover
+    """The annealer's default proposal: a position drawn uniformly (`knob` is unused)."""
+    return np.random.randint(s.shape[0])
+
+
+@numba.njit(nogil=True)
+def _anneal(n: int, budget: int, walk_length: int, t_start: float, t_end: float, propose: Callable[..., int],
+            knob: float, seed: int, curve_evals: np.ndarray, curve_energy: np.ndarray, best_seq: np.ndarray) -> int:  # pragma: no cover
+    """Restarted simulated annealing; `propose(s, c, energy, knob)` picks the position to try at each move.
+    Writes the improvement curve and the best sequence; returns the number of curve points."""
+    np.random.seed(seed)
+    s = np.empty(n, dtype=np.int64)
+    c = np.zeros(n, dtype=np.int64)
+    used, points, best = 0, 0, 1 << 62
+    while used < budget:
+        for i in range(n):
+            s[i] = 1 if np.random.random() < 0.5 else -1
+        energy = _correlations(s, c)
+        used += 1
+        if energy < best:
+            best = energy
+            best_seq[:] = s
+            curve_evals[points], curve_energy[points] = used, best
+            points += 1
+        moves = min(walk_length, budget - used)
+        for move in range(moves):
+            temperature = t_start * (t_end / t_start) ** (move / max(1, moves - 1))
+            i = propose(s, c, energy, knob)
+            proposed = _flip_energy(s, c, i)
+            used += 1
+            if proposed < best:  # every scored sequence counts, taken or not
+                s[i] = -s[i]
+                best_seq[:] = s
+                s[i] = -s[i]
+                best = proposed
+                curve_evals[points], curve_energy[points] = used, best
+                points += 1
+            if proposed <= energy or np.random.random() < np.exp((energy - proposed) / temperature):
+                _apply_flip(s, c, i)
+                energy = proposed
+    return points
+
+
+def _run(n: int, budget: int, seed: int, kernel: Callable[..., int], *knobs: object) -> SearchResult:
+    """Run a compiled search `kernel(n, budget, *knobs, seed, curve_evals, curve_energy, best_seq)`."""
     if n < 3 or budget < 1:
         raise ValueError(f"need n >= 3 and budget >= 1, got n={n}, budget={budget}")
     # improvements are at most the number of evaluations, and at most E(first) + 1 distinct values
     size = min(budget, n * n * n) + 1
     evals, energy = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int64)
     best = np.zeros(n, dtype=np.int64)
-    points = _search(n, budget, walk_length, min_tenure, max_tenure, seed % (2**32), evals, energy, best)
+    points = kernel(n, budget, *knobs, seed % (2**32), evals, energy, best)
     curve = list(zip(evals[:points].tolist(), energy[:points].tolist()))
     return SearchResult(best_energy=curve[-1][1], best_sequence=best.astype(np.int8), curve=curve,
                         evaluations=budget)
@@ -152,7 +205,7 @@ def _run(n: int, budget: int, seed: int, walk_length: int, min_tenure: int, max_
 
 def hill_climb(n: int, budget: int, seed: int) -> SearchResult:
     """Steepest-descent hill climbing with random restarts, `budget` evaluations (see the module doc)."""
-    return _run(n, budget, seed, 0, 0, 0)
+    return _run(n, budget, seed, _search, 0, 0, 0)
 
 
 def default_tabu_rules(n: int) -> tuple[int, int, int]:
@@ -173,7 +226,29 @@ def tabu_search(n: int, budget: int, seed: int, walk_length: int | None = None, 
     if walk < 1 or not 0 <= low <= high < n:
         raise ValueError(f"need walk_length >= 1 and 0 <= min_tenure <= max_tenure < n = {n}; got "
                          f"{walk}, {low}, {high}")
-    return _run(n, budget, seed, walk, low, high)
+    return _run(n, budget, seed, _search, walk, low, high)
+
+
+def default_annealing_rules(n: int) -> tuple[int, float, float]:
+    """(walk_length, t_start, t_end) used when none are given: see `simulated_annealing`."""
+    return 256 * n, 20.0 * n / 32, 5.0 * n / 32
+
+
+def simulated_annealing(n: int, budget: int, seed: int, walk_length: int | None = None, t_start: float | None = None,
+                        t_end: float | None = None, propose: Callable[..., int] = uniform_position,
+                        knob: float = 0.0) -> SearchResult:
+    """Simulated annealing with random restarts, `budget` evaluations (see the module doc).
+
+    `propose(s, c, energy, knob)`, a `numba.njit` function of the walk's sequence, its
+    correlations and energy, returns the position to try; it must not change s or c.
+    """
+    default_walk, default_start, default_end = default_annealing_rules(n)
+    walk = default_walk if walk_length is None else walk_length
+    start = default_start if t_start is None else t_start
+    end = default_end if t_end is None else t_end
+    if walk < 1 or not 0 < end <= start:
+        raise ValueError(f"need walk_length >= 1 and 0 < t_end <= t_start; got {walk}, {start}, {end}")
+    return _run(n, budget, seed, _anneal, walk, float(start), float(end), propose, float(knob))
 
 
 def same_budget_rows(problem: object, evaluations: int, seed: int) -> list[tuple[str, str]]:
