@@ -52,7 +52,12 @@ from ttd_agent.policy.base import Sample
 from ttd_agent.puct import StateBuffer, reward_of
 from ttd_agent.trainer import DiscoveryConfig, DiscoveryTrainer
 from ttd_envs.core.state import State
-from ttd_envs.problems.labs import energies, energy, string_to_sequence
+from ttd_envs.problems.labs import (
+    energies,
+    energy,
+    reference_energy,
+    string_to_sequence,
+)
 
 
 class OracleFlips(UniformFlips):
@@ -147,10 +152,12 @@ def improving_flip_oracle(s: np.ndarray, c: np.ndarray, energy: int, p: float) -
 WALK_ORACLES = {"best": best_flip_oracle, "improving": improving_flip_oracle}
 
 
-def run_walk_oracle(n: int, budget: int, seed: int, p: float, choose: str = "best") -> RunResult:
-    """Simulated annealing (the classic module's defaults) around the oracle proposal of quality p."""
-    return classic(lambda n, budget, seed: simulated_annealing(n, budget, seed, propose=WALK_ORACLES[choose],
-                                                               knob=p))(n, budget, seed)
+def run_walk_oracle(n: int, budget: int, seed: int, p: float, choose: str = "best", t_start: float | None = None,
+                    t_end: float | None = None) -> RunResult:
+    """Simulated annealing around the oracle proposal of quality p (temperatures: the classic
+    module's defaults where None)."""
+    return classic(lambda n, budget, seed: simulated_annealing(n, budget, seed, t_start=t_start, t_end=t_end,
+                                                               propose=WALK_ORACLES[choose], knob=p))(n, budget, seed)
 
 
 class ImprovingOnlyBuffer(StateBuffer):
@@ -183,7 +190,7 @@ def run_oracle(n: int, budget: int, seed: int, p: float, puct_c: float = 1.0, gr
 
 def key(args: argparse.Namespace, p: float, seed: int) -> str:
     if args.search == "anneal":
-        return f"walk-oracle-n{args.n}-b{args.budget}-p{p}-{args.choose}-s{seed}"
+        return f"walk-oracle-n{args.n}-b{args.budget}-p{p}-{args.choose}-t{args.t_start}-{args.t_end}-s{seed}"
     return (f"oracle-n{args.n}-b{args.budget}-p{p}-c{args.puct_c}-g{args.groups}x{args.group_size}"
             f"-k{args.children}{'-imp' if args.improving_only else ''}"
             f"{'' if args.choose == 'best' else '-' + args.choose}-s{seed}")
@@ -205,8 +212,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="the oracle's flip: the best one, or a random improving one (see OracleFlips)")
     parser.add_argument("--search", choices=["puct", "anneal"], default="puct",
                         help="the search around the oracle: the trainer's PUCT reuse, or simulated annealing")
+    parser.add_argument("--t-start", type=float, help="--search anneal: the walk's first temperature")
+    parser.add_argument("--t-end", type=float, help="--search anneal: the walk's last temperature")
     parser.add_argument("--cache", type=Path)
     args = parser.parse_args(argv)
+    optimum, _ = reference_energy(args.n)
     for p in args.p:
         found: dict[int, list[int | None]] = {b: [] for b in args.read_at}
         shares, seconds = [], []
@@ -218,13 +228,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                                    data["seconds"])
                 share = data["improving"]
             elif args.search == "anneal":
-                result, share = run_walk_oracle(args.n, args.budget, seed, p, args.choose), math.nan
+                result = run_walk_oracle(args.n, args.budget, seed, p, args.choose, args.t_start, args.t_end)
+                share = math.nan
             else:
                 result, share = run_oracle(args.n, args.budget, seed, p, args.puct_c, args.groups, args.group_size,
                                            args.children, args.improving_only, args.choose)
-                if path is not None:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text(json.dumps({**result.__dict__, "improving": share}))
+            if path is not None and not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps({**result.__dict__, "improving": share}))
             for b in args.read_at:
                 found[b].append(result.best_at(b))
             shares.append(share)
@@ -233,10 +244,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         for b in args.read_at:
             values = [v for v in found[b] if v is not None]
             cells.append(f"{b}: {np.mean(values):.1f} ({' / '.join(map(str, found[b]))})" if values else f"{b}: -")
-        search = ("anneal" if args.search == "anneal" else
+        search = (f"anneal T {args.t_start or 'default'} -> {args.t_end or 'default'}" if args.search == "anneal" else
                   f"c={args.puct_c} {args.groups}x{args.group_size} children={args.children} "
                   f"improving_only={args.improving_only}")
-        print(f"{args.choose} p={p} {search} | {' | '.join(cells)} | improving share "
+        optimal = sum(v == optimum for v in found[max(args.read_at)])
+        print(f"{args.choose} p={p} {search} | {' | '.join(cells)} | E* on {optimal}/{len(args.seeds)} | improving share "
               f"{'-' if args.search == 'anneal' else f'{np.mean(shares):.3f}'} | {np.mean(seconds):.0f} s/run",
               flush=True)
 
