@@ -10,10 +10,11 @@ from ttd_agent.classic_search import (
     _correlations,
     _flip_energy,
     hill_climb,
+    same_budget_rows,
     simulated_annealing,
     tabu_search,
 )
-from ttd_envs.problems.labs import energy, reference_energy
+from ttd_envs.problems.labs import LABS, energy, reference_energy
 
 SEARCHES = {"hill climbing": hill_climb, "tabu": tabu_search, "annealing": simulated_annealing}
 
@@ -96,3 +97,12 @@ def test_annealing_tries_only_what_its_proposal_proposes() -> None:
     uniform = simulated_annealing(32, 1 + 200, seed=4, walk_length=200)
     assert uniform.curve[0] == walk.curve[0], "same seed, same start"
     assert uniform.best_energy < walk.best_energy, "uniform proposals reach further than one position"
+
+
+def test_a_run_summary_shows_each_classic_search_at_the_runs_budget() -> None:
+    rows = dict(same_budget_rows(LABS(n=20), 700, seed=2))
+    for name, search in SEARCHES.items():
+        label = {"hill climbing": "hill climbing", "tabu": "tabu search", "annealing": "annealing"}[name]
+        assert rows[f"{label} (score)"] == str(search(20, 700, seed=2).best_energy)
+    assert "700 evaluations" in rows["classic search"]
+    assert same_budget_rows(object(), 700, seed=2) == [], "only LABS has classic baselines"
