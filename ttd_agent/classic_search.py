@@ -89,6 +89,22 @@ def _apply_flip(s: np.ndarray, c: np.ndarray, i: int) -> None:  # pragma: no cov
 
 
 @numba.njit(cache=True, nogil=True)
+def _restart(s: np.ndarray, c: np.ndarray, used: int, points: int, best_seq: np.ndarray, curve_evals: np.ndarray,
+             curve_energy: np.ndarray) -> tuple[int, int, int, int]:  # pragma: no cover - compiled
+    """Draw a uniform random start into s (its correlations into c) and score it as one evaluation,
+    recording it if it beats the best so far: (its energy, evaluations used, curve points, best)."""
+    for i in range(s.shape[0]):
+        s[i] = 1 if np.random.random() < 0.5 else -1
+    energy = _correlations(s, c)
+    used += 1
+    if points == 0 or energy < curve_energy[points - 1]:
+        best_seq[:] = s
+        curve_evals[points], curve_energy[points] = used, energy
+        points += 1
+    return energy, used, points, curve_energy[points - 1]
+
+
+@numba.njit(cache=True, nogil=True)
 def _search(n: int, budget: int, walk_length: int, min_tenure: int, max_tenure: int, seed: int,
             curve_evals: np.ndarray, curve_energy: np.ndarray, best_seq: np.ndarray) -> int:  # pragma: no cover
     """Restarted local search; walk_length 0 = steepest descent, else a tabu walk of that many moves.
@@ -98,17 +114,9 @@ def _search(n: int, budget: int, walk_length: int, min_tenure: int, max_tenure: 
     c = np.zeros(n, dtype=np.int64)
     tabu_until = np.zeros(n, dtype=np.int64)
     neighbour = np.empty(n, dtype=np.int64)
-    used, points, best = 0, 0, 1 << 62
+    used, points = 0, 0
     while used < budget:
-        for i in range(n):
-            s[i] = 1 if np.random.random() < 0.5 else -1
-        energy = _correlations(s, c)
-        used += 1
-        if energy < best:
-            best = energy
-            best_seq[:] = s
-            curve_evals[points], curve_energy[points] = used, best
-            points += 1
+        energy, used, points, best = _restart(s, c, used, points, best_seq, curve_evals, curve_energy)
         walk_best = energy
         tabu_until[:] = 0
         move = 0
@@ -159,17 +167,9 @@ def _anneal(n: int, budget: int, walk_length: int, t_start: float, t_end: float,
     np.random.seed(seed)
     s = np.empty(n, dtype=np.int64)
     c = np.zeros(n, dtype=np.int64)
-    used, points, best = 0, 0, 1 << 62
+    used, points = 0, 0
     while used < budget:
-        for i in range(n):
-            s[i] = 1 if np.random.random() < 0.5 else -1
-        energy = _correlations(s, c)
-        used += 1
-        if energy < best:
-            best = energy
-            best_seq[:] = s
-            curve_evals[points], curve_energy[points] = used, best
-            points += 1
+        energy, used, points, best = _restart(s, c, used, points, best_seq, curve_evals, curve_energy)
         moves = min(walk_length, budget - used)
         for move in range(moves):
             temperature = t_start * (t_end / t_start) ** (move / max(1, moves - 1))
