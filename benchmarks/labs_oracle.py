@@ -1,9 +1,9 @@
-"""A ceiling study for TTT on LABS: how good must the proposal be for PUCT reuse to beat tabu search?
+"""A ceiling study for TTT on LABS: how good must the proposal be for a search to beat tabu search?
 
     python -m benchmarks.labs_oracle [--n 32] [--budget 100000] [--seeds 100 101 102 103]
                                      [--p 0 0.1 0.3 0.6] [--puct-c 1] [--groups 8] [--group-size 16]
                                      [--children 2] [--improving-only] [--choose best|improving]
-                                     [--cache DIR]
+                                     [--search puct|anneal] [--t-start T] [--t-end T] [--cache DIR]
 
 The proposal in place of the policy is an oracle, for this study only (never a configuration
 anyone runs): for each sample, with probability p it flips the best single position of the state
