@@ -71,6 +71,7 @@ POLICY_CONFIGS: dict[str, dict[str, object]] = {
     TTT_FLIPS: {**FLIPS, "known_is_unchanged": True},
     REUSE_ONLY_FLIPS: {**FLIPS, "update": False},
 }
+LONG_POLICY_CONFIGS = [TTT, REUSE_ONLY, TTT_FLIPS, REUSE_ONLY_FLIPS]
 UNIFORM_FLIPS = "PUCT reuse, uniform random flips (no policy)"
 HILL_CLIMBING = "hill climbing (steepest descent, restarts)"
 TABU = "tabu search (restarts)"
@@ -255,6 +256,16 @@ def plot(results: dict[str, list[RunResult]], budgets: list[int], n: int, optimu
     _save(plt, fig, path)
 
 
+def chosen_configs(args: argparse.Namespace) -> str:
+    """The --configs and --long-policy-configs options of a run that did not take the defaults."""
+    text = ""
+    if args.configs is not None:
+        text += " --configs " + " ".join(f'"{label}"' for label in args.configs)
+    if args.long_policy_configs != LONG_POLICY_CONFIGS:
+        text += " --long-policy-configs " + " ".join(f'"{label}"' for label in args.long_policy_configs)
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=32)
@@ -262,7 +273,7 @@ def main() -> None:
                         help="evaluations to compare at (5,128: the 40 x 8 x 16 samples of a default run plus its "
                              "8 scored initial states)")
     parser.add_argument("--policy-budget", type=int, default=5120, help="samples per embedded-policy run")
-    parser.add_argument("--long-policy-configs", nargs="*", default=[TTT, REUSE_ONLY, TTT_FLIPS, REUSE_ONLY_FLIPS],
+    parser.add_argument("--long-policy-configs", nargs="*", default=LONG_POLICY_CONFIGS,
                         help="policy configurations run to the largest budget (default: TTT and reuse without "
                              "update, with either policy; 5-10 minutes a run on 2 cores)")
     parser.add_argument("--configs", nargs="*", default=None, help="policy configurations to run (default all)")
@@ -303,7 +314,8 @@ def main() -> None:
             f"from a random restart, tenure uniform in [{low}, {high}] moves, aspiration on the walk's best. "
             f"Annealing: walks of {moves:,} proposals, T from {t_start:g} to {t_end:g} (geometric).\n"
             f"`python -m benchmarks.labs_ablation --n {args.n} --budgets {' '.join(map(str, args.budgets))} "
-            f"--policy-budget {args.policy_budget} --seeds {' '.join(map(str, args.seeds))} --write`\n\n"
+            f"--policy-budget {args.policy_budget} --seeds {' '.join(map(str, args.seeds))}{chosen_configs(args)} "
+            f"--write`\n\n"
             + "\n\n".join(sections))
     print(text)
     if args.write:
