@@ -101,8 +101,7 @@ def test_annealing_tries_only_what_its_proposal_proposes() -> None:
 
 def test_a_run_summary_shows_each_classic_search_at_the_runs_budget() -> None:
     rows = dict(same_budget_rows(LABS(n=20), 700, seed=2))
-    for name, search in SEARCHES.items():
-        label = {"hill climbing": "hill climbing", "tabu": "tabu search", "annealing": "annealing"}[name]
-        assert rows[f"{label} (score)"] == str(search(20, 700, seed=2).best_energy)
+    assert rows["hill climbing (score)"] == str(hill_climb(20, 700, seed=2).best_energy)
+    assert rows["tabu search (score)"] == str(tabu_search(20, 700, seed=2).best_energy)
     assert "700 evaluations" in rows["classic search"]
     assert same_budget_rows(object(), 700, seed=2) == [], "only LABS has classic baselines"
