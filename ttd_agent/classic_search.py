@@ -19,8 +19,8 @@ Three searches over single-sign flips, all with random restarts:
   its proposal as an argument (a compiled function of the state, see `_anneal`).
 
 Evaluations are counted the way a policy's samples are: every scored sequence costs one, so a
-start costs 1 and a neighbourhood scan costs N. The budget is exact: a scan cut short by the
-budget stops after the neighbours it could still afford. Neighbour energies are computed
+start costs 1, a neighbourhood scan N and an annealing move 1. The budget is exact: a scan cut
+short by the budget stops after the neighbours it could still afford. Neighbour energies are computed
 incrementally from the autocorrelations (O(N) each instead of O(N²)); that makes the searches
 fast, not cheaper in evaluations.
 """
