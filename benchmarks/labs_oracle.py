@@ -127,14 +127,18 @@ def _oracle_position(s: np.ndarray, c: np.ndarray, energy: int, p: float, improv
     n = s.shape[0]
     if p <= 0 or np.random.random() >= p:  # p = 0 draws exactly what `uniform_position` draws
         return np.random.randint(n)
-    best, best_energy, pick, count = -1, 1 << 62, -1, 0
-    for i in range(n):
+    best, best_energy, ties, pick, count = -1, 1 << 62, 0, -1, 0
+    for i in range(n):  # reservoir sampling: uniform over the best flips, and over the improving ones
         found = _flip_energy(s, c, i)
-        if found < best_energy or (found == best_energy and np.random.randint(2) == 0):
-            best, best_energy = i, found
+        if found < best_energy:
+            best, best_energy, ties = i, found, 1
+        elif found == best_energy:
+            ties += 1
+            if np.random.randint(ties) == 0:
+                best = i
         if found < energy:
             count += 1
-            if np.random.randint(count) == 0:  # reservoir sampling: uniform over the improving flips
+            if np.random.randint(count) == 0:
                 pick = i
     return pick if improving and pick >= 0 else best
 
