@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import numba
 import numpy as np
@@ -84,40 +85,58 @@ def first_flip_logp(policy: EmbeddedPolicy, ids: torch.Tensor) -> torch.Tensor:
     return policy._flip_log_dist(policy.model, ids, nothing_written, 1.0)[:, 0, :ids.shape[1]]
 
 
-def mass_on_good(policy: EmbeddedPolicy, ids: torch.Tensor, good: torch.Tensor) -> float:
-    """Mean probability the policy's first flip is one of the `good` positions."""
-    with torch.no_grad():
-        probs = first_flip_logp(policy, ids).exp()
+def network(args: argparse.Namespace) -> tuple[list[torch.nn.Parameter], Callable[[np.ndarray], torch.Tensor],
+                                               Callable[[torch.Tensor], torch.Tensor]]:
+    """(parameters, states -> inputs, inputs -> (B, N) log-probabilities of the first flip) of a
+    fresh network: the embedded flip policy, or with `--network mlp` a plain MLP on the signs."""
+    torch.manual_seed(0)
+    if args.network == "mlp":
+        mlp = torch.nn.Sequential(torch.nn.Linear(args.n, args.width), torch.nn.ReLU(),
+                                  torch.nn.Linear(args.width, args.width), torch.nn.ReLU(),
+                                  torch.nn.Linear(args.width, args.n))
+        return (list(mlp.parameters()), lambda states: torch.tensor(states, dtype=torch.float32),
+                lambda signs: F.log_softmax(mlp(signs), -1))
+    spec = LABS(n=args.n).defaults.embedded
+    policy = EmbeddedPolicy(EmbeddedConfig.from_spec(spec, write="flips", d_model=args.d_model,
+                                                     n_layer=args.layers, lr=args.lr))
+    return list(policy.model.parameters()), prompt_ids, lambda ids: first_flip_logp(policy, ids)
+
+
+def mass_on_good(logp: torch.Tensor, good: torch.Tensor) -> float:
+    """Mean probability that a first flip drawn from `logp` is one of the `good` positions."""
+    probs = logp.detach().exp()
     return float(((probs / probs.sum(-1, keepdim=True)) * good).sum(-1).mean())
 
 
 def learn(task: str, args: argparse.Namespace, checkpoints: list[int]) -> list[object]:
-    """Train a fresh flip policy on one task; its table row."""
+    """Train a fresh network on one task; its table row."""
     states, changes = walk_states(args.n, args.states, 1, args.temperature)
     held_states, held_changes = walk_states(args.n, 4000, 2, args.temperature)
     if task == TASKS[1]:
         changes, held_changes = local_rule_changes(states), local_rule_changes(held_states)
-    ids, held_ids = prompt_ids(states), prompt_ids(held_states)
+    parameters, inputs_of, logp_of = network(args)
+    inputs, held_inputs = inputs_of(states), inputs_of(held_states)
     good = torch.tensor(held_changes < 0, dtype=torch.float32)
     target = F.softmax(torch.tensor(-changes / TARGET_TEMPERATURE, dtype=torch.float32), -1)
     held_target = F.softmax(torch.tensor(-held_changes / TARGET_TEMPERATURE, dtype=torch.float32), -1)
-    spec = LABS(n=args.n).defaults.embedded
-    torch.manual_seed(0)
-    policy = EmbeddedPolicy(EmbeddedConfig.from_spec(spec, write="flips", d_model=args.d_model,
-                                                     n_layer=args.layers, lr=args.lr))
-    optimizer = torch.optim.Adam(policy.model.parameters(), lr=args.lr)
-    readings, seen, started = [mass_on_good(policy, held_ids, good)], 0, time.perf_counter()
+
+    def held_out() -> float:
+        with torch.no_grad():
+            return mass_on_good(logp_of(held_inputs), good)
+
+    optimizer = torch.optim.Adam(parameters, lr=args.lr)
+    readings, seen, started = [held_out()], 0, time.perf_counter()
     for _ in range(args.epochs):
-        order = torch.randperm(len(ids))
-        for start in range(0, len(ids), BATCH):
+        order = torch.randperm(len(inputs))
+        for start in range(0, len(inputs), BATCH):
             batch = order[start:start + BATCH]
-            loss = -(target[batch] * first_flip_logp(policy, ids[batch])).sum(-1).mean()
+            loss = -(target[batch] * logp_of(inputs[batch])).sum(-1).mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             seen += len(batch)
             if len(readings) <= len(checkpoints) and seen >= checkpoints[len(readings) - 1]:
-                readings.append(mass_on_good(policy, held_ids, good))
+                readings.append(held_out())
                 print(f"{task}: {seen:,} states, P(good flip) {readings[-1]:.3f}", flush=True)
     uniform, ceiling = float(good.mean()), float((held_target * good).sum(-1).mean())
     return [task, f"{uniform:.3f}", f"{ceiling:.3f}", *(f"{r:.3f}" for r in readings),
@@ -133,6 +152,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--network", choices=["flip-policy", "mlp"], default="flip-policy",
+                        help="the embedded flip policy (--d-model, --layers), or a plain MLP on the signs (--width)")
+    parser.add_argument("--width", type=int, default=512, help="--network mlp: the width of its two hidden layers")
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=TASKS)
     parser.add_argument("--write", action="store_true", help="write the table into docs/results.md")
     args = parser.parse_args()
@@ -142,12 +164,17 @@ def main() -> None:
     rows = [learn(task, args, checkpoints) for task in args.tasks]
     header = ["task", "uniform proposal", "target", "untrained", *(f"after {c:,} states" for c in checkpoints),
               "train s"]
+    if args.network == "mlp":
+        described, options = f"an MLP of two hidden layers of {args.width}", f"--network mlp --width {args.width}"
+    else:
+        described = f"the embedded flip policy, d_model {args.d_model}, {args.layers} layers"
+        options = f"--d-model {args.d_model} --layers {args.layers}"
+    tasks = "" if args.tasks == TASKS else " --tasks " + " ".join(f'"{t}"' for t in args.tasks)
     text = (f"N = {args.n}, walk states at T = {args.temperature:g}, {args.states:,} training states x "
-            f"{args.epochs} epochs, embedded flip policy d_model {args.d_model}, {args.layers} layers, Adam lr "
-            f"{args.lr:g}, batch {BATCH}; P(good flip) on 4,000 held-out states.\n"
-            f"`python -m benchmarks.labs_learnability --states {args.states} --epochs {args.epochs} "
-            f"--temperature {args.temperature:g} --lr {args.lr:g} --d-model {args.d_model} --layers {args.layers}"
-            f"{'' if args.tasks == TASKS else ' --tasks ' + ' '.join(repr(t) for t in args.tasks)} --write`\n\n" + markdown_table(header, rows))
+            f"{args.epochs} epochs, {described}, Adam lr {args.lr:g}, batch {BATCH}; P(good flip) on 4,000 "
+            f"held-out states.\n`python -m benchmarks.labs_learnability --states {args.states} --epochs "
+            f"{args.epochs} --temperature {args.temperature:g} --lr {args.lr:g} {options}{tasks} --write`\n\n"
+            + markdown_table(header, rows))
     print(text)
     if args.write:
         from benchmarks.labs_ablation import DOCS

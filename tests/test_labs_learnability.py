@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import numpy as np
 import pytest
 import torch
 
-from benchmarks.labs_learnability import local_rule_changes, mass_on_good, prompt_ids, walk_states
-from ttd_agent.policy.embedded import EmbeddedConfig, EmbeddedPolicy
-from ttd_envs.problems.labs import LABS, energy
+from benchmarks.labs_learnability import local_rule_changes, mass_on_good, network, walk_states
+from ttd_envs.problems.labs import energy
 
 
 def test_walk_states_carry_the_exact_energy_change_of_every_flip() -> None:
@@ -28,11 +28,14 @@ def test_local_rule_marks_positions_equal_to_their_right_neighbour() -> None:
     assert local_rule_changes(states).tolist() == [[-10, 0, -10, 0, 0], [0, 0, 0, 0, 0]]
 
 
-def test_an_untrained_policy_puts_the_uniform_share_on_good_flips() -> None:
+@pytest.mark.parametrize("kind", ["flip-policy", "mlp"])
+def test_an_untrained_network_puts_about_the_uniform_share_on_good_flips(kind: str) -> None:
     states, changes = walk_states(32, 400, 5, 20.0)
     good = torch.tensor(changes < 0, dtype=torch.float32)
-    torch.manual_seed(0)
-    policy = EmbeddedPolicy(EmbeddedConfig.from_spec(LABS(n=32).defaults.embedded, write="flips"))
-    share = mass_on_good(policy, prompt_ids(states), good)
-    assert abs(share - float(good.mean())) < 0.02
-    assert mass_on_good(policy, prompt_ids(states), torch.ones_like(good)) == pytest.approx(1.0)
+    args = argparse.Namespace(n=32, network=kind, width=64, d_model=64, layers=2, lr=1e-3)
+    _, inputs_of, logp_of = network(args)
+    with torch.no_grad():
+        logp = logp_of(inputs_of(states))
+    assert logp.shape == (400, 32)
+    assert abs(mass_on_good(logp, good) - float(good.mean())) < 0.03
+    assert mass_on_good(logp, torch.ones_like(good)) == pytest.approx(1.0)
