@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+
 import numpy as np
 import pytest
 import torch
 
-from benchmarks.labs_learnability import local_rule_changes, mass_on_good, network, walk_states
+from benchmarks.labs_learnability import (
+    local_rule_changes,
+    mass_on_good,
+    network,
+    walk_states,
+)
 from ttd_envs.problems.labs import energy
 
 
