@@ -1,7 +1,9 @@
 """Can the embedded flip policy learn which flips improve a LABS state? A supervised upper bound.
 
     python -m benchmarks.labs_learnability [--n 32] [--states 100000] [--epochs 3] [--temperature 20]
-                                           [--lr 3e-3] [--d-model 64] [--layers 2] [--write]
+                                           [--lr 3e-3] [--d-model 64] [--layers 2]
+                                           [--network flip-policy|mlp] [--width 512] [--tasks ...]
+                                           [--write]
 
 An annealing walk around an oracle that names an improving flip on a share p of its proposals
 beats tabu search at equal evaluations (`benchmarks/labs_oracle.py --search anneal`). A learned
@@ -13,7 +15,8 @@ prompt, the trainer's default size) is trained by cross-entropy towards softmax(
 script then reports, on held-out states of other walks, the probability the policy puts on
 improving flips. The uniform proposal's share and the target's share frame it. A control task
 trains the same way on a local rule (flip a position equal to its right neighbour). It shows
-that the training does learn when the map is simple.
+that the training does learn when the map is simple. `--network mlp` trains a plain MLP on the
+signs instead, to tell the map's difficulty from the transformer's.
 """
 
 from __future__ import annotations
