@@ -157,3 +157,31 @@ def test_two_gpu_layout_trains_locally_and_samples_with_the_served_adapter(serve
     assert [p[-7:] for p in loads] == ["v000001", "v000002"] and unloads == ["ttd-v000001"]
     models = [body["model"] for path, body in server.log if path == "/v1/completions"]
     assert models[:6] == [SERVED] * 6 and set(models[6:12]) == {"ttd-v000001"}
+
+
+def test_ttrl_samples_through_the_server_with_its_llm_settings(server, model_dir, tmp_path):
+    """`--method ttrl --sampler openai`: the LLM flags reach the policy, and every vote is a request."""
+    from ttd_agent.cli import main
+    from ttd_agent.ttrl import arithmetic_questions
+
+    questions = tmp_path / "questions.json"
+    questions.write_text(json.dumps(arithmetic_questions(4, seed=0)))
+    run = tmp_path / "ttrl"
+    assert main(["train", "--env", "ttd/MathVote-v0", "--method", "ttrl", "--model", model_dir, "--device", "cpu",
+                 "--sampler", "openai", "--base-url", server.url, "--served-model", SERVED, "--renderer", "chat",
+                 "--env-arg", f"dataset={questions}", "--votes", "4", "--keep", "2", "--questions-per-step", "2",
+                 "--episodes", "1", "--steps", "2", "--eval-every", "0", "--max-new-tokens", "6",
+                 "--lora-rank", "4", "--run-dir", str(run)]) == 0
+    saved = json.loads((run / "config.json").read_text())["extra"]["policy"]["settings"]
+    assert saved == {"renderer": "chat", "base_url": server.url, "served_model": SERVED}
+    requests = [body for path, body in server.log if path == "/v1/completions"]
+    assert len(requests) == 2 * 2 * 4 and len({body["seed"] for body in requests}) == 16
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2]
+
+
+def test_ttrl_refuses_llm_flags_for_the_embedded_policy(tmp_path):
+    from ttd_agent.cli import main
+
+    assert main(["train", "--env", "ttd/MathVote-v0", "--method", "ttrl", "--model", "embedded",
+                 "--renderer", "chat", "--run-dir", str(tmp_path / "run")]) == 2

@@ -29,6 +29,7 @@ import numpy as np
 
 from ttd_agent.objective import grpo_advantages, is_informative
 from ttd_agent.plots import plot_ttrl
+from ttd_agent.policy import settings as llm_settings
 from ttd_agent.policy.base import LossConfig, Policy, Sample, TrainItem
 from ttd_agent.rundir import RunDir, write_json_atomic
 from ttd_agent.ttrl import avg_at_k, group_metrics, group_outcome, mean_metrics
@@ -591,12 +592,16 @@ def config_from_args(args: Any) -> tuple[TTRLConfig, dict[str, Any]]:
         fields.setdefault("answer_fallback", "last_number")
     dataset = str(fields.get("dataset", "aime24"))
     fields["run_dir"] = arg("run_dir") or f"runs/ttrl-{Path(dataset).stem}-seed{fields.get('seed', 0)}"
+    llm = llm_settings.from_args(args)  # --renderer, --base-url, --micro-batch-tokens, ... (docs/llm.md)
+    if embedded and llm:
+        flags = ", ".join("--" + name.replace("_", "-") for name in sorted(llm))
+        raise ValueError(f"{flags} set the LLM policy; the embedded policy takes none of them")
     policy = ({"kind": "embedded", "alphabet": EMBEDDED_ALPHABET, "seed": fields.get("seed", 0), "max_context": 256}
               if embedded else
               {"kind": "hf", "model": args.model, "lora_rank": arg("lora_rank") or 32, "lora_alpha": arg("lora_alpha"),
                "target_modules": arg("lora_target_modules"), "full_finetune": bool(arg("full_finetune")),
-               "device": arg("device"),
-               "sampler": arg("sampler") or "hf", "seed": fields.get("seed", 0), "weight_decay": 0.01})
+               "device": arg("device"), "sampler": arg("sampler") or "hf", "seed": fields.get("seed", 0),
+               "weight_decay": 0.01, "settings": llm_settings.LLMSettings.from_dict(llm).changed()})
     config = TTRLConfig(**fields, extra={"policy": policy})
     return config, policy
 
@@ -606,6 +611,8 @@ def build_policy(settings: dict[str, Any], lr: float) -> Policy:
     from ttd_agent.policy import make_policy
 
     kwargs = {k: v for k, v in settings.items() if k != "kind"}
+    if "settings" in kwargs:  # the LLM settings, stored as the fields that differ from the defaults
+        kwargs["settings"] = llm_settings.LLMSettings.from_dict(kwargs["settings"])
     return make_policy(settings["kind"], lr=lr, **kwargs)
 
 
