@@ -275,7 +275,7 @@ def main() -> None:
     parser.add_argument("--policy-budget", type=int, default=5120, help="samples per embedded-policy run")
     parser.add_argument("--long-policy-configs", nargs="*", default=LONG_POLICY_CONFIGS,
                         help="policy configurations run to the largest budget (default: TTT and reuse without "
-                             "update, with either policy; 5-10 minutes a run on 2 cores)")
+                             "update, with either policy; 2-6 minutes a run on one thread)")
     parser.add_argument("--configs", nargs="*", default=None, help="policy configurations to run (default all)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--cache", type=Path, help="folder keeping each finished run as JSON")
