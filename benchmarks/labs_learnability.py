@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks._report import markdown_table, write_section
-from ttd_agent.classic_search import _apply_flip, _correlations, _flip_energy
+from ttd_agent.classic_search import _apply_flip, _flip_energy, metropolis, random_start
 from ttd_agent.policy.embedded import EmbeddedConfig, EmbeddedPolicy, encode
 from ttd_envs.problems.labs import LABS
 
@@ -54,12 +54,10 @@ def walk_states(n: int, count: int, seed: int, temperature: float, every: int = 
     energy, kept, proposals = 0, 0, 0
     while kept < count:
         if proposals % restart == 0:
-            for i in range(n):
-                s[i] = 1 if np.random.random() < 0.5 else -1
-            energy = _correlations(s, c)
+            energy = random_start(s, c)
         i = np.random.randint(n)
         proposed = _flip_energy(s, c, i)
-        if proposed <= energy or np.random.random() < np.exp((energy - proposed) / temperature):
+        if metropolis(energy, proposed, temperature):
             _apply_flip(s, c, i)
             energy = proposed
         proposals += 1

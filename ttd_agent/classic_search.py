@@ -89,13 +89,37 @@ def _apply_flip(s: np.ndarray, c: np.ndarray, i: int) -> None:  # pragma: no cov
 
 
 @numba.njit(cache=True, nogil=True)
+def random_start(s: np.ndarray, c: np.ndarray) -> int:  # pragma: no cover - compiled
+    """Fill s with uniform random signs and c with its correlations; return its energy."""
+    for i in range(s.shape[0]):
+        s[i] = 1 if np.random.random() < 0.5 else -1
+    return _correlations(s, c)
+
+
+@numba.njit(cache=True, nogil=True)
+def metropolis(energy: int, proposed: int, temperature: float) -> bool:  # pragma: no cover - compiled
+    """Take a move that does not raise the energy, else with probability exp(-ΔE/T)."""
+    return proposed <= energy or np.random.random() < np.exp((energy - proposed) / temperature)
+
+
+@numba.njit(cache=True, nogil=True)
+def _note_flip(s: np.ndarray, i: int, value: int, evaluation: int, points: int, best_seq: np.ndarray,
+               curve_evals: np.ndarray, curve_energy: np.ndarray) -> int:  # pragma: no cover - compiled
+    """Record s with position i flipped (energy `value`, scored as `evaluation`) as the new best,
+    leaving s unchanged; return the new number of curve points."""
+    s[i] = -s[i]
+    best_seq[:] = s
+    s[i] = -s[i]
+    curve_evals[points], curve_energy[points] = evaluation, value
+    return points + 1
+
+
+@numba.njit(cache=True, nogil=True)
 def _restart(s: np.ndarray, c: np.ndarray, used: int, points: int, best_seq: np.ndarray, curve_evals: np.ndarray,
              curve_energy: np.ndarray) -> tuple[int, int, int, int]:  # pragma: no cover - compiled
     """Draw a uniform random start into s (its correlations into c) and score it as one evaluation,
     recording it if it beats the best so far: (its energy, evaluations used, curve points, best)."""
-    for i in range(s.shape[0]):
-        s[i] = 1 if np.random.random() < 0.5 else -1
-    energy = _correlations(s, c)
+    energy = random_start(s, c)
     used += 1
     if points == 0 or energy < curve_energy[points - 1]:
         best_seq[:] = s
@@ -128,12 +152,9 @@ def _search(n: int, budget: int, walk_length: int, min_tenure: int, max_tenure: 
             pick, pick_energy = -1, 1 << 62
             for i in range(scanned):
                 if neighbour[i] < best:  # every scored sequence counts towards the best found
-                    s[i] = -s[i]
-                    best_seq[:] = s
-                    s[i] = -s[i]
                     best = neighbour[i]
-                    curve_evals[points], curve_energy[points] = used - scanned + i + 1, best
-                    points += 1
+                    points = _note_flip(s, i, best, used - scanned + i + 1, points, best_seq, curve_evals,
+                                        curve_energy)
                 allowed = walk_length == 0 or tabu_until[i] <= move or neighbour[i] < walk_best
                 if allowed and neighbour[i] < pick_energy:
                     pick, pick_energy = i, neighbour[i]
@@ -177,13 +198,9 @@ def _anneal(n: int, budget: int, walk_length: int, t_start: float, t_end: float,
             proposed = _flip_energy(s, c, i)
             used += 1
             if proposed < best:  # every scored sequence counts, taken or not
-                s[i] = -s[i]
-                best_seq[:] = s
-                s[i] = -s[i]
                 best = proposed
-                curve_evals[points], curve_energy[points] = used, best
-                points += 1
-            if proposed <= energy or np.random.random() < np.exp((energy - proposed) / temperature):
+                points = _note_flip(s, i, best, used, points, best_seq, curve_evals, curve_energy)
+            if metropolis(energy, proposed, temperature):
                 _apply_flip(s, c, i)
                 energy = proposed
     return points
