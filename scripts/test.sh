@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up, then run the whole test suite. pytest's exit code 5 (no test ran) counts as a failure.
 source "$(dirname "$0")/_venv.sh"
+source scripts/_system_packages.sh
+install_system_packages
 install_project "agent,bio,kernels,ray,sinks,test,integrations"
 # verl without its pins (they would downgrade transformers); the verl extra brings what ttd's verl
 # adapter uses (docs/integrations.md). No test of an installed framework is skipped.
