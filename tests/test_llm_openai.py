@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import re
 
 import numpy as np
 import pytest
@@ -19,94 +18,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
+from openai_servers import TinyServer, VLLMLikeServer
 from toy_problems import distinct_characters
 
 from ttd_agent.policy.base import LossConfig, TrainItem
 from ttd_agent.policy.hf import HFPolicy
 from ttd_agent.policy.tiny import build_tiny_causal_lm
 
-SERVED = "served-tiny"
-
-
-class TinyServer:
-    """An OpenAI-compatible server of one model (and the LoRA adapters loaded into it at run time)."""
-
-    def __init__(self, model_dir: str):
-        self.policy = HFPolicy(model_dir, lora_rank=4, device="cpu", renderer="chat")
-        self.adapters: dict[str, str] = {}
-        self.log: list[tuple[str, dict]] = []
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.log.append((self.path, body))
-                try:
-                    reply = server.handle(self.path, body)
-                    status = 200
-                except KeyError as error:
-                    reply, status = {"error": {"message": f"unknown {error}"}}, 404
-                data = json.dumps(reply).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/v1"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def _generate(self, model: str, prompt_ids: list[int], body: dict):
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        with self.lock:
-            policy = self.policy
-            if model != SERVED:
-                weights = load_file(f"{self.adapters[model]}/adapter_model.safetensors")
-                set_peft_model_state_dict(policy.model, weights)
-            policy.generator.manual_seed(int(body["seed"]))
-            with torch.no_grad(), (policy.model.disable_adapter() if model == SERVED else _nothing()):
-                out = policy._decode([prompt_ids], float(body["temperature"]), int(body["max_tokens"]))[0]
-        return out
-
-    def handle(self, path: str, body: dict) -> dict:
-        if path == "/v1/load_lora_adapter":
-            self.adapters[body["lora_name"]] = body["lora_path"]
-            return {}
-        if path == "/v1/unload_lora_adapter":
-            del self.adapters[body["lora_name"]]
-            return {}
-        tok = self.policy.tokenizer
-        if path == "/v1/completions":
-            assert body["return_tokens_as_token_ids"] and body["logprobs"] == 0
-            out = self._generate(body["model"], list(body["prompt"]), body)
-            return {"choices": [{"text": tok.decode(out.ids), "finish_reason": "stop" if out.finished else "length",
-                                 "logprobs": {"tokens": [f"token_id:{t}" for t in out.ids],
-                                              "token_logprobs": out.logprobs.tolist()}}]}
-        if path == "/v1/chat/completions":
-            prompt = self.policy.renderer.render_chat(body["messages"])
-            out = self._generate(body["model"], tok(prompt, add_special_tokens=False)["input_ids"], body)
-            return {"choices": [{"message": {"role": "assistant", "content": self.policy.renderer.answer(out.ids)},
-                                 "finish_reason": "stop" if out.finished else "length"}]}
-        raise KeyError(path)
-
-    def close(self):
-        self.http.shutdown()
-        self.http.server_close()
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
+SERVED = TinyServer.served
 
 
 Distinct = distinct_characters(group_size=3, steps=2, max_new_tokens=6)
@@ -142,11 +61,23 @@ def test_no_update_baseline_needs_no_local_weights(server, tmp_path, monkeypatch
                  "--base-url", "http://127.0.0.1:9/v1", "--no-update", "--run-dir", str(tmp_path / "down")]) != 0
 
 
-def test_two_gpu_layout_trains_locally_and_samples_with_the_served_adapter(server, model_dir):
+@pytest.mark.parametrize("kind", [TinyServer, VLLMLikeServer], ids=["json-admin", "vllm-like"])
+def test_two_gpu_layout_trains_locally_and_samples_with_the_served_adapter(kind, model_dir):
+    """Loads, swaps and unloads adapters; against the vLLM-like server too (plain-text admin answers)."""
+    server = kind(model_dir)
+    try:
+        _two_gpu_layout(server, model_dir)
+    finally:
+        server.close()
+
+
+def _two_gpu_layout(server, model_dir):
     policy = HFPolicy(model_dir, lora_rank=4, lr=5e-2, device="cpu", sampler="openai", base_url=server.url,
                       served_model=SERVED, renderer="chat")
+    drawn = []
     for step in range(3):
         samples = [s for g in policy.sample(["same", "same"], 3, temperature=1.0, max_new_tokens=6) for s in g]
+        drawn += samples
         assert len({tuple(s.completion_ids) for s in samples}) > 1  # per-row seeds
         for s, own in zip(samples, policy.logprobs(samples), strict=True):  # the server used our adapter
             np.testing.assert_allclose(own, s.logprobs, atol=1e-4)
@@ -154,9 +85,16 @@ def test_two_gpu_layout_trains_locally_and_samples_with_the_served_adapter(serve
         assert abs(stats["ratio_max"] - 1) < 1e-3
     loads = [body["lora_path"] for path, body in server.log if path == "/v1/load_lora_adapter"]
     unloads = [body["lora_name"] for path, body in server.log if path == "/v1/unload_lora_adapter"]
-    assert [p[-7:] for p in loads] == ["v000001", "v000002"] and unloads == ["ttd-v000001"]
+    nonce = policy.engine.nonce
+    assert re.fullmatch("[0-9a-f]{8}", nonce)
+    assert [p[-7:] for p in loads] == ["v000001", "v000002"] and unloads == [f"ttd-{nonce}-v000001"]
     models = [body["model"] for path, body in server.log if path == "/v1/completions"]
-    assert models[:6] == [SERVED] * 6 and set(models[6:12]) == {"ttd-v000001"}
+    assert models[:6] == [SERVED] * 6 and set(models[6:12]) == {f"ttd-{nonce}-v000001"}
+    assert set(models[12:]) == {f"ttd-{nonce}-v000002"} and list(server.adapters) == [f"ttd-{nonce}-v000002"]
+    stats = policy.request_stats()
+    assert stats["requests"] == 18 and stats["requests_failed"] == stats["requests_retried"] == 0
+    assert stats["prompt_tokens"] == sum(len(s.prompt_ids) for s in drawn) > 0  # the server's usage, or counted
+    assert stats["completion_tokens"] == sum(len(s.completion_ids) for s in drawn) > 0
 
 
 def test_ttrl_samples_through_the_server_with_its_llm_settings(server, model_dir, tmp_path):

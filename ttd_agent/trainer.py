@@ -13,6 +13,7 @@ The output of a run is the best state found (best.json), not the trained policy.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import inspect
 import json
 import logging
@@ -28,7 +29,7 @@ import numpy as np
 from ttd_agent.executor import Executor
 from ttd_agent.objective import group_advantages, is_informative
 from ttd_agent.plots import plot_best_so_far, plot_reward_distribution
-from ttd_agent.policy.base import LossConfig, Policy, Sample, TrainItem
+from ttd_agent.policy.base import LossConfig, Policy, Sample, TrainItem, request_metrics
 from ttd_agent.puct import StateBuffer, dedup_keys, same_solution
 from ttd_agent.rundir import RunDir, write_json_atomic
 from ttd_agent.sinks import check_sinks, make_sinks
@@ -312,6 +313,8 @@ class DiscoveryTrainer:
         groups, evaluations = self._sample_and_evaluate(starts)
         t_sample, t_eval = self._t_sampled, time.perf_counter()
         jobs = [(sample.text, start) for start, group in zip(starts, groups) for sample in group]
+        usage = request_metrics(self.policy, [sample for group in groups for sample in group])
+        failed = np.array([[sample.error is not None for sample in group] for group in groups], dtype=bool)
 
         rewards = np.array([ev.reward for ev in evaluations], dtype=np.float64).reshape(len(starts), cfg.group_size)
         parents = [start for start in starts for _ in range(cfg.group_size)]
@@ -321,7 +324,8 @@ class DiscoveryTrainer:
         unchanged = np.array([child is not None
                               and (same_solution(parent, child) or not known.isdisjoint(dedup_keys(child)))
                               for parent, child in zip(parents, children)]).reshape(rewards.shape)
-        items, betas, informative = self._advantages(groups, *training_rewards(rewards, unchanged, cfg.unchanged))
+        seen, trained = training_rewards(rewards, unchanged, cfg.unchanged)
+        items, betas, informative = self._advantages(groups, seen, trained & ~failed)  # no completion, nothing to learn
         update_stats = self.policy.update(items, self._loss_config()) if cfg.update and items else {}
         t_update = time.perf_counter()
 
@@ -331,6 +335,7 @@ class DiscoveryTrainer:
         row = self._metrics(rewards, evaluations, groups, betas, informative, update_stats,
                             timings=(t0, t_sample, t_eval, t_update))
         row["unchanged_fraction"] = float(unchanged.mean())
+        row.update(usage)
         rollouts = self._rollout_rows(starts, groups, evaluations)
         self.run_dir.log_step(row, rollouts)
         for sink in self.sinks:
@@ -347,23 +352,28 @@ class DiscoveryTrainer:
         answer exists, so evaluation hides behind sampling; still on-policy, as the update waits."""
         cfg = self.config
         prompts = [self.prompt_for(s) for s in starts]
-        if cfg.overlap and "on_sample" in inspect.signature(self.policy.sample).parameters:
-            futures: dict[tuple[int, int], Any] = {}
+        futures: dict[tuple[int, int], cf.Future[Evaluation]] = {}
 
-            def submit(i: int, j: int, sample: Sample) -> None:
-                futures[i, j] = self.executor.submit(sample.text, starts[i])
+        def submit(i: int, j: int, sample: Sample) -> None:
+            futures[i, j] = self._evaluation(sample, starts[i])
 
-            groups = self.policy.sample(prompts, cfg.group_size, temperature=cfg.temperature,
-                                        max_new_tokens=cfg.max_new_tokens, on_sample=submit)
-            self._t_sampled = time.perf_counter()
-            evaluations = self.executor.gather([futures[i, j] for i, group in enumerate(groups)
-                                                for j in range(len(group))])
-            return groups, evaluations
+        overlap = cfg.overlap and "on_sample" in inspect.signature(self.policy.sample).parameters
         groups = self.policy.sample(prompts, cfg.group_size, temperature=cfg.temperature,
-                                    max_new_tokens=cfg.max_new_tokens)
+                                    max_new_tokens=cfg.max_new_tokens, **({"on_sample": submit} if overlap else {}))
         self._t_sampled = time.perf_counter()
-        jobs = [(sample.text, start) for start, group in zip(starts, groups) for sample in group]
-        return groups, self.executor.evaluate(jobs)
+        if not overlap:
+            for i, group in enumerate(groups):
+                for j, sample in enumerate(group):
+                    submit(i, j, sample)
+        return groups, self.executor.gather([futures[i, j] for i, group in enumerate(groups) for j in range(len(group))])
+
+    def _evaluation(self, sample: Sample, start: State) -> cf.Future[Evaluation]:
+        """The evaluation of one answer, started now; a failed sample's is its failure, at once."""
+        if sample.error is None:
+            return self.executor.submit(sample.text, start)
+        future: cf.Future[Evaluation] = cf.Future()
+        future.set_result(Evaluation.failure(f"no answer: {sample.error}"))
+        return future
 
     def _loss_config(self) -> LossConfig:
         """The reference's loss for an LLM: importance-weighted, sequence sums, KL centred."""

@@ -30,7 +30,7 @@ import numpy as np
 from ttd_agent.objective import grpo_advantages, is_informative
 from ttd_agent.plots import plot_ttrl
 from ttd_agent.policy import settings as llm_settings
-from ttd_agent.policy.base import LossConfig, Policy, Sample, TrainItem
+from ttd_agent.policy.base import LossConfig, Policy, Sample, TrainItem, request_metrics
 from ttd_agent.rundir import RunDir, write_json_atomic
 from ttd_agent.ttrl import avg_at_k, group_metrics, group_outcome, mean_metrics
 from ttd_envs.answers import AnswerJudge, extract_answer
@@ -406,6 +406,7 @@ class TTRLTrainer:
             raise RuntimeError(f"policy.sample returned {[len(g) for g in groups]} samples for {len(questions)} "
                                f"prompts x {cfg.votes}; a backend must return exactly n per prompt")
         t_sample = time.perf_counter()
+        usage = request_metrics(self.policy, [s for g in groups for s in g])  # failed samples: no answer, no update
 
         per_question, updates, rollouts = [], [], []
         judge_s = update_s = 0.0
@@ -444,6 +445,7 @@ class TTRLTrainer:
                                "updates": len(updates), "samples": len(questions) * cfg.votes}
         row.update(mean_metrics(per_question))
         row.update(_update_stats(updates))
+        row.update(usage)
         row.update({"time_sample_s": t_sample - t0, "time_judge_s": judge_s, "time_update_s": update_s})
         if "entropy" in row:
             self.entropy_history.append(row["entropy"])
@@ -488,7 +490,8 @@ class TTRLTrainer:
                           batch_questions=cfg.questions_per_step or DEFAULT_QUESTIONS_PER_STEP)
         if not result:
             return None
-        row = {"kind": "eval", "step": self.step, **result, "time_eval_s": time.perf_counter() - t0}
+        row = {"kind": "eval", "step": self.step, **result, **request_metrics(self.policy, None),
+               "time_eval_s": time.perf_counter() - t0}
         self.eval_rows.append(row)
         if self.run_dir is not None:
             self.run_dir.log_step(row, [])

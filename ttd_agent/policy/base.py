@@ -34,6 +34,9 @@ class Sample:
     loss_mask: np.ndarray | None = None
     """Per completion token, 1 if the update trains on it and 0 if the trainer forced it (the
     "answer now" of a two-phase completion); None means every token is trained."""
+    error: str | None = None
+    """Why there is no completion (a server request that failed for good); None for a real sample.
+    A failed sample is empty: trainers score it as a failure and never train on it."""
 
 
 @dataclass
@@ -104,3 +107,16 @@ class Policy(Protocol):
 
     def load(self, directory: Path) -> None:
         ...
+
+
+def request_metrics(policy: Policy, samples: Sequence[Sample] | None) -> dict[str, int]:
+    """One step's token usage for metrics.jsonl (`prompt_tokens`, `completion_tokens`): from the
+    server's `usage` when the policy samples through one, with its request counts (`requests`,
+    `requests_retried`, `requests_failed`, `request_retries`); else counted from the samples' ids
+    (nothing when `samples` is None)."""
+    report = getattr(policy, "request_stats", None)
+    stats = report() if callable(report) else {}
+    if stats or samples is None:
+        return stats
+    return {"prompt_tokens": sum(len(s.prompt_ids) for s in samples),
+            "completion_tokens": sum(len(s.completion_ids) for s in samples)}

@@ -230,7 +230,7 @@ class HFPolicy:
             i, j = owners[k]
             sample = Sample(prompt=prompts[i], text=self.renderer.answer(c.ids), prompt_ids=list(rows[k]),
                             completion_ids=list(c.ids), logprobs=c.logprobs, entropy=c.entropy,
-                            finished=c.finished, loss_mask=c.loss_mask)
+                            finished=c.finished, loss_mask=c.loss_mask, error=c.error)
             out[i][j] = sample
             if on_sample is not None and not recompute:
                 on_sample(i, j, sample)
@@ -243,7 +243,7 @@ class HFPolicy:
                  answer_budget=self.settings.answer_budget, on_row=finish)
         groups = [[s for s in group if s is not None] for group in out]
         if recompute:
-            flat = [s for g in groups for s in g]
+            flat = [s for g in groups for s in g if s.error is None]
             for s, (logp, entropy) in zip(flat, self._score(self.model, flat, temperature, entropy=True), strict=True):
                 s.logprobs, s.entropy = logp if s.loss_mask is None else np.where(s.loss_mask > 0, logp, 0.0), entropy
             if on_sample is not None:
@@ -251,6 +251,11 @@ class HFPolicy:
                     for j, s in enumerate(group):
                         on_sample(i, j, s)
         return groups
+
+    def request_stats(self) -> dict[str, int]:
+        """The server requests and tokens since the last call (`--sampler openai`); {} otherwise."""
+        report = getattr(self.engine, "request_stats", None)
+        return report() if callable(report) else {}
 
     def _generate(self, rows: list[list[int]], temperature: float, max_new_tokens: int, seeds: list[int],
                   on_row: Callable[[int, Completion], None]) -> None:

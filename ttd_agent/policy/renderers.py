@@ -48,6 +48,12 @@ class Completion:
     entropy: np.ndarray | None = None
     loss_mask: np.ndarray | None = None
     """0 on tokens the trainer forced (two-phase completion), 1 elsewhere; None means all 1."""
+    error: str | None = None
+    """Why the engine has no completion for this row (see `Sample.error`)."""
+
+    @classmethod
+    def failed(cls, error: str) -> Completion:
+        return cls(ids=[], logprobs=np.zeros(0, dtype=np.float32), finished=False, error=error)
 
 
 OnRow = Callable[[int, Completion], None]
@@ -178,7 +184,10 @@ def sample_seeds(seed: int, call: int, rows: int, phase: int = 0) -> list[int]:
 
 
 def _merge(head: Completion, forced: list[int], tail: Completion) -> Completion:
-    """Phase one, the forced tokens (log-prob 0, loss mask 0) and phase two, as one completion."""
+    """Phase one, the forced tokens (log-prob 0, loss mask 0) and phase two, as one completion
+    (a failed phase two fails the whole: half a completion is no answer)."""
+    if tail.error is not None:
+        return tail
     zeros = np.zeros(len(forced), dtype=np.float32)
     entropy = None
     if head.entropy is not None and tail.entropy is not None:
@@ -205,7 +214,7 @@ def complete(generate: Generate, renderer: Renderer, rows: list[list[int]], *, t
     heads: dict[int, Completion] = {}
 
     def first(k: int, c: Completion) -> None:
-        if not c.finished and renderer.still_thinking(c.ids):
+        if c.error is None and not c.finished and renderer.still_thinking(c.ids):
             heads[k] = c
         else:
             on_row(k, c)

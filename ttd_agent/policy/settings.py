@@ -16,6 +16,8 @@ RESUMABLE = ("micro_batch_size", "micro_batch_tokens", "logit_chunk_tokens", "gr
              "sample_batch_size", "gpu_memory_utilization", "enforce_eager", "sleep", "preflight",
              "gpu_memory_gib", "request_concurrency", "request_timeout_s", "keep_adapters")
 """Settings that change speed or memory only: safe to change when resuming a run."""
+RESUMABLE += ("request_retries", "retry_time_s", "retry_backoff_s", "retry_backoff_max_s", "max_tokens_field")
+"""(How a request to an OpenAI-compatible server is retried changes nothing that is sampled.)"""
 
 
 @dataclass
@@ -68,6 +70,18 @@ class LLMSettings:
     """The model name the server knows (default: --model)."""
     request_concurrency: int = 16
     request_timeout_s: float = 600.0
+    """Deadline of one attempt, from sending to the answer's last byte (a hung server is given up on)."""
+    request_retries: int = 8
+    """Attempts after the first on 429, 5xx, dropped connections and timeouts (docs/llm.md)."""
+    retry_time_s: float = 1800.0
+    """No new attempt of a request starts this long after its first."""
+    retry_backoff_s: float = 1.0
+    """Backoff before retry k (from 0): uniform in [0, min(retry_backoff_max_s, this * 2^k)], unless the
+    server's Retry-After says how long."""
+    retry_backoff_max_s: float = 60.0
+    max_tokens_field: Literal["auto", "max_tokens", "max_completion_tokens"] = "auto"
+    """The request field of the completion budget; auto: max_tokens until a 400 says it is unsupported
+    (OpenAI's o-series and gpt-5 take only max_completion_tokens)."""
     # -- pre-flight
     preflight: bool = True
     """Refuse, before loading anything, a configuration whose memory estimate exceeds the GPU."""
@@ -81,6 +95,12 @@ class LLMSettings:
                 raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
         if self.thinking_budget is not None and self.thinking_budget < 1:
             raise ValueError(f"--thinking-budget must be >= 1 (or unset), got {self.thinking_budget}")
+        if self.request_retries < 0 or min(self.request_timeout_s, self.retry_time_s) <= 0 \
+                or not 0 <= self.retry_backoff_s <= self.retry_backoff_max_s:
+            raise ValueError(f"need --request-retries >= 0, --request-timeout-s and --retry-time-s > 0, and "
+                             f"0 <= --retry-backoff-s <= --retry-backoff-max-s; got {self.request_retries}, "
+                             f"{self.request_timeout_s}, {self.retry_time_s}, {self.retry_backoff_s}, "
+                             f"{self.retry_backoff_max_s}")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"--gpu-memory-utilization must be in (0, 1], got {self.gpu_memory_utilization}")
 
@@ -151,14 +171,20 @@ _HELP = {
     "api_key_env": "environment variable with the server's API key",
     "served_model": "--sampler openai: model name on the server (default --model)",
     "request_concurrency": "--sampler openai: requests in flight",
-    "request_timeout_s": "--sampler openai: seconds per request",
+    "request_timeout_s": "--sampler openai: deadline of one attempt of a request, seconds",
+    "request_retries": "--sampler openai: retries of a request on 429, 5xx, drops, timeouts",
+    "retry_time_s": "--sampler openai: no retry starts this long after a request's first attempt",
+    "retry_backoff_s": "--sampler openai: first retry's backoff (doubles, full jitter)",
+    "retry_backoff_max_s": "--sampler openai: longest backoff between attempts",
+    "max_tokens_field": "--sampler openai: max_tokens or max_completion_tokens (auto: from a 400)",
     "preflight": "refuse configurations that cannot fit in GPU memory (true/false)",
     "gpu_memory_gib": "GPU memory the pre-flight plans for (default: the visible GPU's)",
 }
 
 
 _CHOICES = {"logprobs": ("sampler", "recompute"), "renderer": ("auto", "plain", "chat", "qwen3", "gpt-oss"),
-            "reasoning_effort": ("low", "medium", "high")}
+            "reasoning_effort": ("low", "medium", "high"),
+            "max_tokens_field": ("auto", "max_tokens", "max_completion_tokens")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
