@@ -8,8 +8,10 @@
   name it already holds, keep-alive connections it closes when idle.
 - `HostedLikeServer`: a hosted API under load, with no model: the answer is a function of the
   request's seed, and a fault plan says which request gets a 429 (with `Retry-After`), a 503, a
-  dropped connection or a slow answer, by the order in which the seeds first arrive (so how
-  many of each is exact however the requests interleave).
+  dropped connection (before or in the middle of the answer) or a slow answer, by the order in
+  which the seeds first arrive (so how many of each is exact however the requests interleave).
+- `ScriptedServer`: answers each path with the replies a test lists, in order (the last one
+  again once they run out), for one fault at a time.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ class Reply:
     """Close the connection without answering."""
     delay_s: float = 0.0
     """Wait this long before answering."""
+    cut: bool = False
+    """Send the headers and half the body, then close the connection (a drop mid-answer)."""
+    trickle_s: float = 0.0
+    """Send the body one byte at a time, this long apart (every read is quick, the whole is not)."""
 
 
 class LocalServer:
@@ -71,6 +77,17 @@ class LocalServer:
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
                 self.end_headers()
+                if reply.cut:
+                    self.wfile.write(data[:len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                if reply.trickle_s:
+                    for k in range(len(data)):
+                        self.wfile.write(data[k:k + 1])
+                        self.wfile.flush()
+                        time.sleep(reply.trickle_s)
+                    return
                 self.wfile.write(data)
 
             def do_POST(self):
@@ -81,6 +98,7 @@ class LocalServer:
 
         class Quiet(ThreadingHTTPServer):
             daemon_threads = True
+            request_queue_size = 128  # socketserver's 5 drops connections a burst of requests opens at once
 
             def handle_error(self, request, client_address):  # a client that gave up on a slow answer
                 pass
@@ -212,13 +230,38 @@ class VLLMLikeServer(TinyServer):
                           "total_tokens": prompt + completion}}
 
 
+class ScriptedServer(LocalServer):
+    """Each path's replies in the order given (the last one repeats); every request's arrival time is kept."""
+
+    def __init__(self, script: dict[str, list[Reply]], *, keep_alive: bool = False):
+        self.keep_alive = keep_alive
+        self.script = {path: list(replies) for path, replies in script.items()}
+        self.arrivals: list[tuple[str, float]] = []
+        self.lock = threading.Lock()
+        super().__init__()
+
+    def handle(self, method: str, path: str, body: dict) -> Reply:
+        with self.lock:
+            self.arrivals.append((path, time.monotonic()))
+            replies = self.script.get(path)
+            if not replies:
+                return Reply(404, {"error": {"message": f"unknown path {path}"}})
+            return replies.pop(0) if len(replies) > 1 else replies[0]
+
+
+def chat_answer(text: str = "hello", *, prompt_tokens: int = 10, completion_tokens: int = 5) -> Reply:
+    """A chat completion's answer with its `usage`."""
+    return Reply(body={"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                       "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}})
+
+
 def answer_for(seed: int) -> str:
     """The hosted-like server's answer to a request with this seed (a few random letters)."""
     rng = random.Random(seed)
     return "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(1, 12)))
 
 
-FAULTS = {"429": 7, "503": 11, "drop": 5, "slow": 13, "down": 9}
+FAULTS = {"429": 7, "503": 11, "drop": 5, "slow": 13, "cut": 17, "down": 9}
 """Fault -> period: the k-th distinct seed to arrive gets a fault on its first attempt when
 k % period == offset (offsets in `HostedLikeServer.fault`); "down" fails every attempt."""
 
@@ -239,7 +282,7 @@ class HostedLikeServer(LocalServer):
     def fault(self, index: int) -> str | None:
         if index % FAULTS["down"] == 8:
             return "down"
-        for name, offset in (("429", 0), ("503", 1), ("drop", 2), ("slow", 3)):
+        for name, offset in (("429", 0), ("503", 1), ("drop", 2), ("slow", 3), ("cut", 4)):
             if index % FAULTS[name] == offset:
                 return name
         return None
@@ -269,10 +312,9 @@ class HostedLikeServer(LocalServer):
         if fault == "drop":
             return Reply(drop=True)
         text = answer_for(seed)
-        reply = Reply(body={"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                            "usage": {"prompt_tokens": 10, "completion_tokens": len(text)}})
-        if fault == "slow":
-            reply.delay_s = self.slow_s
+        reply = chat_answer(text, completion_tokens=len(text))
+        reply.delay_s = self.slow_s if fault == "slow" else 0.0
+        reply.cut = fault == "cut"
         return reply
 
 

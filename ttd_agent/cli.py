@@ -317,6 +317,10 @@ def print_summary(trainer: Any, best: Any) -> None:
     initial_states = trainer.config.groups_per_step  # scored before the first step
     for name, value in same_budget_rows(problem, trainer.samples + initial_states, trainer.config.seed):
         table.add_row(name, escape(value))
+    from ttd_agent.policy.base import usage_summary  # tokens, and a server's retried and failed requests
+
+    for name, value in usage_summary(trainer.run_dir.read(trainer.run_dir.metrics_file)):
+        table.add_row(name, value)
     table.add_row("run dir", escape(str(run)))
     table.add_row("best state", escape(f"ttd-agent best {run}"))
     table.add_row("plots", escape(str(run / "plots")))

@@ -30,7 +30,7 @@ import numpy as np
 from ttd_agent.objective import grpo_advantages, is_informative
 from ttd_agent.plots import plot_ttrl
 from ttd_agent.policy import settings as llm_settings
-from ttd_agent.policy.base import LossConfig, Policy, Sample, TrainItem, request_metrics
+from ttd_agent.policy.base import LossConfig, Policy, Sample, TrainItem, request_metrics, usage_summary
 from ttd_agent.rundir import RunDir, write_json_atomic
 from ttd_agent.ttrl import avg_at_k, group_metrics, group_outcome, mean_metrics
 from ttd_envs.answers import AnswerJudge, extract_answer
@@ -684,6 +684,8 @@ def cli_main(args: Any, console: Any, progress_factory: Callable[[], Any]) -> in
         console.print(f"avg@{last['k']} (true answers): {first['avg_at_k']:.3f} at step {first['step']} -> "
                       f"{last['avg_at_k']:.3f} at step {last['step']};  maj@{last['n']}: {first['maj_at_n']:.3f} -> "
                       f"{last['maj_at_n']:.3f}")
+    for name, value in usage_summary(result.train_rows + result.eval_rows):
+        console.print(f"{name}: {value}")
     console.print(f"metrics: {cfg.run_dir}/metrics.jsonl   plots: {cfg.run_dir}/plots/")
     return 0
 

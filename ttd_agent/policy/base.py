@@ -120,3 +120,18 @@ def request_metrics(policy: Policy, samples: Sequence[Sample] | None) -> dict[st
         return stats
     return {"prompt_tokens": sum(len(s.prompt_ids) for s in samples),
             "completion_tokens": sum(len(s.completion_ids) for s in samples)}
+
+
+def usage_summary(rows: Sequence[dict]) -> list[tuple[str, str]]:
+    """(label, text) lines of a run summary: tokens used and, through a server, the requests sent,
+    retried and failed (sums of `request_metrics` over metrics.jsonl rows)."""
+    def total(key: str) -> int:
+        return sum(int(row.get(key) or 0) for row in rows)
+
+    lines = []
+    if total("prompt_tokens") or total("completion_tokens"):
+        lines.append(("tokens", f"{total('prompt_tokens'):,} prompt + {total('completion_tokens'):,} completion"))
+    if any("requests" in row for row in rows):
+        lines.append(("requests", f"{total('requests')} sent, {total('requests_retried')} retried "
+                                  f"({total('request_retries')} retries), {total('requests_failed')} failed"))
+    return lines

@@ -105,6 +105,20 @@ def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random)
     return rng.uniform(0.0, min(max_s, base_s * 2.0 ** attempt))
 
 
+def error_message(payload: bytes) -> str:
+    """The message of an error answer, on one line: OpenAI's `error.message`, vLLM's `message`, else the text."""
+    text = payload.decode(errors="replace")
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict):
+        inner = answer.get("error")
+        message = inner.get("message") if isinstance(inner, dict) else inner if isinstance(inner, str) else None
+        text = str(message or answer.get("message") or text)
+    return " ".join(text.split())[:500]
+
+
 _CONTEXT = re.compile(r"maximum context length is (\d+)")
 _PROMPT = re.compile(r"(\d+) (?:tokens )?in the messages|has (\d+) input tokens|(\d+) (?:prompt|input) tokens")
 
@@ -208,6 +222,8 @@ class OpenAIClient:
                     if not chunk:
                         break
                     chunks.append(chunk)
+                if response.length:  # read1 ends quietly where the connection did, short of Content-Length
+                    raise http.client.IncompleteRead(b"".join(chunks), response.length)
                 response.close()  # read1 leaves a fully read answer open, which blocks the next request
                 if response.will_close:
                     self._drop_connection()
@@ -217,6 +233,10 @@ class OpenAIClient:
                 if reused and not fresh_try:  # the server closed an idle keep-alive connection: not a fault
                     continue
                 raise _Transient(f"the connection was dropped ({type(error).__name__})") from error
+            except http.client.IncompleteRead as error:
+                self._drop_connection()
+                raise _Transient(f"the connection was dropped in the middle of the answer "
+                                 f"(after {len(error.partial)} bytes)") from error
             except (TimeoutError, socket.timeout) as error:
                 self._drop_connection()
                 raise _Transient(f"no complete answer within the {deadline_s:g} s deadline "
@@ -239,7 +259,7 @@ class OpenAIClient:
                 status, headers, payload = self._exchange(method, path, data, s.request_timeout_s)
                 if status < 400:
                     return status, payload
-                detail = " ".join(payload.decode(errors="replace").split())[:500]
+                detail = error_message(payload)
                 if status not in TRANSIENT_STATUS:
                     raise RequestFailed(f"{self.base_url}{path} answered HTTP {status}: {detail}",
                                         status=status, detail=detail)
@@ -394,3 +414,6 @@ def fan_out(calls: Sequence[Callable[[], T]], concurrency: int,
             on_done(futures[future], result)
     if calls and len(failures) == len(calls):
         raise ServerError(f"every one of the {len(calls)} requests of this step failed; the first: {failures[0]}")
+    if failures:
+        log.warning("%d of %d requests failed for good and count as failed samples; the first: %s",
+                    len(failures), len(calls), failures[0])
