@@ -123,3 +123,68 @@ def test_ttrl_refuses_llm_flags_for_the_embedded_policy(tmp_path):
 
     assert main(["train", "--env", "ttd/MathVote-v0", "--method", "ttrl", "--model", "embedded",
                  "--renderer", "chat", "--run-dir", str(tmp_path / "run")]) == 2
+
+
+def test_completions_are_clamped_to_the_served_context(model_dir, caplog):
+    """The vLLM-like server's /v1/models says max_model_len; a prompt that leaves less room than
+    max_new_tokens gets a shorter budget (one warning) instead of vLLM's 400."""
+    import logging
+
+    server = VLLMLikeServer(model_dir, max_model_len=10_000)
+    try:
+        policy = HFPolicy(model_dir, lora_rank=4, device="cpu", sampler="openai", base_url=server.url,
+                          served_model=SERVED, renderer="chat")
+        policy.sample(["same"], 1, temperature=1.0, max_new_tokens=6)
+        prompt_len = len(server.requests("/v1/completions")[0]["prompt"])
+        server.log.clear()
+        server.max_model_len = prompt_len + 3
+        clamped = HFPolicy(model_dir, lora_rank=4, device="cpu", sampler="openai", base_url=server.url,
+                           served_model=SERVED, renderer="chat")
+        with caplog.at_level(logging.WARNING, "ttd_agent.policy.openai_client"):
+            samples = [s for g in clamped.sample(["same"] * 2, 2, temperature=1.0, max_new_tokens=6) for s in g]
+    finally:
+        server.close()
+    sent = server.requests("/v1/completions")
+    assert len(sent) == 4 and {body["max_tokens"] for body in sent} == {3}  # no 400: every request fitted
+    assert all(s.error is None and len(s.completion_ids) <= 3 for s in samples)
+    assert sum(f"context of {prompt_len + 3} tokens" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_resume_after_kill_9_loads_no_adapter_name_the_server_still_holds(model_dir, tmp_path):
+    """The two-GPU layout against the vLLM-like server, killed with SIGKILL as it loads its first
+    adapter (so it never unloads it), then resumed: every load succeeds, no name is reused."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    server = VLLMLikeServer(model_dir)
+    tests = Path(__file__).parent
+    command = [sys.executable, "-m", "ttd_agent.cli", "train", "--env", "toy_problems:DistinctCharacters",
+               "--model", model_dir, "--device", "cpu", "--lora-rank", "4", "--sampler", "openai",
+               "--base-url", server.url, "--served-model", SERVED, "--renderer", "chat", "--steps", "3",
+               "--groups-per-step", "1", "--group-size", "2", "--max-new-tokens", "6",
+               "--run-dir", str(tmp_path / "run")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)])}
+    try:
+        first = subprocess.Popen(command, cwd=tests, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        server.on_load = lambda body: os.kill(first.pid, signal.SIGKILL)
+        out = first.communicate(timeout=240)[0].decode()
+        assert first.returncode == -signal.SIGKILL, out
+        server.on_load = None
+        killed = [name for _, name in server.load_answers]
+        assert len(killed) == 1 and killed[0] in server.adapters  # loaded, and never unloaded
+        resumed = subprocess.run([*command, "--resume"], cwd=tests, env=env, capture_output=True, text=True,
+                                 timeout=240)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    finally:
+        server.close()
+    names = [name for _, name in server.load_answers]
+    assert [status for status, _ in server.load_answers] == [200] * len(names) and len(names) >= 2
+    assert len(set(names)) == len(names)
+    nonces = {name.split("-")[1] for name in names}
+    assert len(nonces) == 2  # one per process: the resumed run's names cannot be the killed run's
+    assert {name.rsplit("-", 1)[1] for name in names[1:]} & {killed[0].rsplit("-", 1)[1]}  # same version again
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
