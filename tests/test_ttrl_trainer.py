@@ -306,3 +306,28 @@ def test_majority_vote_rewards_alone_raise_true_accuracy() -> None:
     assert all(r["after_avg"] > r["before_avg"] for r in runs), runs
     assert mean["majority_ratio_last"] > mean["majority_ratio_first"], runs
     assert mean["entropy_last"] < mean["entropy_first"], runs
+
+
+class UnanimousButOneFailed(EmbeddedPolicy):
+    """A real embedded policy whose answers all agree, but one sample per group is a request that
+    failed for good (as `--sampler openai` reports it: `Sample.error`, no text, no tokens)."""
+
+    def sample(self, prompts, n, *, temperature, max_new_tokens):
+        groups = super().sample(prompts, n, temperature=temperature, max_new_tokens=max_new_tokens)
+        for group in groups:
+            for i, s in enumerate(group):
+                group[i] = Sample(s.prompt, "\\boxed{7}", s.prompt_ids, s.completion_ids, s.logprobs, s.entropy, True)
+            group[0] = Sample(group[0].prompt, "", group[0].prompt_ids, [], np.zeros(0), None, False,
+                              error="HTTP 503: overloaded (gave up after 9 attempts)")
+        return groups
+
+
+def test_a_failed_request_is_no_answer_to_learn_from(questions_file: Path) -> None:
+    """Unanimous answers beside one failed request: the failure's 0 would make the group look
+    informative and train on the server's fault; it is left out, so nothing is updated."""
+    result = train_ttrl(small_config(questions_file, None, eval_every=0), UnanimousButOneFailed(
+        EmbeddedConfig(d_model=32, n_layer=1, n_head=2, max_context=48, alphabet="-0123456789")))
+    assert result.step == 3
+    for row in result.train_rows:
+        assert row["answer_rate"] == pytest.approx(7 / 8) and row["majority_ratio"] == pytest.approx(7 / 8)
+        assert row["informative_groups"] == 0 and row["updates"] == 0

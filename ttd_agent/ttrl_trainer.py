@@ -406,7 +406,7 @@ class TTRLTrainer:
             raise RuntimeError(f"policy.sample returned {[len(g) for g in groups]} samples for {len(questions)} "
                                f"prompts x {cfg.votes}; a backend must return exactly n per prompt")
         t_sample = time.perf_counter()
-        usage = request_metrics(self.policy, [s for g in groups for s in g])  # failed samples: no answer, no update
+        usage = request_metrics(self.policy, [s for g in groups for s in g])
 
         per_question, updates, rollouts = [], [], []
         judge_s = update_s = 0.0
@@ -430,11 +430,13 @@ class TTRLTrainer:
                 rollouts.extend(self._rollout_rows(step, question, group, answers, outcome))
             tu = time.perf_counter()
             judge_s += tu - tj
-            if not is_informative(outcome.rewards):
+            answered = [k for k, sample in enumerate(kept) if sample.error is None]  # a failed request is no answer:
+            rewards = outcome.rewards[answered]  # its 0 would make the others' advantages a server artefact
+            if len(rewards) < 2 or not is_informative(rewards):
                 continue
             informative += 1
-            advantages = grpo_advantages(outcome.rewards)
-            items = [TrainItem(sample, float(a)) for sample, a in zip(kept, advantages) if len(sample.completion_ids)]
+            advantages = grpo_advantages(rewards)
+            items = [TrainItem(kept[k], float(a)) for k, a in zip(answered, advantages) if len(kept[k].completion_ids)]
             if items:
                 updates.append(self.policy.update(items, self.loss))
             update_s += time.perf_counter() - tu
