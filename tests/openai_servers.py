@@ -186,10 +186,17 @@ class VLLMLikeServer(TinyServer):
 
     keep_alive = True
 
-    def __init__(self, model_dir: str, max_model_len: int = 4096):
+    def __init__(self, model_dir: str, max_model_len: int = 4096, *, overloaded_every: int = 0,
+                 drop_load_answers: int = 0):
         self.max_model_len = max_model_len
         self.load_answers: list[tuple[int, str]] = []
         self.on_load: Callable[[dict], None] | None = None
+        self.overloaded_every = overloaded_every
+        """Answer every k-th completion request with 503 (0: never)."""
+        self.drop_load_answers = drop_load_answers
+        """Load this many adapters, then drop the connection instead of answering (the client cannot
+        know the load happened, and sends it again)."""
+        self.completions = 0
         super().__init__(model_dir)
 
     def admin(self, path: str, body: dict) -> Reply:
@@ -201,6 +208,9 @@ class VLLMLikeServer(TinyServer):
             else:
                 self.adapters[name] = body["lora_path"]
                 reply = Reply(body=f"Success: LoRA adapter '{name}' added successfully.")
+                if self.drop_load_answers:
+                    self.drop_load_answers -= 1
+                    reply = Reply(drop=True)
             self.load_answers.append((reply.status, name))
             if self.on_load is not None:
                 self.on_load(body)
@@ -217,6 +227,11 @@ class VLLMLikeServer(TinyServer):
                       for name, root in self.adapters.items()]
             return Reply(body={"object": "list", "data": cards})
         if path == "/v1/completions":
+            with self.lock:
+                self.completions += 1
+                overloaded = self.overloaded_every and self.completions % self.overloaded_every == 0
+            if overloaded:
+                return Reply(503, {"object": "error", "message": "Service Unavailable"})
             asked = len(body["prompt"]) + int(body["max_tokens"])
             if asked > self.max_model_len:
                 return Reply(400, {"object": "error", "message": (

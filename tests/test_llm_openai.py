@@ -188,3 +188,27 @@ def test_a_resume_after_kill_9_loads_no_adapter_name_the_server_still_holds(mode
     assert {name.rsplit("-", 1)[1] for name in names[1:]} & {killed[0].rsplit("-", 1)[1]}  # same version again
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
+
+
+def test_the_two_gpu_layout_rides_out_an_overloaded_server_and_a_lost_load_answer(model_dir):
+    """One completion in 4 answered 503, and the first adapter load's answer lost after the server
+    loaded it: the resent load gets vLLM's 400 "already been loaded", which means loaded; every
+    sample arrives, drawn with the served adapter."""
+    server = VLLMLikeServer(model_dir, overloaded_every=4, drop_load_answers=1)
+    try:
+        policy = HFPolicy(model_dir, lora_rank=4, lr=5e-2, device="cpu", sampler="openai", base_url=server.url,
+                          served_model=SERVED, renderer="chat", retry_backoff_s=0.01, retry_backoff_max_s=0.05)
+        for step in range(2):
+            samples = [s for g in policy.sample(["same", "same"], 3, temperature=1.0, max_new_tokens=6) for s in g]
+            assert all(s.error is None for s in samples)
+            for s, own in zip(samples, policy.logprobs(samples), strict=True):
+                np.testing.assert_allclose(own, s.logprobs, atol=1e-4)
+            policy.update([TrainItem(s, 1.0 if i % 2 else -1.0) for i, s in enumerate(samples)], LossConfig())
+        stats = policy.request_stats()
+    finally:
+        server.close()
+    name = f"ttd-{policy.engine.nonce}-v000001"
+    assert server.load_answers == [(200, name), (400, name)] and name in server.adapters
+    assert stats["requests"] == 12 and stats["requests_failed"] == 0
+    assert server.completions == 15 and stats["request_retries"] == 3 + 1  # the 503s (#4, #8, #12), the lost load
+    assert stats["requests_retried"] in (2, 3)  # 2 when one request's retry drew the next 503 too
