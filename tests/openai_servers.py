@@ -55,6 +55,7 @@ class LocalServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1" if self.keep_alive else "HTTP/1.0"
+            disable_nagle_algorithm = True  # as uvicorn (vLLM's server) does
             timeout = 0.5  # an idle keep-alive connection is closed, as uvicorn does after a few seconds
 
             def log_message(self, *args):

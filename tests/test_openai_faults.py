@@ -329,3 +329,11 @@ def test_a_step_whose_requests_all_fail_stops_the_run_with_one_line(tmp_path, ca
         server.close()
     out = " ".join(capsys.readouterr().out.split())
     assert re.search(f"error: every one of the 12 requests of this step failed; the first: .*{says}", out)
+
+
+def test_the_benchmark_runs_both_clients(capsys):
+    from benchmarks.openai_client import main
+
+    main(["--requests", "32", "--rounds", "1"])
+    table = capsys.readouterr().out
+    assert "| urllib (before) | " in table and "| OpenAIClient | " in table
