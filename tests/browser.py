@@ -45,7 +45,7 @@ class Browser:
         port = int(port_file.read_text().split()[0])
         targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
         page = next(t for t in targets if t["type"] == "page")
-        self.socket = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10)
+        self.socket = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10).__enter__()
         self.events: list[dict[str, Any]] = []
         self._id = 0
         for domain in ("Runtime", "Log", "Network", "Page"):
@@ -71,9 +71,14 @@ class Browser:
 
     def open(self, url: str, ready: str = "document.body && document.body.dataset.ready === '1'",
              timeout: float = 30) -> None:
-        """Navigate and wait until `ready` is true in the page."""
+        """Navigate and wait until `ready` is true in the new page (not in the one it replaces)."""
         self.call("Page.navigate", url=url)
-        self.wait_for(ready, timeout)
+        self.wait_for(f"location.href === {json.dumps(url)} && ({ready})", timeout)
+
+    def reset(self) -> None:
+        """Leave the current page (its timers and polls stop) and forget every event so far."""
+        self.open("about:blank", ready="true")
+        self.events.clear()
 
     def wait_for(self, expression: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

@@ -453,6 +453,7 @@ class DiscoveryTrainer:
             "beta_min": float(np.min(betas)) if betas else None,
             "beta_max": float(np.max(betas)) if betas else None,
             "tokens": int(sum(tokens)),
+            "prompt_tokens": int(sum(len(s.prompt_ids) for group in groups for s in group)),
             "completion_tokens_mean": float(np.mean(tokens)),
             "time_sample_s": t_sample - t0,
             "time_eval_s": t_eval - t_sample,

@@ -26,8 +26,9 @@ def _static(name: str) -> str:
 
 
 def _script_json(value: Any) -> str:
-    """JSON that is safe inside a <script> element (no '</' can close it early)."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    """JSON that is safe inside a <script> element (every '<' escaped: nothing in it can close it); the page reads it
+    with JSON.parse, which is faster than evaluating a large object literal."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
 
 
 def build_page(payload: dict[str, Any], poll_ms: int | None = None) -> str:
@@ -36,11 +37,11 @@ def build_page(payload: dict[str, Any], poll_ms: int | None = None) -> str:
     title = f"ttd run: {payload.get('env') or payload.get('run_dir')}"
     return "".join([
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'><link rel='icon' href='data:,'>",
         f"<title>{_escape(title)}</title><style>{_static('style.css')}</style></head><body>",
         "<div id='app'><p class='loading'>loading the run...</p></div>",
         f"<script>{plotly_js()}</script>",
-        f"<script>window.TTD_DATA={_script_json(payload)};window.TTD_POLL_MS={_script_json(poll_ms)};</script>",
+        f"<script type='application/json' id='ttd-data' data-poll-ms='{poll_ms or 0}'>{_script_json(payload)}</script>",
         f"<script>{_static('app.js')}</script></body></html>",
     ])
 

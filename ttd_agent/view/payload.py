@@ -175,7 +175,8 @@ class RunView:
                 add(state, (state.get("metadata") or {}).get("step", 0))
             self._puct(buffer, nodes)
         elif files.latest.value is not None or files.buffer.error:
-            notes.append(f"the latest checkpoint's buffer cannot be read ({files.buffer.error or 'missing'}): "
+            where = files.buffer.path.relative_to(files.path)
+            notes.append(f"the latest checkpoint's buffer cannot be read ({files.buffer.error or f'{where} is missing'}): "
                          "no visit counts or PUCT values")
         else:
             notes.append("no checkpoint yet: no visit counts or PUCT values")

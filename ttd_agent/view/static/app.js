@@ -1,5 +1,5 @@
-// The run viewer's page: draws window.TTD_DATA (see ttd_agent/view/payload.py) with Plotly, and
-// when window.TTD_POLL_MS is set, polls version.json and reloads data.json when the run changed.
+// The run viewer's page: draws the JSON of <script id="ttd-data"> (see ttd_agent/view/payload.py) with
+// Plotly, and when its data-poll-ms is set, polls version.json and reloads data.json when the run changed.
 "use strict";
 
 (function () {
@@ -183,14 +183,18 @@
         ["parent", node.parent ? (parent ? link(node.parent) : `${node.parent} (not kept)`) : "none (an initial state)"],
       ].map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v)))));
     const text = data.tree.texts[id] || {};
-    const body = text.code || text.construction;
-    const kind = text.code ? "program" : "construction";
-    panel.append(el("h4", {}, kind), el("pre", {class: "code", id: "state-text"}, body || "(none stored)"));
+    const key = text.code !== null && text.code !== undefined ? "code" : "construction";
+    const kind = key === "code" ? "program" : "construction";
+    const body = text[key];
+    const shown = body === null || body === undefined ? "(none stored)" : (body === "" ? "(empty)" : body);
+    panel.append(el("h4", {}, kind), el("pre", {class: "code", id: "state-text"}, shown));
     panel.append(el("h4", {}, "diff against its parent"));
-    const parentText = node.parent && data.tree.texts[node.parent];
-    const before = parentText ? (text.code ? parentText.code : parentText.construction) : null;
-    if (!node.parent) panel.append(el("p", {class: "hint", id: "diff"}, "an initial state: nothing to compare with"));
-    else if (before === null || before === undefined) panel.append(el("p", {class: "hint", id: "diff"}, "the parent's text is not in the run directory"));
+    const parentText = node.parent ? data.tree.texts[node.parent] : null;
+    const before = parentText ? parentText[key] : null;
+    const hint = (message) => panel.append(el("p", {class: "hint", id: "diff"}, message));
+    if (!node.parent) hint("an initial state: nothing to compare with");
+    else if (!parentText) hint("the parent is not in the run directory (states.jsonl lacks it): nothing to compare with");
+    else if (before === null || before === undefined) hint(`the parent has no ${kind} stored: nothing to compare with`);
     else panel.append(diffView(before, body || ""));
   }
 
@@ -207,7 +211,7 @@
       pre.prepend(el("div", {class: "hint"}, `${changed} of ${b[0].length} characters changed (highlighted)`));
       return pre;
     }
-    if (a.length * b.length > 4e6) { pre.append("too long for a line diff"); return pre; }
+    if (a.length * b.length > 4e6) { pre.append(`${a.length.toLocaleString("en")} and ${b.length.toLocaleString("en")} lines: too long for a line diff`); return pre; }
     const n = a.length, m = b.length, lcs = [];
     for (let i = 0; i <= n; i++) lcs.push(new Int32Array(m + 1));
     for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--)
@@ -332,11 +336,24 @@
   }
 
   // -- the page --------------------------------------------------------------------------------------------
+  // Each part draws inside `guarded`: a part that fails (a run this script does not understand) shows
+  // what went wrong in its place and logs it, and the rest of the page still draws.
+  function guarded(root, name, draw) {
+    try {
+      draw();
+    } catch (error) {
+      console.error(`the ${name} could not be drawn:`, error);
+      root.append(el("p", {class: "failed"}, `the ${name} could not be drawn: ${error && error.message ? error.message : error}`));
+    }
+  }
+
   function render(data) {
     view.data = data;
     const root = document.getElementById("app");
-    root.replaceChildren(header(data));
-    if (data.kind === "ttrl") renderTTRL(root, data); else renderDiscovery(root, data);
+    root.replaceChildren();
+    guarded(root, "header", () => root.append(header(data)));
+    if (typeof Plotly === "undefined") root.append(el("p", {class: "failed"}, "Plotly did not load: the plots cannot be drawn"));
+    else guarded(root, data.kind === "ttrl" ? "TTRL view" : "run view", () => (data.kind === "ttrl" ? renderTTRL : renderDiscovery)(root, data));
     document.body.dataset.version = String(data.version);
     document.body.dataset.ready = "1";
   }
@@ -358,8 +375,20 @@
   }
 
   fromHash();
+  window.addEventListener("hashchange", () => { fromHash(); if (view.data && view.data.tree) selectState(view.data, view.state); });
+  const source = document.getElementById("ttd-data");
+  let data;
+  try {
+    data = JSON.parse(source.textContent);
+  } catch (error) {
+    document.getElementById("app").replaceChildren(el("p", {class: "failed"}, `the page's data cannot be read (${error.message}): export it again with ttd-agent view RUN_DIR --html FILE`));
+    document.body.dataset.ready = "1";
+    return;
+  }
   const started = performance.now();
-  render(window.TTD_DATA);
+  render(data);
   document.body.dataset.renderMs = String(Math.round(performance.now() - started));
-  if (window.TTD_POLL_MS) poll(window.TTD_POLL_MS);
+  document.body.dataset.loadedMs = String(Math.round(performance.now()));  // since navigation began
+  const pollMs = Number(source.dataset.pollMs);
+  if (pollMs > 0) poll(pollMs);
 })();
