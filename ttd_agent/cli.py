@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("envs", help="list the env ids with their record to beat")
     best = sub.add_parser("best", help="print the best state of a run: score, code, construction")
     best.add_argument("run_dir")
+    add_view_parser(sub)
     return parser
 
 
@@ -385,6 +386,46 @@ def show_best(run_dir: str) -> int:
     return 0
 
 
+# -- view (ttd_agent/view/) -----------------------------------------------------------------------
+def add_view_parser(sub: Any) -> None:
+    view = sub.add_parser("view", help="a live page of a run: its search tree, programs, steps and cost",
+                          formatter_class=_HelpFormatter)
+    view.add_argument("run_dir")
+    view.add_argument("--port", type=int, default=8000, metavar="N", help="port on 127.0.0.1; 0 picks a free one")
+    view.add_argument("--html", metavar="FILE", help="write the page as one self-contained file instead of serving it")
+    for flag, what in (("--usd-per-m-input", "US$ per million input tokens"),
+                       ("--usd-per-m-output", "US$ per million output tokens"), ("--usd-per-gpu-hour", "US$ per GPU-hour")):
+        view.add_argument(flag, type=float, metavar="X", help=f"{what}, for the cost section")
+
+
+def view_run(args: argparse.Namespace) -> int:
+    """Serve the run's page until Ctrl-C (first line: its address), or write it with --html."""
+    import socket
+
+    from ttd_agent.view.page import build_page, plotly_js
+    from ttd_agent.view.payload import Prices, RunView
+    from ttd_agent.view.reader import RunFiles
+    from ttd_agent.view.server import ViewServer
+
+    view = RunView(RunFiles(args.run_dir), Prices(args.usd_per_m_input, args.usd_per_m_output, args.usd_per_gpu_hour))
+    if args.html:
+        view.refresh()
+        Path(args.html).write_text(build_page(view.payload()), encoding="utf-8")
+        console.print(f"wrote {escape(args.html)} (self-contained: opens without a network)", highlight=False)
+        return 0
+    plotly_js()  # fails now, in one line, when Plotly is missing
+    server = ViewServer(view, args.port)
+    port = server.server_address[1]
+    print(server.url, flush=True)
+    console.print(f"from another machine: ssh -L {port}:127.0.0.1:{port} {socket.gethostname()}, then open "
+                  f"http://127.0.0.1:{port}/ there; Ctrl-C stops", highlight=False, soft_wrap=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
 # -- errors ----------------------------------------------------------------------------------------
 def error_line(error: BaseException) -> str:
     """One line that says what was wrong and what to do."""
@@ -415,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
             return list_envs()
         if args.command == "best":
             return show_best(args.run_dir)
+        if args.command == "view":
+            return view_run(args)
         if args.method == "ttrl":
             return train_ttrl(args, given)
         return train_discovery(args, given)

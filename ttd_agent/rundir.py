@@ -4,6 +4,7 @@
       config.json          the resolved configuration (what --resume reuses)
       metrics.jsonl        one JSON object per finished step
       rollouts.jsonl       one JSON object per rollout (reward, validity, error head, tokens)
+      states.jsonl         one JSON object per state the buffer took in (code, construction, parent)
       checkpoints/step-000012/   policy weights, buffer, trainer state of one finished step
       latest.json          {"step": 12, "path": "checkpoints/step-000012"} - written last, atomically
       best.json (+ best code)    the best state found so far
@@ -71,6 +72,7 @@ class RunDir:
         self.plots = self.path / "plots"
         self.metrics_file = self.path / "metrics.jsonl"
         self.rollouts_file = self.path / "rollouts.jsonl"
+        self.states_file = self.path / "states.jsonl"
         self.config_file = self.path / "config.json"
         self.best_file = self.path / "best.json"
 
@@ -104,6 +106,14 @@ class RunDir:
         self.append(self.rollouts_file, rollouts)
         self.append(self.metrics_file, [metrics])
 
+    def log_states(self, states: list[Any]) -> None:
+        """Every state the buffer takes in, once, with the step it was found at (0: initial), so
+        the run viewer can draw the whole tree and show any state's program, evicted or not."""
+        self.append(self.states_file, [{"id": s.id, "parent": s.parent_id, "step": s.metadata.get("step", 0),
+                                        "reward": s.reward, "score": s.score, "initial": s.is_initial,
+                                        "code": s.code, "construction": s.to_dict()["construction"],
+                                        "stdout": s.stdout[-1000:]} for s in states])
+
     def read(self, file: Path) -> list[dict[str, Any]]:
         if not file.exists():
             return []
@@ -117,7 +127,7 @@ class RunDir:
 
     def truncate_logs(self, last_step: int) -> None:
         """Keep only rows of steps <= last_step (what the latest checkpoint covers)."""
-        for file in (self.metrics_file, self.rollouts_file):
+        for file in (self.metrics_file, self.rollouts_file, self.states_file):
             kept = [row for row in self.read(file) if row.get("step", -1) <= last_step]
             tmp = file.with_suffix(".jsonl.tmp")
             tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))

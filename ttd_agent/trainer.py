@@ -18,6 +18,8 @@ import inspect
 import json
 import logging
 import math
+import resource
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -209,6 +211,20 @@ def teach_edit_prior(policy: Any, spec: EmbeddedSpec, edits: float, rng: np.rand
     return policy.imitate(pairs, steps=steps, batch_size=batch_size)
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (the sandboxed programs) so far."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def visible_gpus(device: str | None) -> int:
+    """GPUs this process trains on (0 on a CPU run): the run viewer turns phase times into GPU-seconds."""
+    torch = sys.modules.get("torch")  # loaded by any policy that can use a GPU; never imported here
+    if torch is None or (device is not None and not device.startswith("cuda")) or not torch.cuda.is_available():
+        return 0
+    return 1 if device is not None and ":" in device else int(torch.cuda.device_count())
+
+
 def training_rewards(rewards: np.ndarray, unchanged: np.ndarray,
                      mode: Literal["zero", "drop", "keep"]) -> tuple[np.ndarray, np.ndarray]:
     """(rewards the advantages see, mask of the samples trained on); see `DiscoveryConfig.unchanged`."""
@@ -249,6 +265,7 @@ class DiscoveryTrainer:
         self.executor = Executor(self.problem, self.config.eval_workers, self.config.eval_timeout_s,
                                  self.config.executor)
         self.rng = np.random.default_rng(self.config.seed)
+        self._gpus = visible_gpus(self.config.device)
         self.step = 0
         self.samples = 0
         self.best: State | None = None
@@ -258,6 +275,7 @@ class DiscoveryTrainer:
         else:
             self.run_dir.create(asdict(self.config), restart=resume)
             self.buffer = self._initial_buffer()
+            self.run_dir.log_states(self.buffer.states())
             self.best = self.buffer.best()
             if self.best.reward is not None:
                 self.best_curve.append((0, float(self.best.reward)))
@@ -308,10 +326,10 @@ class DiscoveryTrainer:
 
     def train_step(self) -> StepResult:
         cfg = self.config
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), cpu_seconds()
         starts = self.buffer.select(cfg.groups_per_step, self.rng)
         groups, evaluations = self._sample_and_evaluate(starts)
-        t_sample, t_eval = self._t_sampled, time.perf_counter()
+        t_sample, t_eval, cpu_eval = self._t_sampled, time.perf_counter(), cpu_seconds()
         jobs = [(sample.text, start) for start, group in zip(starts, groups) for sample in group]
         usage = request_metrics(self.policy, [sample for group in groups for sample in group])
         failed = np.array([[sample.error is not None for sample in group] for group in groups], dtype=bool)
@@ -325,19 +343,27 @@ class DiscoveryTrainer:
                               and (same_solution(parent, child) or not known.isdisjoint(dedup_keys(child)))
                               for parent, child in zip(parents, children)]).reshape(rewards.shape)
         seen, trained = training_rewards(rewards, unchanged, cfg.unchanged)
-        items, betas, informative = self._advantages(groups, seen, trained & ~failed)  # no completion, nothing to learn
+        items, group_betas, advantages = self._advantages(groups, seen, trained & ~failed)  # no completion, nothing to learn
         update_stats = self.policy.update(items, self._loss_config()) if cfg.update and items else {}
-        t_update = time.perf_counter()
+        t_update, cpu_update = time.perf_counter(), cpu_seconds()
 
-        improved = self._grow_buffer(starts, children)
+        improved, inserted = self._grow_buffer(starts, children)
         self.step += 1
         self.samples += len(jobs)
+        betas = [beta for beta in group_betas if beta is not None]
+        informative = sum(1 for group in advantages if any(a is not None for a in group))
         row = self._metrics(rewards, evaluations, groups, betas, informative, update_stats,
                             timings=(t0, t_sample, t_eval, t_update))
         row["unchanged_fraction"] = float(unchanged.mean())
         row.update(usage)
+        row.update(group_betas=group_betas, cpu_sample_eval_s=cpu_eval - cpu0, cpu_update_s=cpu_update - cpu_eval,
+                   gpus=self._gpus)
         rollouts = self._rollout_rows(starts, groups, evaluations)
+        for rollout, child, same, advantage in zip(rollouts, children, unchanged.ravel(),
+                                                   [a for group in advantages for a in group]):
+            rollout.update(child=child.id if child is not None else None, unchanged=bool(same), advantage=advantage)
         self.run_dir.log_step(row, rollouts)
+        self.run_dir.log_states(inserted)
         for sink in self.sinks:
             sink.log(self.step, row)
         if improved:  # before the checkpoint: best.json is never staler than the last checkpoint
@@ -380,37 +406,41 @@ class DiscoveryTrainer:
         return LossConfig(clip_eps=self.config.clip_eps, kl_coef=self.config.kl_coef, kl_mode="reward",
                           aggregation="seq-sum", kl_center=self.config.model != "embedded")
 
-    def _advantages(self, groups: list[list[Sample]], rewards: np.ndarray,
-                    trained: np.ndarray) -> tuple[list[TrainItem], list[float], int]:
+    def _advantages(self, groups: list[list[Sample]], rewards: np.ndarray, trained: np.ndarray
+                    ) -> tuple[list[TrainItem], list[float | None], list[list[float | None]]]:
         """Per-group advantages over the `trained` samples of each group; a group whose trained
-        rewards are all equal (or fewer than two) carries no signal and is dropped."""
+        rewards are all equal (or fewer than two) carries no signal and is dropped. Also returns
+        each group's β (None: dropped, or an objective without one) and each sample's advantage
+        (None: not trained on), which the rollout log keeps for the run viewer."""
         items: list[TrainItem] = []
-        betas: list[float] = []
-        informative = 0
+        betas: list[float | None] = []
+        per_sample: list[list[float | None]] = []
         for group, group_rewards, mask in zip(groups, rewards, trained):
             kept = [sample for sample, keep in zip(group, mask) if keep]
+            betas.append(None)
+            per_sample.append([None] * len(group))
             if len(kept) < 2 or not is_informative(group_rewards[mask]):
                 continue
-            advantages, beta = group_advantages(group_rewards[mask], self.config.objective, self.config.beta)
-            informative += 1
-            if beta is not None:
-                betas.append(beta)
+            advantages, betas[-1] = group_advantages(group_rewards[mask], self.config.objective, self.config.beta)
+            for j, a in zip(np.flatnonzero(mask), advantages):
+                per_sample[-1][j] = float(a)
             items.extend(TrainItem(sample, float(a)) for sample, a in zip(kept, advantages))
-        return items, betas, informative
+        return items, betas, per_sample
 
-    def _grow_buffer(self, starts: list[State], children: list[State | None]) -> bool:
-        """Record each group's children (None = failed rollout) under its start state; True when
-        the best state improved."""
+    def _grow_buffer(self, starts: list[State], children: list[State | None]) -> tuple[bool, list[State]]:
+        """Record each group's children (None = failed rollout) under its start state; returns
+        whether the best state improved, and the children the buffer took in."""
         size = self.config.group_size
         previous = self.best.reward if self.best is not None and self.best.reward is not None else -math.inf
+        inserted: list[State] = []
         for g, parent in enumerate(starts):
-            self.buffer.record_expansion(parent, children[g * size:(g + 1) * size])
+            inserted += self.buffer.record_expansion(parent, children[g * size:(g + 1) * size])
         best = self.buffer.best()
         if best.reward is not None and best.reward > previous:
             self.best = best
             self.best_curve.append((self.samples + len(children), float(best.reward)))
-            return True
-        return False
+            return True, inserted
+        return False, inserted
 
     def _metrics(self, rewards: np.ndarray, evaluations: list[Evaluation], groups: list[list[Sample]],
                  betas: list[float], informative: int, update_stats: dict[str, float],

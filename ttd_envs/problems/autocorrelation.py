@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from scipy.fft import irfft, next_fast_len, rfft
 
+from ttd_envs.core.drawing import series, series_drawing
 from ttd_envs.core.problem import Record, TrainerDefaults
 from ttd_envs.core.program_problem import (
     DEFAULT_PRELOAD,
@@ -218,6 +219,14 @@ class _Autocorrelation(PythonProgramProblem):
             a = self.constructions[self.record_name if self.initial == "record" else self.initial].load()
         score = self.bound(heights(a, self.max_len))
         return State(construction=a, score=score, reward=self.reward_for(score), is_initial=True)
+
+    def drawing(self, construction: Any) -> dict[str, Any]:
+        """The heights and their autoconvolution, each scaled to a peak of 1 (the run viewer's picture)."""
+        a = heights(construction, self.max_len)
+        c = autoconvolution(a)
+        return series_drawing(f"{a.size} heights, {self.bound_name} {self.bound(a):.8f}", "position (scaled to [0, 1])",
+                              "value / max", series("heights", np.linspace(0, 1, a.size), a / a.max(), "step"),
+                              series("autoconvolution", np.linspace(0, 1, c.size), c / c.max()))
 
     def program_inputs(self, state: State) -> dict[str, Any]:
         if state.construction is None:

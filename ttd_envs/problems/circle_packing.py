@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ttd_envs.core.drawing import circles_drawing
 from ttd_envs.core.problem import Record, TrainerDefaults
 from ttd_envs.core.program_problem import (
     InvalidConstruction,
@@ -132,6 +133,11 @@ class CirclePacking(PythonProgramProblem):
         if circles.ndim != 2 or circles.shape[1] != 3:
             raise InvalidConstruction(f'"circles" must be a list of [x, y, r] rows; got shape {circles.shape}')
         return self.check((circles[:, :2], circles[:, 2], None))[1]
+
+    def drawing(self, construction: Any) -> dict[str, Any]:
+        """The packing in the unit square (the run viewer's picture of a state)."""
+        rows = np.asarray(construction, dtype=np.float64)
+        return circles_drawing(f"{rows.shape[0]} circles, sum of radii {rows[:, 2].sum():.6f}", rows)
 
     def reward_for(self, score: float) -> float:
         return score

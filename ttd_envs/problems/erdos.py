@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy.fft import irfft, next_fast_len, rfft
 
+from ttd_envs.core.drawing import series, series_drawing
 from ttd_envs.core.problem import Record, TrainerDefaults
 from ttd_envs.core.program_problem import (
     DEFAULT_PRELOAD,
@@ -119,6 +120,13 @@ class ErdosOverlap(PythonProgramProblem):
             h = 0.5 + (u - u.mean())
         score = c5_bound(normalised_samples(h, self.max_points))
         return State(construction=h, score=score, reward=1.0 / score, is_initial=True)
+
+    def drawing(self, construction: Any) -> dict[str, Any]:
+        """The step function h on [0, 2] (the run viewer's picture of a state)."""
+        h = normalised_samples(construction, self.max_points)
+        x = np.arange(h.size + 1) * 2.0 / h.size
+        return series_drawing(f"h with {h.size} steps, C5 bound {c5_bound(h):.8f}", "x", "h(x)",
+                              series("h", x, np.r_[h, h[-1]], "step"))
 
     def program_inputs(self, state: State) -> dict[str, Any]:
         if state.construction is None:

@@ -26,6 +26,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from ttd_envs.core.drawing import series, series_drawing
 from ttd_envs.core.parsing import last_fenced_block
 from ttd_envs.core.problem import EmbeddedSpec, Evaluation, Record, TrainerDefaults
 from ttd_envs.core.state import State
@@ -334,6 +335,17 @@ class LABS:
     def reward_for(self, score: float) -> float:
         """The reward of energy `score`: the merit factor N²/(2E)."""
         return merit_factor(self.n, score)
+
+    def drawing(self, construction: Any) -> dict[str, Any] | None:
+        """The sequence's aperiodic autocorrelations C_k, k = 1..N-1 (E = sum of their squares)."""
+        text = _construction_string(construction)
+        if text is None:
+            return None
+        s = string_to_sequence(text).astype(np.int64)
+        c = [int(s[:-k] @ s[k:]) for k in range(1, s.size)]
+        return series_drawing(f"{text}: E = {energy(s.astype(np.int8))}, merit factor "
+                              f"{merit_factor(s.size, energy(s.astype(np.int8))):.4f}", "shift k", "C_k",
+                              series("C_k", range(1, s.size), c, "bar"))
 
     def compact_prompt(self, state: State) -> str:
         """What the embedded policy sees: the current sequence as '+'/'-' ("" when there is none)."""
