@@ -16,6 +16,8 @@ RESUMABLE = ("micro_batch_size", "micro_batch_tokens", "logit_chunk_tokens", "gr
              "sample_batch_size", "gpu_memory_utilization", "enforce_eager", "sleep", "preflight",
              "gpu_memory_gib", "request_concurrency", "request_timeout_s", "keep_adapters")
 """Settings that change speed or memory only: safe to change when resuming a run."""
+ATTENTION = ("auto", "sdpa", "flex_attention", "flash_attention_2", "eager")
+"""Values of the `attention` setting (memory.choose_attention decides "auto")."""
 
 
 @dataclass
@@ -68,6 +70,9 @@ class LLMSettings:
     """The model name the server knows (default: --model)."""
     request_concurrency: int = 16
     request_timeout_s: float = 600.0
+    attention: Literal["auto", "sdpa", "flex_attention", "flash_attention_2", "eager"] = "auto"
+    """Attention implementation of the hf model; "auto": SDPA where the family has it, else
+    FlexAttention on a GPU, else eager (memory.choose_attention)."""
     # -- pre-flight
     preflight: bool = True
     """Refuse, before loading anything, a configuration whose memory estimate exceeds the GPU."""
@@ -152,13 +157,15 @@ _HELP = {
     "served_model": "--sampler openai: model name on the server (default --model)",
     "request_concurrency": "--sampler openai: requests in flight",
     "request_timeout_s": "--sampler openai: seconds per request",
+    "attention": "hf model attention: auto (SDPA, else flex on a GPU, else eager), sdpa, flex_attention, ...",
     "preflight": "refuse configurations that cannot fit in GPU memory (true/false)",
     "gpu_memory_gib": "GPU memory the pre-flight plans for (default: the visible GPU's)",
 }
 
 
 _CHOICES = {"logprobs": ("sampler", "recompute"), "renderer": ("auto", "plain", "chat", "qwen3", "gpt-oss"),
-            "reasoning_effort": ("low", "medium", "high")}
+            "reasoning_effort": ("low", "medium", "high"),
+            "attention": ATTENTION}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
