@@ -56,8 +56,8 @@ def test_dry_run_reaches_every_step_and_prints_the_gpu_command(tmp_path):
         assert line is not None, f"{name!r} has no row in the summary:\n{summary}"
         status[name] = line[len(name):].split()[0]
     assert all(s in DRY_RUN_OK for s in status.values()), status
-    ran = [name for name in checks if re.search(r"gpu_(sandbox|hf|llm)_check\.py", name)]
-    assert len(ran) == 3 and all(status[name] == "PASS" for name in ran), status  # their --dry-run forms
+    ran = [name for name in checks if re.search(r"gpu_(sandbox|hf|llm|attention)_check\.py", name)]
+    assert len(ran) == 4 and all(status[name] == "PASS" for name in ran), status  # their --dry-run forms
     assert status["kernels CPU-side tests, compiled on the GPU"] == "PASS"  # collected
 
     command = json.loads(next(line for line in out.splitlines() if line.startswith("run "))[4:])
