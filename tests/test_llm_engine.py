@@ -106,6 +106,7 @@ class FakeLLM:
 def fake_vllm(monkeypatch):
     vllm = types.ModuleType("vllm")
     vllm.LLM, vllm.SamplingParams, vllm.EngineArgs = FakeLLM, SamplingParams, EngineArgs
+    vllm.__version__ = "0.11.0"
     lora = types.ModuleType("vllm.lora")
     request = types.ModuleType("vllm.lora.request")
     request.LoRARequest = LoRARequest
@@ -129,7 +130,7 @@ def test_engine_settings_reach_the_engine(fake_vllm, tiny_lm):
              max_model_len=4096, enforce_eager=True, tensor_parallel_size=2, dtype="float32")
     args = fake_vllm[0][1]
     assert args["gpu_memory_utilization"] == 0.3 and args["max_model_len"] == 4096 and args["enforce_eager"]
-    assert args["tensor_parallel_size"] == 2 and args["dtype"] == "float32" and args["max_lora_rank"] == 4
+    assert args["tensor_parallel_size"] == 2 and args["dtype"] == "float32" and args["max_lora_rank"] == 8  # rank 4 rounded up
     assert args["enable_sleep_mode"] and args["enable_lora"] and args["logprobs_mode"] == "processed_logprobs"
 
 

@@ -66,3 +66,36 @@ def test_gpu_check_script_dry_run_on_cpu():
         result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_llm_check.py")],
                                 capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert result.returncode != 0 and "no CUDA device" in result.stdout
+
+
+def test_attention_is_chosen_per_family_and_eager_scores_are_counted():
+    transformers = pytest.importorskip("transformers")
+    from ttd_agent.policy.memory import attention_for, choose_attention
+
+    assert choose_attention(transformers.LlamaForCausalLM, "cuda").implementation == "sdpa"
+    assert choose_attention(transformers.GptOssForCausalLM, "cuda").implementation == "flex_attention"
+    assert choose_attention(transformers.GptOssForCausalLM, "cpu").implementation == "eager"
+    with pytest.raises(ValueError, match="GptOssForCausalLM does not support --attention sdpa"):
+        choose_attention(transformers.GptOssForCausalLM, "cuda", "sdpa")
+    arch = PRESETS["openai/gpt-oss-20b"]
+    assert attention_for(arch, LLMSettings()).implementation == "flex_attention"
+    kwargs = dict(sampler="vllm", lora_rank=32, full_finetune=False, max_new_tokens=16384, gpu_bytes=80 * GIB)
+    flex = estimate(arch, LLMSettings(), **kwargs)
+    assert sum(flex.update.values()) < 60 * GIB and flex.update["attention (flex_attention)"] == 0
+    assert "attention: flex_attention" in flex.explain() and "MXFP4 experts dequantised to bf16" in flex.explain()
+    eager = estimate(arch, LLMSettings(attention="eager"), **kwargs)
+    scores = arch.heads * 18432 * 18433 * 2  # one (heads, L, L + 1) bf16 tensor: ~40 GiB at 18k tokens
+    assert scores > 40 * GIB and eager.update["attention (eager)"] == 5 * scores
+    assert sum(eager.update.values()) > 200 * GIB
+    # SDPA with a padded micro-batch of several sequences: their dense boolean mask
+    qwen = estimate(PRESETS["Qwen/Qwen2.5-1.5B-Instruct"], LLMSettings(max_model_len=4096), **kwargs)
+    assert qwen.update["attention (sdpa)"] == 4 * 4096 * 4096
+
+
+def test_mxfp4_weights_cost_bf16_for_training_but_vllm_holds_them_as_stored():
+    arch = PRESETS["openai/gpt-oss-20b"]
+    assert 12 * GIB < arch.checkpoint_bytes() < 14 * GIB  # gpt-oss-20b's checkpoint: ~13 GB
+    assert 3.0 < arch.params() * 2 / arch.checkpoint_bytes() < 3.2
+    assert Architecture.from_config({**vars(arch), "hidden_size": arch.hidden, "num_hidden_layers": arch.layers,
+                                     "num_attention_heads": arch.heads, "intermediate_size": arch.intermediate,
+                                     "vocab_size": arch.vocab, "quantization_config": {"quant_method": "mxfp4"}}).mxfp4

@@ -27,6 +27,18 @@ the sampler reported (`logprobs="sampler"`, the reference's loss: it also correc
 numerical gap between vLLM's kernels and the trainer's); `logprobs="recompute"` replaces them by
 the trainer's own forward first (ratio exactly 1 at the first update).
 
+Loading. The attention implementation is chosen per family, not left to transformers' default
+(`memory.choose_attention`: SDPA where the family has it, else FlexAttention on a GPU, else eager
+with a warning; gpt-oss has no SDPA path, and its eager attention materialises heads × L × L
+scores). MXFP4 checkpoints (gpt-oss) are dequantised to bf16 at load (`Mxfp4Config(dequantize=
+True)`): transformers' MXFP4 expert kernels cannot be trained through, and the bf16 weights cost
+2 bytes per parameter (gpt-oss-20b: 39 GiB instead of 13 GiB), which the pre-flight counts.
+
+Log-probs. Teacher forcing goes through the decoder and then `logprobs.OutputHead`: the output
+embedding plus what the family's `*ForCausalLM.forward` does after it (Gemma's final soft-cap,
+Cohere's `logit_scale`, Granite's `logits_scaling`). At load time `check_output_head` compares it
+with the model's own forward on a few tokens and refuses a family it does not reproduce.
+
 Memory. Teacher-forced scoring never builds (tokens × vocabulary) logits for a whole batch: the
 decoder's hidden states go through the LM head in chunks of `logit_chunk_tokens` rows
 (logprobs.py). Micro-batches hold at most `micro_batch_size` sequences and `micro_batch_tokens`
@@ -63,8 +75,9 @@ import torch
 import torch.nn.functional as F
 
 from ttd_agent.policy.base import LossConfig, Sample, TrainItem
-from ttd_agent.policy.logprobs import token_logprobs
+from ttd_agent.policy.logprobs import check_output_head, output_head, post_head, token_logprobs
 from ttd_agent.policy.loss import policy_gradient_loss
+from ttd_agent.policy.memory import AttentionChoice, causal_lm_class, choose_attention, is_mxfp4
 from ttd_agent.policy.renderers import Completion, Renderer, complete, sample_seeds
 from ttd_agent.policy.settings import LLMSettings
 
@@ -144,9 +157,15 @@ class HFPolicy:
                                  reasoning_effort=cfg.reasoning_effort, date=cfg.date,
                                  system_prompt=cfg.system_prompt)
         dtype_kw = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+        load_kwargs = self._load_kwargs(cfg.attention)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # peft's LoRA A init draws from the global RNG
-            base = AutoModelForCausalLM.from_pretrained(self.model_name, **{dtype_kw: self.dtype}).to(self.device)
+            base = AutoModelForCausalLM.from_pretrained(self.model_name, **{dtype_kw: self.dtype},
+                                                        **load_kwargs).to(self.device)
+            self._post_head = post_head(base)
+            probe = torch.tensor([self.tokenizer("def f(x): return x * 2  # probe").input_ids[:16]],
+                                 device=self.device)
+            check_output_head(base, output_head(base, self._post_head), probe)
             eos = base.generation_config.eos_token_id
             eos = set(eos if isinstance(eos, list) else [eos]) | set(self.renderer.stop_ids)
             self.renderer.stop_ids = sorted(i for i in eos if i is not None)
@@ -191,6 +210,23 @@ class HFPolicy:
             from ttd_agent.policy.openai_sampler import OpenAISampler
 
             self.engine = OpenAISampler(cfg.served_model or self.model_name, settings=cfg)
+
+    def _load_kwargs(self, attention: str) -> dict[str, Any]:
+        """`from_pretrained` arguments: the chosen attention implementation (`self.attention`) and,
+        for an MXFP4 checkpoint, dequantisation to bf16."""
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(self.model_name)
+        self.attention: AttentionChoice = choose_attention(causal_lm_class(config), self.device.type, attention)
+        (log.warning if self.attention.implementation == "eager" and self.device.type == "cuda" else log.info)(
+            "attention: %s (%s)", self.attention.implementation, self.attention.reason)
+        kwargs: dict[str, Any] = {"attn_implementation": self.attention.implementation}
+        if is_mxfp4(config):
+            from transformers import Mxfp4Config
+
+            kwargs["quantization_config"] = Mxfp4Config(dequantize=True)
+            log.info("MXFP4 weights dequantised to bf16 for LoRA training (2 bytes per parameter)")
+        return kwargs
 
     @property
     def eos_ids(self) -> list[int]:
@@ -358,7 +394,7 @@ class HFPolicy:
                                   use_cache=False).last_hidden_state
         rows = hidden[:, L - C - 1:L - 1][mask]  # the positions that predict completion tokens
         targets = ids[:, L - C:][mask]
-        logp, ent = token_logprobs(lm.get_output_embeddings(), rows, targets, temperature=temperature,
+        logp, ent = token_logprobs(output_head(lm, self._post_head), rows, targets, temperature=temperature,
                                    chunk_tokens=self.settings.logit_chunk_tokens, with_entropy=entropy)
         full = torch.zeros(mask.shape, dtype=logp.dtype, device=self.device)
         logp_bc = full.masked_scatter(mask, logp)

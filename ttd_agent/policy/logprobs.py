@@ -8,13 +8,91 @@ the tokens it scores (no padding), and runs `lm_head` + log-softmax over `chunk_
 time. With gradients on, each chunk is checkpointed: its logits are dropped after the forward and
 recomputed during the backward, so at most one chunk's logits exist at any moment. What stays per
 token is one hidden vector (H values) and the scalars asked for.
+
+The head is more than `lm_head` for some families: their `*ForCausalLM.forward` transforms the
+head's output before returning logits: Gemma 2/3 soft-cap them (cap · tanh(z / cap)), Cohere
+multiplies by `logit_scale`, Granite divides by `logits_scaling`. `OutputHead` applies what
+`post_head` reads from the model, and `check_output_head` compares it with the model's own
+forward on a few tokens, so a family that does something else is refused at load time instead of
+training on log-probs of another distribution.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+
+@dataclass(frozen=True)
+class PostHead:
+    """What a family's forward does to `lm_head`'s output: logits = cap · tanh(scale · z / cap)
+    when `softcap` is set, else scale · z."""
+
+    scale: float = 1.0
+    softcap: float | None = None
+
+
+def post_head(lm: torch.nn.Module) -> PostHead:
+    """The post-head transform of a transformers causal LM, read from its config (and module)."""
+    config = lm.config.get_text_config() if hasattr(lm.config, "get_text_config") else lm.config
+    kind = str(getattr(config, "model_type", ""))
+    softcap = getattr(config, "final_logit_softcapping", None) or getattr(lm, "final_logit_softcapping", None)
+    scale = 1.0
+    if kind.startswith("granite"):  # logits / logits_scaling
+        scale = 1.0 / float(config.logits_scaling)
+    elif kind.startswith("hyperclovax"):  # the same name, multiplied
+        scale = float(config.logits_scaling)
+    elif getattr(lm, "logit_scale", None) is not None or getattr(config, "logit_scale", None) is not None:
+        scale = float(getattr(lm, "logit_scale", None) or config.logit_scale)  # the Cohere family
+    elif getattr(getattr(lm, "model", None), "lm_head_multiplier", None) is not None:
+        scale = float(lm.model.lm_head_multiplier)  # Falcon-H1
+    return PostHead(scale=scale, softcap=float(softcap) if softcap else None)
+
+
+class OutputHead(torch.nn.Module):
+    """`lm_head` followed by the family's post-head transform, in float32."""
+
+    def __init__(self, head: torch.nn.Module, post: PostHead):
+        super().__init__()
+        self.head, self.post = head, post
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.head(hidden).float()
+        if self.post.scale != 1.0:
+            logits = logits * self.post.scale
+        if self.post.softcap is not None:
+            logits = torch.tanh(logits / self.post.softcap) * self.post.softcap
+        return logits
+
+
+def output_head(lm: torch.nn.Module, post: PostHead | None = None) -> OutputHead:
+    """The model's output embedding with its post-head transform (`post_head(lm)` unless given)."""
+    return OutputHead(lm.get_output_embeddings(), post or post_head(lm))
+
+
+@torch.no_grad()
+def check_output_head(lm: torch.nn.Module, head: OutputHead, input_ids: torch.Tensor) -> float:
+    """Raise ValueError when `head(decoder(ids))` differs from `lm(ids).logits` (the model's own
+    forward) by more than rounding; returns the largest difference relative to the largest logit."""
+    was_training = lm.training
+    lm.eval()
+    try:
+        expected = lm(input_ids=input_ids, use_cache=False).logits.float()
+        ours = head(lm.get_decoder()(input_ids=input_ids, use_cache=False).last_hidden_state)
+    finally:
+        lm.train(was_training)
+    error = float((expected - ours).abs().max() / expected.abs().max().clamp(min=1e-6))
+    tolerance = 1e-4 if expected.dtype == torch.float32 and next(lm.parameters()).dtype == torch.float32 else 3e-2
+    if not error <= tolerance:
+        kind = getattr(lm.config, "model_type", type(lm).__name__)
+        raise ValueError(f"{kind}: logits through the output head ({head.post}) differ from the model's own "
+                         f"forward by {error:.2e} of the largest logit (tolerance {tolerance:g}); its "
+                         f"*ForCausalLM.forward transforms the head's output in a way ttd_agent/policy/"
+                         f"logprobs.py's post_head does not know yet")
+    return error
 
 
 def _chunk_scores(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, temperature: float,
@@ -30,7 +108,8 @@ def _chunk_scores(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Te
 
 def token_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, *, temperature: float = 1.0,
                    chunk_tokens: int = 1024, with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log softmax(head(hidden) / temperature)[target] for each row, and the entropy of that
+    """log softmax(head(hidden) / temperature)[target] for each row (`head`: an `OutputHead`, so the
+    logits are the model's own), and the entropy of that
     distribution when `with_entropy`; `hidden` is (N, H), `targets` (N,). Differentiable through
     `head` and `hidden` with at most `chunk_tokens` rows of logits alive at once."""
     if hidden.shape[0] != targets.shape[0]:

@@ -18,6 +18,8 @@ RESUMABLE = ("micro_batch_size", "micro_batch_tokens", "logit_chunk_tokens", "gr
 """Settings that change speed or memory only: safe to change when resuming a run."""
 RESUMABLE += ("request_retries", "retry_time_s", "retry_backoff_s", "retry_backoff_max_s", "max_tokens_field")
 """(How a request to an OpenAI-compatible server is retried changes nothing that is sampled.)"""
+ATTENTION = ("auto", "sdpa", "flex_attention", "flash_attention_2", "eager")
+"""Values of the `attention` setting (memory.choose_attention decides "auto")."""
 
 
 @dataclass
@@ -82,6 +84,9 @@ class LLMSettings:
     max_tokens_field: Literal["auto", "max_tokens", "max_completion_tokens"] = "auto"
     """The request field of the completion budget; auto: max_tokens until a 400 says it is unsupported
     (OpenAI's o-series and gpt-5 take only max_completion_tokens)."""
+    attention: Literal["auto", "sdpa", "flex_attention", "flash_attention_2", "eager"] = "auto"
+    """Attention implementation of the hf model; "auto": SDPA where the family has it, else
+    FlexAttention on a GPU, else eager (memory.choose_attention)."""
     # -- pre-flight
     preflight: bool = True
     """Refuse, before loading anything, a configuration whose memory estimate exceeds the GPU."""
@@ -177,6 +182,7 @@ _HELP = {
     "retry_backoff_s": "--sampler openai: first retry's backoff unless Retry-After says (doubles, full jitter) (1)",
     "retry_backoff_max_s": "--sampler openai: longest backoff between attempts (60)",
     "max_tokens_field": "--sampler openai: the budget's field (auto: max_tokens until a 400 refuses it)",
+    "attention": "hf model attention: auto (SDPA, else flex on a GPU, else eager), sdpa, flex_attention, ...",
     "preflight": "refuse configurations that cannot fit in GPU memory (true/false)",
     "gpu_memory_gib": "GPU memory the pre-flight plans for (default: the visible GPU's)",
 }
@@ -184,7 +190,8 @@ _HELP = {
 
 _CHOICES = {"logprobs": ("sampler", "recompute"), "renderer": ("auto", "plain", "chat", "qwen3", "gpt-oss"),
             "reasoning_effort": ("low", "medium", "high"),
-            "max_tokens_field": ("auto", "max_tokens", "max_completion_tokens")}
+            "max_tokens_field": ("auto", "max_tokens", "max_completion_tokens"),
+            "attention": ATTENTION}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -21,9 +21,21 @@ has the memory the KV cache held. Both are no-ops when already in that state or 
 
 Log-prob convention. vLLM's default `logprobs_mode` is "raw_logprobs": log-probs of the model's
 raw distribution, before temperature. Our policies train on the temperature-scaled
-distribution, so where vLLM has `logprobs_mode` (v0.10.2 and later) we ask for
-"processed_logprobs": the distribution actually sampled from. With an older vLLM the reported
-log-probs are the raw ones; use `logprobs="recompute"` there.
+distribution, so from vLLM 0.10.2 on we ask for "processed_logprobs": the distribution actually
+sampled from. vLLM 0.10.0 and 0.10.1 already accept `logprobs_mode`, but their "processed"
+log-probs are taken before temperature is applied, so `processed_logprobs_supported` gates on the
+version, not on the field. With an older vLLM the reported log-probs are the raw ones; use
+`logprobs="recompute"` there.
+
+LoRA rank. vLLM accepts only a few values of `max_lora_rank` (`VLLM_LORA_RANKS`) and refuses an
+adapter whose rank exceeds it: `vllm_max_lora_rank` rounds the policy's rank up to the next
+allowed value and refuses ranks above the largest.
+
+Allocator. vLLM's sleep mode allocates through its own CUDA memory pool, which PyTorch's
+`expandable_segments` allocator setting breaks (nothing is freed, or vLLM refuses to start).
+`without_expandable_segments` drops that option from `PYTORCH_CUDA_ALLOC_CONF` (and its newer
+name `PYTORCH_ALLOC_CONF`) before the engine starts, with a warning: the engine's process then
+starts without it, while the trainer's process keeps what its allocator already read.
 
 Sampling parameters are explicit and neutral (top-p 1, no top-k, no min-p, no penalties): vLLM
 only applies a model's `generation_config.json` defaults when no `SamplingParams` is given.
@@ -44,6 +56,65 @@ from ttd_agent.policy.settings import LLMSettings
 
 log = logging.getLogger(__name__)
 
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""The values vLLM accepts for `max_lora_rank`."""
+PROCESSED_LOGPROBS_SINCE = (0, 10, 2)
+"""First vLLM whose "processed_logprobs" include temperature (0.10.0-0.10.1 accept the mode but
+report log-probs before temperature)."""
+ALLOC_CONF_VARIABLES = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
+
+
+def vllm_max_lora_rank(rank: int) -> int:
+    """The smallest `max_lora_rank` vLLM accepts that holds an adapter of `rank`."""
+    if rank < 1:
+        raise ValueError(f"the LoRA rank must be >= 1, got {rank}")
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= rank:
+            return allowed
+    raise ValueError(f"LoRA rank {rank} is above the largest vLLM serves ({VLLM_LORA_RANKS[-1]}); "
+                     f"use --lora-rank <= {VLLM_LORA_RANKS[-1]} or --sampler hf")
+
+
+def processed_logprobs_supported(version: str, fields: set[str]) -> bool:
+    """Whether this vLLM (its `__version__` and EngineArgs field names) reports log-probs of the
+    temperature-scaled distribution when asked for "processed_logprobs"."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        release = Version(version).release
+    except InvalidVersion:
+        return False
+    return "logprobs_mode" in fields and tuple(release[:3]) >= PROCESSED_LOGPROBS_SINCE
+
+
+def without_expandable_segments(value: str) -> str:
+    """An allocator setting (`PYTORCH_CUDA_ALLOC_CONF`'s comma-separated options) without
+    `expandable_segments`, which vLLM's sleep mode cannot work with."""
+    options = [o.strip() for o in value.split(",") if o.strip()]
+    return ",".join(o for o in options if o.split(":")[0].strip() != "expandable_segments")
+
+
+def clear_expandable_segments(environ: Any) -> list[str]:
+    """Drop `expandable_segments` from the allocator variables of `environ` (in place) before a
+    sleep-mode engine starts in its own process; returns the variables changed. Refuses when the
+    engine would run in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), whose allocator has
+    already read the setting."""
+    changed = []
+    for name in ALLOC_CONF_VARIABLES:
+        value = environ.get(name)
+        if value is not None and "expandable_segments:true" in value.replace(" ", "").lower():
+            cleaned = without_expandable_segments(value)
+            if cleaned:
+                environ[name] = cleaned
+            else:
+                del environ[name]
+            changed.append(name)
+    if changed and environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0":
+        raise ValueError(f"{', '.join(changed)} sets expandable_segments:True, which breaks vLLM's sleep mode, and "
+                         f"VLLM_ENABLE_V1_MULTIPROCESSING=0 runs the engine in this process, whose allocator has "
+                         f"already read it: unset it, or pass --sleep false")
+    return changed
+
 
 def _import_vllm() -> Any:
     try:
@@ -55,9 +126,11 @@ def _import_vllm() -> Any:
 
 
 def engine_args(model: str, settings: LLMSettings, *, max_lora_rank: int, seed: int,
-                fields: set[str]) -> dict[str, Any]:
-    """`vllm.LLM` arguments from the settings; `fields` are the names this vLLM's EngineArgs knows."""
-    args: dict[str, Any] = {"model": model, "enable_lora": True, "max_lora_rank": max_lora_rank, "seed": seed,
+                fields: set[str], version: str) -> dict[str, Any]:
+    """`vllm.LLM` arguments from the settings; `fields` are the names this vLLM's EngineArgs
+    knows, `version` its `__version__`; `max_lora_rank` is the policy's LoRA rank (rounded up)."""
+    args: dict[str, Any] = {"model": model, "enable_lora": True, "max_lora_rank": vllm_max_lora_rank(max_lora_rank),
+                            "seed": seed,
                             "gpu_memory_utilization": settings.gpu_memory_utilization,
                             "enforce_eager": settings.enforce_eager,
                             "tensor_parallel_size": settings.tensor_parallel_size,
@@ -68,7 +141,7 @@ def engine_args(model: str, settings: LLMSettings, *, max_lora_rank: int, seed: 
         args["dtype"] = settings.dtype
     if settings.sleep:
         args["enable_sleep_mode"] = True
-    if "logprobs_mode" in fields:
+    if processed_logprobs_supported(version, fields):
         args["logprobs_mode"] = "processed_logprobs"
     return {k: v for k, v in args.items() if k in fields or k == "model"}
 
@@ -82,13 +155,24 @@ class VLLMSampler:
         self.model = str(model)
         self.settings = settings or LLMSettings()
         known = {f.name for f in dataclasses.fields(self.vllm.EngineArgs)}
-        args = {**engine_args(self.model, self.settings, max_lora_rank=max_lora_rank, seed=seed, fields=known),
-                **kwargs}
+        version = str(getattr(self.vllm, "__version__", "unknown"))
+        args = {**engine_args(self.model, self.settings, max_lora_rank=max_lora_rank, seed=seed, fields=known,
+                              version=version), **kwargs}
+        if args.get("max_lora_rank") not in VLLM_LORA_RANKS or args["max_lora_rank"] < max_lora_rank:
+            raise ValueError(f"max_lora_rank={args.get('max_lora_rank')!r} cannot serve a rank-{max_lora_rank} "
+                             f"adapter; vLLM accepts {', '.join(map(str, VLLM_LORA_RANKS))}")
         self.processed = args.get("logprobs_mode") == "processed_logprobs"
         """True when vLLM reports the log-probs of the (temperature-scaled) distribution it sampled from."""
         if not self.processed:
-            log.warning("this vLLM reports raw (un-tempered) log-probs; use --logprobs recompute")
+            log.warning("vLLM %s does not report the sampled (tempered) distribution's log-probs; use "
+                        "--logprobs recompute", version)
         self.sleeps = bool(args.get("enable_sleep_mode"))
+        if self.sleeps:
+            import os
+
+            for name in clear_expandable_segments(os.environ):
+                log.warning("%s had expandable_segments:True, which breaks vLLM's sleep mode: removed for the "
+                            "engine (now %r)", name, os.environ.get(name, ""))
         self.asleep = False
         self.llm = self.vllm.LLM(**args)
         self._adapter_ids: dict[str, int] = {}

@@ -98,6 +98,11 @@ class Grants:
     env: dict[str, str] = field(default_factory=dict)
     address_space_limit: bool = True
     hidden_paths: tuple[str, ...] = ()
+    library_paths: tuple[str, ...] = ()
+
+    def loader_env(self) -> dict[str, str]:
+        """LD_LIBRARY_PATH for `library_paths` ({} when none)."""
+        return {"LD_LIBRARY_PATH": ":".join(self.library_paths)} if self.library_paths else {}
 
 
 CACHE_DIR = "/tmp/cache"
@@ -181,13 +186,14 @@ class Sandbox:
     def _start(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         config = {"spares": self.spares, "preload": list(self.preload), "cache_dir": CACHE_DIR,
-                  "grants": {"read_only_paths": list(self.grants.read_only_paths), "devices": list(self.grants.devices),
+                  "grants": {"read_only_paths": [*self.grants.read_only_paths, *self.grants.library_paths],
+                             "devices": list(self.grants.devices),
                              "writable_cache": self.grants.writable_cache,
                              "hidden_paths": list(self.grants.hidden_paths)},
                   "private_packages": _private_packages()}
         self._zygote = subprocess.Popen(
             [sys.executable, "-m", "ttd_envs.core._zygote", str(child.fileno()), json.dumps(config)],
-            env=scrubbed_environment(self.threads), pass_fds=[child.fileno()], cwd="/",
+            env={**scrubbed_environment(self.threads), **self.grants.loader_env()}, pass_fds=[child.fileno()], cwd="/",
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             close_fds=True, start_new_session=True,
         )
@@ -301,7 +307,7 @@ class Sandbox:
         try:
             job["limits"] = asdict(limits)
             job["threads"] = self.threads
-            job["env"] = dict(self.grants.env)
+            job["env"] = {**self.grants.env, **self.grants.loader_env()}  # children and exec'd binaries
             job["address_space_bytes"] = ((limits.address_space_bytes or limits.memory_bytes)
                                           if self.grants.address_space_limit else None)
             job["array_inputs"] = {}
@@ -550,6 +556,10 @@ def _check_grants(grants: Grants) -> None:
         if not os.path.isabs(path) or not os.path.exists(path):
             raise ValueError(f"granted read-only path {path!r} does not exist (absolute paths only); "
                              "fix Grants.read_only_paths")
+    for path in grants.library_paths:
+        if not os.path.isabs(path) or not os.path.isdir(path) or ":" in path:
+            raise ValueError(f"library path {path!r} is not an existing folder (absolute, no ':'); "
+                             "fix Grants.library_paths")
     for path in grants.hidden_paths:
         if not os.path.isabs(path) or not os.path.exists(path):
             raise ValueError(f"hidden path {path!r} does not exist (absolute paths only); fix Grants.hidden_paths")
