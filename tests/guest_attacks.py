@@ -8,6 +8,9 @@ asserts on it.
     python tests/guest_attacks.py root        # the trusted process is root (runs under the root cgroup)
     python tests/guest_attacks.py delegated   # an ordinary uid in a delegated subtree, laid out and
                                               # owned the way systemd's Delegate=yes does it
+    python tests/guest_attacks.py undelegated # that uid in its login session's scope (root's): no cgroups
+    python tests/guest_attacks.py MODE --exec COMMAND...   # run COMMAND in that mode instead
+                                                           # (benchmarks/sandbox_cgroup_modes.py)
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ttd_envs.core.sandbox import MiB, Limits, Sandbox
 
 DELEGATED_UID = 4242
 DELEGATED = f"/sys/fs/cgroup/user.slice/user-{DELEGATED_UID}.slice/user@{DELEGATED_UID}.service"
+SESSION = f"/sys/fs/cgroup/user.slice/user-{DELEGATED_UID}.slice/session-1.scope"  # a login: not delegated
 CONTROLLERS = "+memory +pids +cpu"
 MARK = "ttdescape"  # the comm of processes that try to outlive their run
 LIMITS = Limits(wall_s=90, memory_bytes=128 * MiB, address_space_bytes=1024 * MiB, max_processes=12)
@@ -91,6 +95,10 @@ def run_attacks() -> dict:
     report = {"uid": os.geteuid(), "probe": probe.reason, "cgroup": open("/proc/self/cgroup").read().strip(),
               "attacks": {}}
     if probe.hierarchy is None:
+        try:
+            Sandbox(cgroups=True)
+        except RuntimeError as exc:
+            report["refused"] = str(exc)
         return report
     with Sandbox(preload=("numpy",), cgroups=True) as box:
         warm = box.run_python("def run():\n    return 1\n", "run")
@@ -115,32 +123,47 @@ def _write(path: str, value: str) -> None:
         handle.write(value)
 
 
-def delegate(uid: int) -> None:
-    """Lay out DELEGATED as systemd does for user@UID.service with Delegate=yes (controllers enabled
-    down to it; the directory and its cgroup.procs, cgroup.subtree_control and cgroup.threads
-    owned by the user), and move this process into it."""
-    parts = DELEGATED.removeprefix("/sys/fs/cgroup/").split("/")
+def enter_session() -> None:
+    """Move this process into SESSION, a cgroup root keeps (as systemd-logind's session scopes)."""
     current = "/sys/fs/cgroup"
-    for part in parts:
+    for part in SESSION.removeprefix("/sys/fs/cgroup/").split("/"):
         _write(f"{current}/cgroup.subtree_control", CONTROLLERS)
         current = f"{current}/{part}"
         os.makedirs(current, exist_ok=True)
-    for name in ("", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
-        os.chown(os.path.join(DELEGATED, name), uid, uid)
-    _write(f"{DELEGATED}/cgroup.procs", str(os.getpid()))
+    _write(f"{SESSION}/cgroup.procs", str(os.getpid()))
+
+
+def delegate(uid: int) -> None:
+    """Lay out DELEGATED as systemd does for user@UID.service with Delegate=yes (controllers enabled
+    down to it; the directory and its cgroup.procs, cgroup.subtree_control and cgroup.threads
+    owned by the user), give this process a scope of its own inside it (as the user's manager
+    does for each app), and move this process there."""
+    current = "/sys/fs/cgroup"
+    for part in [*DELEGATED.removeprefix("/sys/fs/cgroup/").split("/"), f"app-{os.getpid()}.scope"]:
+        _write(f"{current}/cgroup.subtree_control", CONTROLLERS)
+        current = f"{current}/{part}"
+        os.makedirs(current, exist_ok=True)
+        if current.startswith(DELEGATED):
+            for name in ("", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
+                os.chown(os.path.join(current, name), uid, uid)
+    _write(f"{current}/cgroup.procs", str(os.getpid()))
 
 
 def main() -> None:
-    mode = sys.argv[1]
+    mode, command = sys.argv[1], sys.argv[3:] if sys.argv[2:3] == ["--exec"] else None
     if mode == "root":
+        if command:
+            os.execv(command[0], command)
         print(json.dumps({"mode": mode, **run_attacks()}))
         return
     child = os.fork()
     if child == 0:  # the user's process: only it (and what it starts) lives in the delegated subtree
         code = 1
         try:
-            delegate(DELEGATED_UID)
+            enter_session() if mode == "undelegated" else delegate(DELEGATED_UID)
             _drop_to(DELEGATED_UID, DELEGATED_UID)
+            if command:
+                os.execv(command[0], command)
             print(json.dumps({"mode": mode, **run_attacks()}), flush=True)
             code = 0
         finally:

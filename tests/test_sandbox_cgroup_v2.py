@@ -55,7 +55,9 @@ def test_the_mode_ran_with_cgroup_v2(reports, mode):
     assert report["probe"].startswith(MODES[report["mode"]]), report["probe"]
     if report["mode"] == "delegated":
         assert report["uid"] == DELEGATED_UID and DELEGATED in report["probe"]
-        assert report["cgroup"] == f"0::{DELEGATED.removeprefix('/sys/fs/cgroup')}/ttd-trusted", report["cgroup"]
+        # the scope the user's manager gave it, emptied into its leaf so it may hold the runs' cgroups
+        assert report["cgroup"].startswith(f"0::{DELEGATED.removeprefix('/sys/fs/cgroup')}/app-"), report["cgroup"]
+        assert report["cgroup"].endswith(".scope/ttd-trusted"), report["cgroup"]
     assert report["warm_up"]["ok"], report["warm_up"]
     assert set(report["attacks"]) == set(ATTACKS)
     for name, attack in report["attacks"].items():
@@ -88,6 +90,16 @@ def test_attack_fails_and_leaves_nothing(reports, mode, name):
         assert attack["timed_out"] and "time limit exceeded" in attack["error"], attack["error"]
     else:
         raise AssertionError(f"no check for the attack {name!r}")
+
+
+def test_without_delegation_the_fallback_says_why(reports):
+    """An ordinary uid whose cgroup root keeps (a login session's scope) gets no cgroups, and is told why."""
+    report = reports("undelegated")
+    print(report)
+    assert report["uid"] == DELEGATED_UID and report["attacks"] == {}
+    assert "not writable by uid 4242: no delegated subtree" in report["probe"], report["probe"]
+    assert report["refused"].startswith("per-run cgroups are not available: no per-run cgroups ("), report
+    assert "Delegate=yes" in report["refused"]
 
 
 def test_which_cgroup_v2_modes_ran(reports, request):
