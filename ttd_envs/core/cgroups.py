@@ -106,12 +106,12 @@ def _probe_v1(owned: dict[str, str]) -> Hierarchy | str:
         if controller not in owned:
             if controller in V1_OPTIONAL:
                 continue
-            return f"no v1 {controller} controller"
+            return f"no {controller} controller"
         directory = os.path.join(ROOT, controller, owned[controller].lstrip("/"))
         if not os.path.exists(os.path.join(directory, "cgroup.procs")) or not _writable(directory, "cgroup.procs"):
             if controller in V1_OPTIONAL:
                 continue
-            return f"our v1 {controller} cgroup {directory} is not writable by uid {os.geteuid()}"
+            return f"our {controller} cgroup {directory} is not writable by uid {os.geteuid()}"
         if os.path.realpath(directory) not in seen:
             seen.add(os.path.realpath(directory))
             found[controller] = directory
@@ -133,10 +133,10 @@ def _probe_v2(owned: dict[str, str]) -> Hierarchy | str:
         return f"cannot read {directory}/cgroup.controllers ({exc.strerror})"
     missing = [c for c in V2_CONTROLLERS if c not in offered]
     if missing:
-        return (f"cgroup v2 {directory} is not offered {', '.join(missing)} (its parent does not enable them in "
-                "cgroup.subtree_control)")
+        return (f"{directory} is not offered {', '.join(missing)} (they are bound to cgroup v1, or its parent does "
+                "not enable them in cgroup.subtree_control)")
     if not _writable(directory, "cgroup.procs", "cgroup.subtree_control"):
-        return (f"our cgroup v2 {directory} is not writable by uid {os.geteuid()}: no delegated subtree (start "
+        return (f"our cgroup {directory} is not writable by uid {os.geteuid()}: no delegated subtree (start "
                 "the trainer in one, e.g. `systemd-run --user --scope -p Delegate=yes ...`)")
     try:
         _delegate_controllers(directory, is_root=own == "/")
@@ -177,11 +177,11 @@ def _probe(euid: int) -> Probe:
     except OSError as exc:
         return Probe(None, f"cannot read /proc/self/cgroup ({exc.strerror})")
     reasons = []
-    for attempt in (_probe_v1, _probe_v2):
+    for label, attempt in (("cgroup v1", _probe_v1), ("cgroup v2", _probe_v2)):
         found = attempt(owned)
         if isinstance(found, Hierarchy):
             return Probe(found, found.mechanism)
-        reasons.append(found)
+        reasons.append(f"{label}: {found}")
     return Probe(None, f"no per-run cgroups ({'; '.join(reasons)})")
 
 
