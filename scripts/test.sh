@@ -7,6 +7,8 @@ install_project "agent,bio,kernels,ray,sinks,test,integrations"
 # verl without its pins (they would downgrade transformers); the verl extra brings what ttd's verl
 # adapter uses (docs/integrations.md). No test of an installed framework is skipped.
 python -m pip install -q --no-deps "verl==0.9.1"
+# the cgroup v2 guest (tests/test_sandbox_cgroup_v2.py): its kernel is fetched here, never by a test
+python tests/guest.py --build >/dev/null || true
 set +e
 python -m pytest -q -rs "$@"
 status=$?

@@ -38,7 +38,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -164,9 +164,10 @@ class Sandbox:
             raise ValueError(f"spares must be >= 1, got {spares}")
         _check_grants(grants)
         if cgroups and not _cgroups_available():
-            raise RuntimeError("per-run cgroups are not available: run as root with cgroup v1 memory, pids and "
-                               "cpuacct controllers, or pass cgroups=None to fall back to init's accounting")
+            raise RuntimeError(f"per-run cgroups are not available: {_cgroups_reason()}; pass cgroups=None to fall "
+                               "back to init's accounting")
         self.use_cgroups = _cgroups_available() if cgroups is None else cgroups
+        self._no_cgroup_reason = _cgroups_reason() if cgroups is None else "no per-run cgroups: Sandbox(cgroups=False)"
         self.grants = grants
         self.preload = tuple(preload)
         self.threads = threads
@@ -303,8 +304,14 @@ class Sandbox:
         extra: list[int] = []
         pipes: list[tuple[int, int]] = []
         group: cgroups.RunCgroup | None = None
+        why = ""
         spawned = False
         try:
+            if self.use_cgroups:
+                group, why = _run_cgroup(limits, self.threads)
+            else:
+                why = self._no_cgroup_reason
+            limits = _cpu_time_capped(limits, self.threads, group)
             job["limits"] = asdict(limits)
             job["threads"] = self.threads
             job["env"] = {**self.grants.env, **self.grants.loader_env()}  # children and exec'd binaries
@@ -324,8 +331,6 @@ class Sandbox:
                 path = job["binary"]
                 job["binary"] = len(extra)
                 extra.append(os.open(path, os.O_RDONLY))
-            if self.use_cgroups:
-                group = _run_cgroup(limits)
             if group is not None:
                 job["cgroup_procs"] = list(range(len(extra), len(extra) + len(group.procs_fds)))
                 extra += group.procs_fds
@@ -340,6 +345,7 @@ class Sandbox:
                 os.close(w)
             pipes = []
             result = self._collect(readers, (init, runner), limits, started, job["source"] is not None, group)
+            result.isolation[:0] = [group.mechanism if group else why, _cpu_line(limits, self.threads, group)]
         finally:
             for r, w in pipes:
                 os.close(r)
@@ -384,6 +390,8 @@ class Sandbox:
                 if kill_reason and not killed:
                     for pid in pids:  # init first: the kernel then kills everything in its namespace
                         _kill_quietly(pid)
+                    if group is not None:
+                        group.kill()
                     killed = True
                     deadline = now + _GRACE_S
                 elif killed and now >= deadline:
@@ -415,7 +423,6 @@ class Sandbox:
             status["max_rss_bytes"] = group.peak_memory_bytes()
             if group.oom_kills():
                 status["limit"] = "memory"
-            status.setdefault("isolation", []).insert(0, cgroups.MECHANISM)
         if cpu_exceeded:
             status["limit"] = "cpu"
         return self._interpret(buffers[out_fd], buffers[err_fd], bytes(buffers[res_fd]), status,
@@ -518,6 +525,7 @@ def parse_status(raw: bytes) -> dict[str, Any]:
 def _past_cgroup_limit(group: cgroups.RunCgroup, limits: Limits) -> tuple[str | None, bool]:
     """(why to stop the run now, whether for CPU): its CPU time, or the kernel OOM-killed one of
     its processes (stopping all of them: what is left of a run is not a result)."""
+    group.sample()
     if limits.cpu_s and group.cpu_s() > limits.cpu_s:
         return (f"time limit exceeded: the run's processes used more than {limits.cpu_s:g} s of CPU time "
                 "together; the run was killed"), True
@@ -527,17 +535,37 @@ def _past_cgroup_limit(group: cgroups.RunCgroup, limits: Limits) -> tuple[str | 
     return None, False
 
 
-def _run_cgroup(limits: Limits) -> cgroups.RunCgroup | None:
-    """This run's cgroups, or None (init then accounts the run, and `isolation` says so)."""
+def _run_cgroup(limits: Limits, cpus: int) -> tuple[cgroups.RunCgroup | None, str]:
+    """This run's cgroups, or None and why (init then accounts the run, and `isolation` says so)."""
     try:
-        return cgroups.RunCgroup.create(limits.memory_bytes, limits.max_processes)
+        return cgroups.RunCgroup.create(limits.memory_bytes, limits.max_processes, cpus), ""
     except OSError as exc:
         log.warning("sandbox: could not create this run's cgroups (%s); init accounts the run instead", exc)
-        return None
+        return None, f"no per-run cgroups: creating this run's failed ({exc})"
+
+
+def _cpu_time_capped(limits: Limits, cpus: int, group: cgroups.RunCgroup | None) -> Limits:
+    """Without a cgroup's CPU quota, cap the run's CPU time at what `cpus` CPUs give in its wall
+    time: a program that takes more cores is stopped by the CPU limit, however many it finds."""
+    if group is not None and group.cpu_quota:
+        return limits
+    cap = cpus * limits.wall_s
+    return limits if limits.cpu_s is not None and limits.cpu_s <= cap else replace(limits, cpu_s=cap)
+
+
+def _cpu_line(limits: Limits, cpus: int, group: cgroups.RunCgroup | None) -> str:
+    if group is not None and group.cpu_quota:
+        return f"CPU limit: {cpus} CPU(s) of bandwidth by the cgroup's CPU quota"
+    return f"CPU limit: {cpus} CPU(s), whole-run CPU time capped at {limits.cpu_s:g} s (no cgroup CPU quota)"
 
 
 def _cgroups_available() -> bool:
     return cgroups.available()
+
+
+def _cgroups_reason() -> str:
+    """Which cgroups runs get and why, or why none (`cgroups.probe`)."""
+    return cgroups.probe().reason
 
 
 def _private_packages() -> list[str]:
