@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from ttd_envs.core.program_problem import InvalidConstruction, ProgramBudget, PythonProgramProblem
-from ttd_envs.core.sandbox import CACHE_DIR, GiB, Grants, Limits, SandboxResult
+from ttd_envs.core.sandbox import GiB, Grants, Limits, SandboxResult
 from ttd_envs.core.state import State
+from ttd_envs.problems.kernels.gpu_grants import gpu_grants
 from ttd_envs.problems.kernels.harness import TASKS
 from ttd_envs.problems.kernels.timing import TimingRule, geometric_mean, speed_of_light_ns
 
@@ -32,8 +33,6 @@ CHECK_TIMEOUT_S = 300.0
 GPU_HOST_MEMORY = 32 * GiB
 """Host memory of one GPU run, all its processes together (the sandbox's cgroup or init accounting);
 RLIMIT_AS is off there because a CUDA context reserves far more address space than it uses."""
-GPU_SYSFS = ("/sys/bus/pci/devices", "/sys/devices")
-"""Read-only sysfs the CUDA driver consults (PCI topology, NUMA) where the machine has it."""
 
 
 @dataclass(frozen=True)
@@ -134,12 +133,9 @@ class KernelProblem(PythonProgramProblem):
         return "cuda" if self.on_gpu else "cpu"
 
     def grants(self) -> Grants:
-        """On a GPU: the device nodes, read-only sysfs for the driver, a private writable kernel
-        cache, no RLIMIT_AS. On the CPU (interpreter) the default closed view is enough."""
-        if not self.on_gpu:
-            return Grants()
-        return Grants(read_only_paths=tuple(p for p in GPU_SYSFS if os.path.exists(p)), devices=("/dev/nvidia*",),
-                      writable_cache=True, env={"TRITON_CACHE_DIR": CACHE_DIR}, address_space_limit=False)
+        """On a GPU: `gpu_grants` (devices, driver libraries, memfds, ...). On the CPU (interpreter)
+        the default closed view is enough."""
+        return gpu_grants() if self.on_gpu else Grants()
 
     def limits(self) -> Limits:
         if not self.on_gpu:
