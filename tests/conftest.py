@@ -191,12 +191,17 @@ class PrivilegedSandbox:
 
 
 SANDBOX_MODES = ("root", "unprivileged")
+FALLBACK_MODES = ("root-fallback", "unprivileged")
+"""Where init accounts the run (no cgroup): root with `cgroups=False` (a root on a host without
+usable cgroups) and the unprivileged mode. The fallback attacks (tests/fallback_attacks.py) run here."""
 
 
 def sandbox_in_mode(mode: str, **sandbox_kwargs: object) -> PrivilegedSandbox | UnprivilegedSandbox:
     """A sandbox in `mode`; skipping is not an option: the hostile suites must run in both."""
     if os.geteuid() != 0:
         raise RuntimeError("the hostile suites create an unprivileged user and need root (as in CI)")
+    if mode == "root-fallback":
+        return PrivilegedSandbox(**sandbox_kwargs, cgroups=False)
     return (PrivilegedSandbox if mode == "root" else UnprivilegedSandbox)(**sandbox_kwargs)
 
 

@@ -85,12 +85,54 @@ def test_missing_main_is_rejected_before_compiling(env) -> None:
 
 
 # -- hostile programs ------------------------------------------------------------------------------
-def test_infinite_loop_is_tle_by_cpu_time_and_stops_the_run_early(env) -> None:
-    info = failed_step(env, cpp("volatile unsigned long x = 0; for (;;) x++;"))
+@pytest.fixture(scope="module")
+def roomy_env(cache: Path):
+    """A wall limit far above the CPU limit: on a loaded machine (a program getting a fraction of
+    a core) the CPU limit must still be what stops a busy loop."""
+    env = gym.make("ttd/AHC039-v0", seeds=[0, 1, 2, 3], workers=2, cache_dir=str(cache), wall_limit_s=30.0,
+                   compile_timeout_s=30.0)
+    env.reset(seed=0)
+    yield env
+    env.unwrapped.problem.close()
+
+
+def test_infinite_loop_is_tle_by_cpu_time_and_stops_the_run_early(roomy_env) -> None:
+    info = failed_step(roomy_env, cpp("volatile unsigned long x = 0; for (;;) x++;"))
     assert "TLE" in info["ahc"]["verdicts"] and info["ahc"]["verdicts"].get("SKIPPED", 0) >= 1
-    assert "CPU" in info["error"]
-    tle = [t for t in info["ahc"]["per_test"] if t["verdict"] == "TLE"]
-    assert all(1.9 <= t["cpu_s"] <= 3.5 for t in tle)
+    assert "CPU" in info["error"] and "wall clock" not in info["error"], info["error"]
+    limit = roomy_env.unwrapped.problem.run_limits.cpu_s
+    tle = [t["cpu_s"] for t in info["ahc"]["per_test"] if t["verdict"] == "TLE"]
+    # stopped by SIGXCPU at the limit (tick-granular: a little under it) or by the 50 ms whole-run
+    # poll (a little over): 10 % under and 75 % over leave room for a loaded machine
+    print(f"TLE tests' CPU s: {tle}; CPU limit {limit} s, accepted {0.9 * limit:.2f}-{1.75 * limit:.2f} s")
+    assert tle and all(0.9 * limit <= cpu <= 1.75 * limit for cpu in tle), tle
+
+
+def test_the_whole_judge_has_a_wall_clock_budget(cache: Path) -> None:
+    """Each test sleeps within its own wall limit; together they pass the judge's budget."""
+    with Sandbox(preload=(), spares=2) as box:
+        judge = CppJudge(box, cache_dir=cache, limits=RunLimits(cpu_s=0.5, wall_s=3.0), total_wall_s=2.5)
+        tests = [TestCase(f"t{i}", b"") for i in range(6)]
+        started = time.monotonic()
+        report = judge.judge("#include <unistd.h>\nint main() { usleep(1200000); return 0; }\n", tests,
+                             lambda test, out: 1.0, workers=2, stop_early=False)
+        elapsed = time.monotonic() - started
+    verdicts = [r.verdict for r in report.results]
+    print(f"judge wall {elapsed:.2f} s (budget 2.5 s + compile {report.compile_s:.2f} s); verdicts {verdicts}")
+    assert Verdict.AC in verdicts and Verdict.TOTAL_TLE in verdicts and not report.accepted, verdicts
+    assert elapsed - report.compile_s < 2.5 + 2.0  # + one sandbox start-up and tear-down under load
+    assert "judge time limit exceeded" in report.describe_failure() and "2.5 s" in report.describe_failure()
+    assert verdicts[:2] == [Verdict.AC, Verdict.AC] and set(verdicts[4:]) == {Verdict.TOTAL_TLE}, verdicts
+    assert all(("not run" in r.message or "was cut after" in r.message) for r in report.results[4:])
+
+
+def test_the_default_judge_budget_scales_with_tests_and_workers(cache: Path) -> None:
+    judge = CppJudge(Sandbox(preload=()), cache_dir=cache, limits=RunLimits(cpu_s=2.0))
+    assert judge.total_budget_s(150, 1) == 2.0 * 2.0 * 150 + 30.0
+    assert judge.total_budget_s(150, 16) == 2.0 * 2.0 * 10 + 30.0
+    with pytest.raises(ValueError, match="total_wall_s"):
+        CppJudge(judge.sandbox, cache_dir=cache, total_wall_s=0)
+    judge.sandbox.close()
 
 
 def test_sleeping_busy_loop_is_killed_by_the_wall_limit(env) -> None:

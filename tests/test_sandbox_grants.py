@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
 
 from ttd_envs.core.sandbox import CACHE_DIR, GiB, Grants, Limits, Sandbox
+from ttd_envs.problems.kernels.gpu_grants import gpu_grants, nvidia_driver_dirs
 
 PROBE = ("import os, resource\ndef run(path, device):\n    seen = {}\n"
          "    try:\n        seen['read'] = open(path).read()\n    except OSError:\n        seen['read'] = None\n"
@@ -74,3 +76,36 @@ def test_hidden_paths_show_empty(granted_file):
     assert result.value == ("", [])
     with pytest.raises(ValueError, match="Grants.hidden_paths"):
         Sandbox(grants=Grants(hidden_paths=("/no/such/file",)))
+
+
+MEMFD = "import os\ndef run():\n    os.close(os.memfd_create('cuda'))\n    return 'memfd ok'\n"
+
+
+def test_only_a_problem_with_the_gpu_grant_may_call_memfd_create():
+    """Where init accounts the run (no cgroup), memfds are refused unless the problem's grants
+    (a GPU kernel problem's: CUDA makes one when it initialises) allow them."""
+    gpu = dataclasses.replace(gpu_grants(), read_only_paths=(), devices=())  # no GPU here: the memfd part
+    assert gpu.memfd and not Grants().memfd
+    outcomes = {}
+    for name, grants in (("gpu", gpu), ("other", Grants())):
+        with Sandbox(preload=(), grants=grants, cgroups=False) as box:
+            result = box.run_python(MEMFD, "run", preset_modules={}, limits=Limits(wall_s=20, memory_bytes=GiB))
+        outcomes[name] = result.value if result.ok else result.error
+    print(outcomes)
+    assert outcomes["gpu"] == "memfd ok" and "Operation not permitted" in outcomes["other"], outcomes
+
+
+def test_driver_libraries_are_granted_wherever_they_live(tmp_path):
+    """A host whose libcuda lives outside /usr, named only by LD_LIBRARY_PATH, its real file
+    elsewhere again (a container toolkit's layout): both places are bound, the first is put on
+    the program's LD_LIBRARY_PATH."""
+    named, real = tmp_path / "nvidia" / "lib64", tmp_path / "driver" / "550"
+    named.mkdir(parents=True)
+    real.mkdir(parents=True)
+    (real / "libcuda.so.550.54").write_bytes(b"\x7fELF")
+    (named / "libcuda.so.1").symlink_to(real / "libcuda.so.550.54")
+    (tmp_path / "empty").mkdir()
+    bind, library_path = nvidia_driver_dirs(f"{named}:{tmp_path / 'empty'}")
+    assert str(named) in bind and str(real) in bind and str(tmp_path / "empty") not in bind
+    assert library_path[:1] == [str(named)]
+    assert not any(path.startswith("/usr/") for path in bind)  # already in the view

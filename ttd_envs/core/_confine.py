@@ -210,6 +210,13 @@ def build_view(plan: ViewPlan, workdir: str) -> list[str]:
             "private /proc", "private tmpfs /tmp, /var/tmp, /dev/shm (one size cap in total)"]
 
 
+def seal_proc() -> None:
+    """Make the run's /proc read-only (where init accounts the run): no `clear_refs`, which resets
+    the peak resident set the kernel keeps per process (and so the ru_maxrss init reports), and no
+    other /proc write. A per-mount flag: the program, without capabilities, cannot undo it."""
+    mount(None, "/proc", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
 def size_writable(size_bytes: int) -> None:
     """Cap the run's one writable tmpfs (it backs /tmp, /var/tmp and /dev/shm together)."""
     mount(None, "/tmp", None, MS_REMOUNT | MS_NOSUID | MS_NODEV, f"size={size_bytes},nr_inodes=65536")
@@ -249,9 +256,14 @@ _DENIED_X86_64 = {
     "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "pidfd_getfd": 438,
     "mount_setattr": 442,
 }
-# memory no fallback accounting sees: memfds and SysV shared memory (tmpfs files are capped)
-_UNCOUNTED_MEMORY_X86_64 = {"shmget": 29, "memfd_create": 319, "memfd_secret": 447}
+# memory no fallback accounting sees: memfds, SysV shared memory and message queues, POSIX
+# message queues (tmpfs files are capped; socket buffers are read through sock_diag)
+_UNCOUNTED_MEMORY_X86_64 = {"shmget": 29, "msgget": 68, "mq_open": 240, "memfd_create": 319, "memfd_secret": 447}
+# where memfds are granted without a cgroup, init counts those in the run's descriptor tables and
+# maps; a memfd in flight in a socket (SCM_RIGHTS) is in neither, so descriptors may not travel
+_DESCRIPTOR_PASSING_X86_64 = {"sendmsg": 46, "sendmmsg": 307}
 _CLONE, _CLONE3 = 56, 435
+_PRCTL, _PR_SET_DUMPABLE = 157, 4
 _CLONE_NEW_NAMESPACES = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000 | 0x80
 
 _LD_W_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
@@ -262,14 +274,24 @@ def _instruction(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("HBBI", code, jt, jf, k)
 
 
-def seccomp_program(deny_uncounted_memory: bool) -> bytes:
-    """The BPF filter, x86_64 only: any other architecture's syscalls are killed outright."""
-    denied = dict(_DENIED_X86_64, **(_UNCOUNTED_MEMORY_X86_64 if deny_uncounted_memory else {}))
+def seccomp_program(deny_uncounted_memory: bool, memfd: bool = False) -> bytes:
+    """The BPF filter, x86_64 only: any other architecture's syscalls are killed outright.
+    `memfd` (with `deny_uncounted_memory`): memfd_create allowed, descriptor passing refused."""
+    denied = dict(_DENIED_X86_64)
+    if deny_uncounted_memory:
+        denied.update(_UNCOUNTED_MEMORY_X86_64)
+        if memfd:
+            del denied["memfd_create"]
+            denied.update(_DESCRIPTOR_PASSING_X86_64)
     code = [_instruction(_LD_W_ABS, 4), _instruction(_JEQ, _AUDIT_ARCH_X86_64, jt=1),
             _instruction(_RET, _RET_KILL_PROCESS), _instruction(_LD_W_ABS, 0),
             _instruction(_JGE, _X32_BIT, jf=1), _instruction(_RET, _RET_ERRNO | EPERM)]
     for number in sorted(denied.values()):
         code += [_instruction(_JEQ, number, jf=1), _instruction(_RET, _RET_ERRNO | EPERM)]
+    if deny_uncounted_memory:  # a process that is not dumpable may hide its descriptors and maps from init
+        code += [_instruction(_JEQ, _PRCTL, jf=4), _instruction(_LD_W_ABS, 16),  # prctl's option
+                 _instruction(_JEQ, _PR_SET_DUMPABLE, jf=1), _instruction(_RET, _RET_ERRNO | EPERM),
+                 _instruction(_RET, _RET_ALLOW)]
     code += [_instruction(_JEQ, _CLONE3, jf=1), _instruction(_RET, _RET_ERRNO | ENOSYS)]  # glibc falls back
     code += [_instruction(_JEQ, _CLONE, jf=3), _instruction(_LD_W_ABS, 16),  # clone's flags
              _instruction(_JSET, _CLONE_NEW_NAMESPACES, jf=1), _instruction(_RET, _RET_ERRNO | EPERM),
@@ -285,9 +307,10 @@ def seccomp_supported() -> bool:
     return platform.machine() == "x86_64"
 
 
-def restrict_syscalls(deny_uncounted_memory: bool) -> None:
+def restrict_syscalls(deny_uncounted_memory: bool, memfd: bool = False) -> None:
     """Install the filter (no_new_privs must be set); it holds across exec and fork."""
-    program = seccomp_program(deny_uncounted_memory)
+    program = seccomp_program(deny_uncounted_memory, memfd)
     buffer = ctypes.create_string_buffer(program, len(program))
     fprog = _SockFprog(len(program) // 8, ctypes.addressof(buffer))
     _check(prctl(PR_SET_SECCOMP, 2, ctypes.byref(fprog)), "install the seccomp filter")
+

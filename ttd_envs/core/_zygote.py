@@ -35,6 +35,7 @@ import types
 from dataclasses import dataclass
 
 from ttd_envs.core import _confine
+from ttd_envs.core._accounting import NamespaceMeter
 from ttd_envs.core._confine import ViewPlan, prctl
 
 CLONE_NEWNS = 0x00020000
@@ -48,7 +49,6 @@ WORKDIR = "/tmp/work"
 CHANNELS = ("stdout", "stderr", "result", "status", "job")
 PROGRAM_FD_STDOUT, PROGRAM_FD_STDERR, PROGRAM_FD_RESULT = 1, 2, 3
 POLL_S = 0.05  # how often init checks the whole run's CPU time and memory without cgroups
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -96,8 +96,8 @@ def _apply_limits(job: dict, private_uid: int | None) -> None:
         soft = max(1, int(-(-float(limits["cpu_s"]) // 1)))
         resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 1))
     # a private uid counts only this run's tasks; in a fresh user namespace the count is per
-    # namespace too, where init is one of them
-    nproc = int(limits["max_processes"]) + (0 if private_uid is not None else 1)
+    # namespace too, where the runner and init are two of them
+    nproc = int(limits["max_processes"]) + (0 if private_uid is not None else 2)
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
     if limits.get("nice"):
         os.nice(int(limits["nice"]))
@@ -105,6 +105,7 @@ def _apply_limits(job: dict, private_uid: int | None) -> None:
 
 def _program_main(job: dict, fds: dict[str, int], inputs: dict, private_uid: int | None, plan: ViewPlan) -> None:
     """Runs as the untrusted program. Never returns."""
+    prctl(PR_SET_DUMPABLE, 1)  # forked from init, which is not: init must read our /proc files to account us
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     wanted = [fds["stdin"], fds["stdout"], fds["stderr"], fds["result"]] + ([fds["binary"]] if "binary" in fds else [])
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in wanted]  # out of the way of 0..4
@@ -119,9 +120,9 @@ def _program_main(job: dict, fds: dict[str, int], inputs: dict, private_uid: int
             if path:
                 os.chown(path, private_uid, private_uid)
     _confine.drop_privileges(private_uid)
-    prctl(PR_SET_DUMPABLE, 1)  # init (not dumpable) must still read our /proc files to account us
+    prctl(PR_SET_DUMPABLE, 1)  # again: a change of uid resets it
     if _confine.seccomp_supported():
-        _confine.restrict_syscalls(deny_uncounted_memory=not job.get("cgroup_procs"))
+        _confine.restrict_syscalls(deny_uncounted_memory=not job.get("cgroup_procs"), memfd=bool(job.get("memfd")))
     os.chdir(WORKDIR)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": WORKDIR, "TMPDIR": WORKDIR, "LANG": "C.UTF-8",
            **{k: str(job["threads"]) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -219,28 +220,7 @@ def _receive_job(sock: socket.socket) -> tuple[dict, dict[str, int], list[int]]:
     return job, named, extra
 
 
-def _namespace_usage() -> tuple[float, int]:
-    """CPU seconds and memory (proportional anonymous + shared) of every live process in our pid
-    namespace but init; reaped processes' CPU is in init's RUSAGE_CHILDREN."""
-    cpu_ticks, memory = 0, 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or entry == "1":
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rpartition(")")[2].split()
-            cpu_ticks += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
-            with open(f"/proc/{entry}/smaps_rollup") as handle:
-                for line in handle:
-                    if line.startswith(("Pss_Anon:", "Pss_Shmem:")):
-                        memory += int(line.split()[1]) * 1024
-        except (OSError, ValueError, IndexError):
-            continue  # exited meanwhile
-    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return cpu_ticks / _CLOCK_TICKS + reaped.ru_utime + reaped.ru_stime, memory
-
-
-def _wait_accounting(program: int, limits: dict) -> tuple[int | None, str | None, int]:
+def _wait_accounting(program: int, limits: dict, meter: NamespaceMeter) -> tuple[int | None, str | None, int]:
     """Wait for the program while accounting the whole namespace (no cgroup does it for us):
     return (its wait status or None if we killed it, which limit it passed, peak memory)."""
     cpu_limit = float(limits["cpu_s"]) if limits.get("cpu_s") else None
@@ -256,8 +236,10 @@ def _wait_accounting(program: int, limits: dict) -> tuple[int | None, str | None
                 break
             if pid == program:
                 return status, None, peak
-        cpu, memory = _namespace_usage()
+        cpu, memory = meter.usage()
         peak = max(peak, memory)
+        if meter.hidden:
+            return None, "hidden", peak
         if cpu_limit is not None and cpu > cpu_limit:
             return None, "cpu", peak
         if memory > memory_limit:
@@ -271,6 +253,8 @@ def _init_main(sock: socket.socket, isolation: list[str], private_uid: int | Non
     report. Never returns."""
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     prctl(PR_SET_DUMPABLE, 0)  # no one in the run may open our descriptors through /proc/1/fd
+    for number in (signal.SIGINT, signal.SIGTERM):  # pid 1 gets from its namespace only what it handles
+        signal.signal(number, signal.SIG_DFL)
     if setup_error is None:
         try:
             isolation += _confine.build_view(plan, WORKDIR)
@@ -286,17 +270,25 @@ def _init_main(sock: socket.socket, isolation: list[str], private_uid: int | Non
             os.write(extra[index], b"0")  # this process; its children follow it
         inputs = _load_inputs(job, extra) if job.get("source") is not None else {}
         _confine.size_writable(int(job["limits"]["disk_bytes"]))
+        if not job.get("cgroup_procs"):
+            _confine.seal_proc()  # no clear_refs: the kernel's peaks init reads stay peaks
         fds.setdefault("stdin", os.open(os.devnull, os.O_RDONLY))
     except Exception as exc:  # noqa: BLE001 - report setup failures as data
         _write_status(status_fd, phase="setup_failed", error=str(exc))
         os._exit(1)
     isolation.append("no capabilities, no_new_privs")
     if _confine.seccomp_supported():
+        queues = "SysV or POSIX shared memory and message queues"
+        uncounted = f"descriptor passing, {queues}; memfd granted" if job.get("memfd") else f"memfd, {queues}"
         isolation.append("seccomp filter (no mount, namespaces, ptrace, bpf, keyrings"
-                         + (")" if job.get("cgroup_procs") else ", memfd or SysV shared memory)"))
-    accounting = not job.get("cgroup_procs")
-    if accounting:
-        isolation.append(f"whole-run CPU and memory accounted by init every {POLL_S * 1e3:.0f} ms (no cgroup)")
+                         + (")" if job.get("cgroup_procs") else f", {uncounted})"))
+    meter = NamespaceMeter(count_memfds=bool(job.get("memfd"))) if not job.get("cgroup_procs") else None
+    if meter is not None:
+        sockets = (f"{' and '.join(meter.socket_families)} socket buffers included" if meter.socket_families
+                   else "socket buffers NOT counted: no sock_diag")
+        isolation.append(f"whole-run CPU and memory accounted by init every {POLL_S * 1e3:.0f} ms (no cgroup; "
+                         f"{sockets})")
+        isolation.append("read-only /proc (clear_refs cannot lower the kernel's peak)")
     if private_uid is not None:
         isolation.append(f"private uid {private_uid}")
     _write_status(status_fd, phase="started", isolation=isolation, warnings=[])
@@ -312,8 +304,9 @@ def _init_main(sock: socket.socket, isolation: list[str], private_uid: int | Non
     for fd in [fds[name] for name in ("stdout", "stderr", "result")] + extra:
         os.close(fd)
     peak, passed, wait_status = 0, None, None
-    if accounting:
-        wait_status, passed, peak = _wait_accounting(program, job["limits"])
+    if meter is not None:
+        wait_status, passed, peak = _wait_accounting(program, job["limits"], meter)
+        meter.close()
     else:
         while wait_status is None:
             pid, status = os.waitpid(-1, 0)
@@ -329,7 +322,7 @@ def _init_main(sock: socket.socket, isolation: list[str], private_uid: int | Non
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     ended = wait_status is not None
     _write_status(
-        status_fd, phase="exited", limit=passed,
+        status_fd, phase="exited", limit=passed, 
         exit_code=os.waitstatus_to_exitcode(wait_status) if ended and os.WIFEXITED(wait_status) else None,
         signal=os.WTERMSIG(wait_status) if ended and os.WIFSIGNALED(wait_status) else None,
         cpu_s=usage.ru_utime + usage.ru_stime, max_rss_bytes=max(peak, usage.ru_maxrss * 1024),
@@ -418,9 +411,23 @@ def serve(control: socket.socket, pool_size: int, plan: ViewPlan) -> None:
         spares.append(_fork_spare(control, plan))
 
 
-def main() -> None:
-    """argv: control fd, JSON config {"spares", "preload", "grants", "cache_dir", "private_packages"}."""
-    config = json.loads(sys.argv[2])
+def _conceal_process_records() -> None:
+    """Blank our command line and environment block in place (what /proc/PID/cmdline and environ
+    read, in init and every Python program, which are forks of us): they would show the
+    interpreter's host path and our config. Python keeps its own copies; `os.environ` changes
+    made later live elsewhere."""
+    with open("/proc/self/stat") as handle:
+        fields = handle.read().rpartition(")")[2].split()
+    arg_start, arg_end, env_start, env_end = (int(v) for v in fields[45:49])  # fields 48-51 of stat(5)
+    ctypes.memset(env_start, 0, env_end - env_start)
+    ctypes.memset(arg_start, 0, arg_end - arg_start)
+    name = b"ttd-sandbox"[:max(0, arg_end - arg_start - 1)]
+    ctypes.memmove(arg_start, name, len(name))
+
+
+def main(control_fd: int, config: dict) -> None:
+    """`config`: {"spares", "preload", "grants", "cache_dir", "private_packages"} (sandbox.py starts us)."""
+    _conceal_process_records()
     importlib.import_module("ttd_envs.core.wire")
     for module in config["preload"]:
         try:
@@ -431,9 +438,5 @@ def main() -> None:
     plan = _confine.plan_view(tuple(grants["read_only_paths"]), tuple(grants["devices"]), grants["writable_cache"],
                               config["cache_dir"], tuple(config["private_packages"]), tuple(grants["hidden_paths"]))
     # one spare more than runs at once: the next is ready while the last one still builds its view
-    control = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=int(sys.argv[1]))
+    control = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=control_fd)
     serve(control, int(config["spares"]) + 1, plan)
-
-
-if __name__ == "__main__":
-    main()

@@ -21,10 +21,17 @@ Verdict policy (per test, first match wins):
 - RE: killed by any other signal (named), or a non-zero exit code;
 - WA: the checker rejected the output (its reason is kept);
 - AC: the checker's score.
+
+Over the whole evaluation, TOTAL_TLE: the tests together passed the judge's wall-clock budget
+(`CppJudge.total_wall_s`; by default `TOTAL_WALL_FACTOR` x `cpu_s` per round of `workers` tests,
+plus `TOTAL_WALL_SLACK_S`). Each test's own wall limit lets a program that sleeps cost several
+times its CPU limit; over 150 tests that would be minutes a step. The test running when the budget
+ends is cut and gets TOTAL_TLE, so does every test not started by then (SKIPPED with `stop_early`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import logging
@@ -56,6 +63,8 @@ CONTEST_FLAGS: tuple[str, ...] = (
 )
 _ALLOCATION_FAILURE = re.compile(r"bad_alloc|cannot allocate memory|out of memory", re.IGNORECASE)
 _COMPILE_ERROR_LINES = 30
+TOTAL_WALL_FACTOR = 2.0
+TOTAL_WALL_SLACK_S = 30.0
 
 
 class WrongAnswer(Exception):
@@ -69,6 +78,7 @@ class Verdict(str, enum.Enum):
     MLE = "MLE"
     RE = "RE"
     OLE = "OLE"
+    TOTAL_TLE = "TOTAL_TLE"  # the judge's budget for all tests together ran out
     SKIPPED = "SKIPPED"  # not run: an earlier failure already made the run worthless
 
 
@@ -230,10 +240,14 @@ class CppJudge:
     """Compile (cached) and run C++ programs on tests in the sandbox. Thread-safe."""
 
     def __init__(self, sandbox: Sandbox, *, options: CompileOptions = CompileOptions(),
-                 limits: RunLimits = RunLimits(), cache_dir: str | os.PathLike[str] | None = None) -> None:
+                 limits: RunLimits = RunLimits(), cache_dir: str | os.PathLike[str] | None = None,
+                 total_wall_s: float | None = None) -> None:
+        if total_wall_s is not None and total_wall_s <= 0:
+            raise ValueError(f"total_wall_s must be positive, got {total_wall_s}")
         self.sandbox = sandbox
         self.options = options
         self.limits = limits
+        self.total_wall_s = total_wall_s
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self._compiler = shutil.which(options.compiler)
         if self._compiler is None:
@@ -293,13 +307,29 @@ class CppJudge:
         return f"compilation error (g++ {' '.join(self.options.flags[:2])}):\n{head}{more}"
 
     # -- running -------------------------------------------------------------------------------
-    def run_test(self, binary: Path, test: TestCase, checker: Checker) -> TestResult:
-        """Run one test and decide its verdict (see the module docstring for the policy)."""
+    def total_budget_s(self, tests: int, workers: int) -> float:
+        """The wall-clock budget for `tests` tests on `workers` threads (see the module docstring)."""
+        if self.total_wall_s is not None:
+            return self.total_wall_s
+        rounds = -(-tests // max(1, workers))
+        return TOTAL_WALL_FACTOR * self.limits.cpu_s * rounds + TOTAL_WALL_SLACK_S
+
+    def run_test(self, binary: Path, test: TestCase, checker: Checker, *, wall_cap_s: float | None = None,
+                 budget_message: str = "") -> TestResult:
+        """Run one test and decide its verdict (see the module docstring for the policy).
+        `wall_cap_s`: what is left of the judge's budget; a run it cuts is TOTAL_TLE."""
         started = time.perf_counter()
-        run = self.sandbox.run_binary(binary, stdin=test.input, limits=self.limits.sandbox_limits())
+        limits = self.limits.sandbox_limits()
+        cut = wall_cap_s is not None and wall_cap_s < limits.wall_s
+        if cut:
+            limits = dataclasses.replace(limits, wall_s=max(0.01, wall_cap_s))
+        run = self.sandbox.run_binary(binary, stdin=test.input, limits=limits)
         result = TestResult(test.name, Verdict.AC, cpu_s=run.cpu_s or 0.0, max_rss_bytes=run.max_rss_bytes or 0,
                             stderr_tail=run.stderr[-300:])
         verdict, message = self.classify(run)
+        within_cpu = not run.cpu_exceeded and (run.cpu_s or 0.0) <= self.limits.cpu_s
+        if cut and run.timed_out and verdict is Verdict.TLE and within_cpu:  # the budget, not this test's limit
+            verdict, message = Verdict.TOTAL_TLE, f"{budget_message}; this test was cut after {limits.wall_s:.2f} s"
         if verdict is None:
             try:
                 result.score = float(checker(test, run.stdout_bytes))
@@ -336,8 +366,9 @@ class CppJudge:
 
     def judge(self, source: str, tests: Sequence[TestCase], checker: Checker, *, workers: int = 1,
               stop_early: bool = True) -> JudgeReport:
-        """Compile, then run every test on `workers` threads. With `stop_early`, the first failing
-        test marks the tests not yet started SKIPPED (the run's reward is 0 anyway)."""
+        """Compile, then run every test on `workers` threads within the judge's wall-clock budget
+        (`total_budget_s`). With `stop_early`, the first failing test marks the tests not yet
+        started SKIPPED (the run's reward is 0 anyway)."""
         started = time.perf_counter()
         compiled = self.compile(source)
         report = JudgeReport(compiled.error, compile_s=compiled.elapsed_s, cached=compiled.cached)
@@ -345,11 +376,19 @@ class CppJudge:
             report.elapsed_s = time.perf_counter() - started
             return report
         failed = threading.Event()
+        budget = self.total_budget_s(len(tests), workers)
+        deadline = time.perf_counter() + budget
+        message = (f"judge time limit exceeded: the {len(tests)} tests together passed the judge's {budget:g} s "
+                   f"wall-clock budget ({self.limits.cpu_s:g} s CPU per test; does the program sleep or wait?)")
 
         def one(test: TestCase) -> TestResult:
             if stop_early and failed.is_set():
                 return TestResult(test.name, Verdict.SKIPPED, message="not run: an earlier test failed")
-            result = self.run_test(compiled.binary, test, checker)
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                failed.set()
+                return TestResult(test.name, Verdict.TOTAL_TLE, message=f"{message}; not run")
+            result = self.run_test(compiled.binary, test, checker, wall_cap_s=left, budget_message=message)
             if not result.accepted:
                 failed.set()
             return result

@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 GiB = 1 << 30
 MiB = 1 << 20
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+# the zygote's command line: its config (paths, grants) and our checkout arrive through a memfd
+_ZYGOTE_BOOTSTRAP = ("import json, os, sys\nwith os.fdopen(int(sys.argv[2])) as handle:\n"
+                     "    config = json.load(handle)\nsys.path.insert(0, config['package_root'])\n"
+                     "from ttd_envs.core._zygote import main\nmain(int(sys.argv[1]), config)\n")
 _GRACE_S = 5.0
 
 
@@ -87,6 +91,9 @@ class Grants:
     - `env`: extra environment variables for the program (e.g. {"TRITON_CACHE_DIR": CACHE_DIR}).
     - `address_space_limit`: False drops RLIMIT_AS (a CUDA context reserves far more address
       space than it uses); memory stays bounded for the whole run by the cgroup or by init.
+    - `memfd`: programs may call memfd_create even where init accounts the run (CUDA needs it to
+      initialise); init then counts the memfds the run holds, and descriptors may not be passed
+      over sockets (so none hides in flight). With cgroups memfds are always allowed (charged).
     - `hidden_paths`: the opposite of a grant: files or directories inside the view (e.g. a data
       file a third-party package ships in site-packages) that this problem's programs must not
       read; each shows as empty. Each must exist when the Sandbox starts.
@@ -99,6 +106,7 @@ class Grants:
     address_space_limit: bool = True
     hidden_paths: tuple[str, ...] = ()
     library_paths: tuple[str, ...] = ()
+    memfd: bool = False
 
     def loader_env(self) -> dict[str, str]:
         """LD_LIBRARY_PATH for `library_paths` ({} when none)."""
@@ -140,8 +148,8 @@ class SandboxResult:
 
 def scrubbed_environment(threads: int) -> dict[str, str]:
     """The only environment a sandboxed process ever sees: no inherited secrets."""
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": _PACKAGE_ROOT,
-           "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONHASHSEED": "0"}
     env.update({k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                           "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS")})
     return env
@@ -192,13 +200,17 @@ class Sandbox:
                              "writable_cache": self.grants.writable_cache,
                              "hidden_paths": list(self.grants.hidden_paths)},
                   "private_packages": _private_packages()}
-        self._zygote = subprocess.Popen(
-            [sys.executable, "-m", "ttd_envs.core._zygote", str(child.fileno()), json.dumps(config)],
-            env={**scrubbed_environment(self.threads), **self.grants.loader_env()}, pass_fds=[child.fileno()], cwd="/",
+        config["package_root"] = _PACKAGE_ROOT
+        config_fd = _memfd(lambda handle: handle.write(json.dumps(config).encode()))
+        self._zygote = subprocess.Popen(  # neutral argv and environment: init and programs can read them
+            [sys.executable, "-c", _ZYGOTE_BOOTSTRAP, str(child.fileno()), str(config_fd)],
+            env={**scrubbed_environment(self.threads), **self.grants.loader_env()},
+            pass_fds=[child.fileno(), config_fd], cwd="/",
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             close_fds=True, start_new_session=True,
         )
         child.close()
+        os.close(config_fd)
         self._control = parent
 
     def close(self) -> None:
@@ -315,6 +327,7 @@ class Sandbox:
             job["limits"] = asdict(limits)
             job["threads"] = self.threads
             job["env"] = {**self.grants.env, **self.grants.loader_env()}  # children and exec'd binaries
+            job["memfd"] = self.grants.memfd
             job["address_space_bytes"] = ((limits.address_space_bytes or limits.memory_bytes)
                                           if self.grants.address_space_limit else None)
             job["array_inputs"] = {}
@@ -450,6 +463,10 @@ class Sandbox:
             result.error = (f"time limit exceeded: the run's processes used more than {limits.cpu_s:g} s of CPU "
                             "time together; the run was killed")
             return result
+        if status.get("limit") == "hidden":
+            result.error = ("the run was killed: a process of it hid its descriptors from the sandbox's accounting "
+                            "(it exec'd a binary it may not read); without a cgroup its memory cannot be bounded")
+            return result
         if status.get("phase") == "setup_failed":
             result.error = status.get("error", "sandbox setup failed")
             return result
@@ -510,7 +527,7 @@ def parse_status(raw: bytes) -> dict[str, Any]:
             elif isinstance(value, str):
                 value = value[:2000]
             status[key] = value
-    if status.get("phase") not in _STATUS_PHASES or status.get("limit") not in (None, "cpu", "memory"):
+    if status.get("phase") not in _STATUS_PHASES or status.get("limit") not in (None, "cpu", "memory", "hidden"):
         status.pop("phase", None)
         status.pop("limit", None)
     if not 0 <= status.get("signal", 0) < 128 or not -255 <= status.get("exit_code", 0) <= 255:

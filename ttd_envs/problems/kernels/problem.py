@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from ttd_envs.core.libraries import library_directory, program_library_dirs
 from ttd_envs.core.program_problem import InvalidConstruction, ProgramBudget, PythonProgramProblem
-from ttd_envs.core.sandbox import CACHE_DIR, GiB, Grants, Limits, SandboxResult
+from ttd_envs.core.sandbox import GiB, Grants, Limits, SandboxResult
 from ttd_envs.core.state import State
+from ttd_envs.problems.kernels.gpu_grants import gpu_grants
 from ttd_envs.problems.kernels.harness import TASKS
 from ttd_envs.problems.kernels.timing import TimingRule, geometric_mean, speed_of_light_ns
 
@@ -33,23 +33,6 @@ CHECK_TIMEOUT_S = 300.0
 GPU_HOST_MEMORY = 32 * GiB
 """Host memory of one GPU run, all its processes together (the sandbox's cgroup or init accounting);
 RLIMIT_AS is off there because a CUDA context reserves far more address space than it uses."""
-GPU_SYSFS = ("/sys/bus/pci/devices", "/sys/devices")
-"""Read-only sysfs the CUDA driver consults (PCI topology, NUMA) where the machine has it."""
-LIBCUDA = "libcuda.so.1"
-
-
-def gpu_grants() -> Grants:
-    """What a kernel program needs on a GPU: the device nodes; read-only sysfs and the driver's
-    folder wherever it lives, put on the program's loader path where only our LD_LIBRARY_PATH
-    reaches it and named to Triton (TRITON_LIBCUDA_PATH: it links its launcher against libcuda);
-    a private writable kernel cache; no RLIMIT_AS."""
-    driver = library_directory(LIBCUDA)
-    triton = {"TRITON_LIBCUDA_PATH": driver[0]} if driver else {}
-    driver_files = (driver[0], os.path.dirname(os.path.realpath(os.path.join(driver[0], LIBCUDA)))) if driver else ()
-    return Grants(read_only_paths=tuple(dict.fromkeys(p for p in (*GPU_SYSFS, *driver_files) if os.path.exists(p))),
-                  devices=("/dev/nvidia*",),
-                  writable_cache=True, env={"TRITON_CACHE_DIR": CACHE_DIR, **triton}, address_space_limit=False,
-                  library_paths=program_library_dirs(LIBCUDA))
 
 
 @dataclass(frozen=True)
@@ -150,7 +133,8 @@ class KernelProblem(PythonProgramProblem):
         return "cuda" if self.on_gpu else "cpu"
 
     def grants(self) -> Grants:
-        """`gpu_grants` on a GPU; on the CPU (interpreter) the default closed view is enough."""
+        """On a GPU: `gpu_grants` (devices, driver libraries, memfds, ...). On the CPU (interpreter)
+        the default closed view is enough."""
         return gpu_grants() if self.on_gpu else Grants()
 
     def limits(self) -> Limits:
