@@ -189,7 +189,7 @@ def custom_kernel(data):
     ("F.layer_norm = lambda *a, **k: a[0]", "torch.nn.functional.layer_norm"),
     ("torch.Tensor.__sub__ = lambda a, b: a * 0", "torch.Tensor.__sub__"),
     ("sys._getframe(1).f_locals['self'].clock = lambda: 0", "the harness.clock"),
-    ("type(sys._getframe(1).f_locals['self']).check = lambda *a: 0.0", "Harness.check"),
+    ("type(sys._getframe(1).f_locals['self']).check = lambda *a: 0.0", "Worker.check"),
     ("sys._getframe(1).f_locals['self'].check = lambda *a: 0.0", "the harness.check"),
 ])
 def test_patching_clocks_torch_or_the_harness_is_rejected(trimul: TriMul, patch: str, name: str) -> None:

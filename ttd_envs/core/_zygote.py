@@ -107,7 +107,8 @@ def _program_main(job: dict, fds: dict[str, int], inputs: dict, private_uid: int
     """Runs as the untrusted program. Never returns."""
     prctl(PR_SET_DUMPABLE, 1)  # forked from init, which is not: init must read our /proc files to account us
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    wanted = [fds["stdin"], fds["stdout"], fds["stderr"], fds["result"]] + ([fds["binary"]] if "binary" in fds else [])
+    fourth = [fds[key] for key in ("binary", "channel") if key in fds]  # a binary, or a Python run's channel
+    wanted = [fds["stdin"], fds["stdout"], fds["stderr"], fds["result"]] + fourth
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in wanted]  # out of the way of 0..4
     for target, fd in enumerate(high):
         os.dup2(fd, target)  # dup2 clears close-on-exec on the target
@@ -214,7 +215,7 @@ def _receive_job(sock: socket.socket) -> tuple[dict, dict[str, int], list[int]]:
     with os.fdopen(os.dup(named["job"]), "rb") as handle:
         job = json.load(handle)
     extra = fds[len(CHANNELS):]
-    for key in ("stdin", "binary"):
+    for key in ("stdin", "binary", "channel"):
         if job.get(key) is not None:
             named[key] = extra[job[key]]
     return job, named, extra

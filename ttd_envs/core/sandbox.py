@@ -56,6 +56,9 @@ _ZYGOTE_BOOTSTRAP = ("import json, os, sys\nwith os.fdopen(int(sys.argv[2])) as 
                      "    config = json.load(handle)\nsys.path.insert(0, config['package_root'])\n"
                      "from ttd_envs.core._zygote import main\nmain(int(sys.argv[1]), config)\n")
 _GRACE_S = 5.0
+CHANNEL_FD = 4
+"""Where a Python program finds the `channel` socket of `run_python` (after stdin, stdout, stderr
+and the result pipe)."""
 
 
 @dataclass(frozen=True)
@@ -281,12 +284,15 @@ class Sandbox:
         inputs: dict[str, Any] | None = None,
         preset_modules: dict[str, str] | None = None,
         limits: Limits = Limits(),
+        channel: socket.socket | None = None,
     ) -> SandboxResult:
         """Define `source` as module `program`, call `entry(**kwargs)`, return its value as data.
 
         `inputs` become module globals: numpy arrays travel as `.npy` files (no source literals),
         anything else must be JSON. `preset_modules` maps global names to modules or to attributes
-        of modules ({"np": "numpy", "score": "pkg.mod:function"}).
+        of modules ({"np": "numpy", "score": "pkg.mod:function"}). `channel`: one end of a socket
+        pair the caller keeps talking through while the program runs; the program finds it as
+        descriptor `CHANNEL_FD` (the caller reads it as hostile bytes, like the result).
         """
         array_inputs = {k: v for k, v in (inputs or {}).items() if isinstance(v, np.ndarray)}
         json_inputs = {k: v for k, v in (inputs or {}).items() if not isinstance(v, np.ndarray)}
@@ -294,7 +300,7 @@ class Sandbox:
         self._preload({target.partition(":")[0] for target in presets.values()})
         job = {"source": source, "entry": entry, "kwargs": kwargs or {}, "json_inputs": json_inputs,
                "preset_modules": presets}
-        return self._run(job, array_inputs, limits)
+        return self._run(job, array_inputs, limits, channel=channel)
 
     def run_binary(self, binary: str | os.PathLike[str], *, stdin: bytes | str | os.PathLike[str] | None = None,
                    argv: tuple[str, ...] = (), limits: Limits = Limits()) -> SandboxResult:
@@ -310,7 +316,7 @@ class Sandbox:
 
     # -- the trusted side of one run ---------------------------------------------------------
     def _run(self, job: dict[str, Any], arrays: dict[str, np.ndarray], limits: Limits,
-             stdin: bytes | str | os.PathLike[str] | None = None) -> SandboxResult:
+             stdin: bytes | str | os.PathLike[str] | None = None, channel: socket.socket | None = None) -> SandboxResult:
         """Everything travels as descriptors: pipes back, and memfds (job, inputs, stdin) forward."""
         started = time.perf_counter()
         extra: list[int] = []
@@ -340,6 +346,9 @@ class Sandbox:
             elif stdin is not None:
                 job["stdin"] = len(extra)
                 extra.append(os.open(stdin, os.O_RDONLY))
+            if channel is not None:
+                job["channel"] = len(extra)
+                extra.append(os.dup(channel.fileno()))
             if job.get("binary") is not None:
                 path = job["binary"]
                 job["binary"] = len(extra)

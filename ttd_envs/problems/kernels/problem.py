@@ -1,9 +1,11 @@
 """The trusted side every kernel problem shares: make-time checks, the sandbox run, the verdict.
 
 A kernel problem's action is a Python module defining `custom_kernel(data)` with at least one
-`@triton.jit` kernel. The sandbox runs `harness.run_submission` in a fresh process (on the GPU the
-caller picked with `CUDA_VISIBLE_DEVICES`, or on the CPU under Triton's interpreter), and gets back
-plain numbers; the score is recomputed here from those numbers, never taken from the program.
+`@triton.jit` kernel. The sandbox runs `harness.serve` in a fresh process (on the GPU the caller
+picked with `CUDA_VISIBLE_DEVICES`, or on the CPU under Triton's interpreter); the program only
+computes. The judge (judge.py), in this process, drives it call by call over a socket pair,
+times each call on its own clock and checks every output against its own reference: the report
+scored here is the judge's, and nothing the program's process returns or writes is read.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib
+import logging
 import os
+import socket
+import threading
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -19,13 +24,15 @@ from typing import Any
 import numpy as np
 
 from ttd_envs.core.program_problem import InvalidConstruction, ProgramBudget, PythonProgramProblem
-from ttd_envs.core.sandbox import GiB, Grants, Limits, SandboxResult
+from ttd_envs.core.sandbox import CHANNEL_FD, GiB, Grants, Limits, SandboxResult
 from ttd_envs.core.state import State
 from ttd_envs.problems.kernels.gpu_grants import gpu_grants
 from ttd_envs.problems.kernels.harness import TASKS
 from ttd_envs.problems.kernels.timing import TimingRule, geometric_mean, speed_of_light_ns
 
-BOOTSTRAP = "from ttd_envs.problems.kernels.harness import run_submission\n"
+log = logging.getLogger(__name__)
+
+BOOTSTRAP = "from ttd_envs.problems.kernels.harness import serve\n"
 TIMED_TIMEOUT_S = 1200.0
 """The leaderboards' limit for one evaluation (tests, warm-up and every timed benchmark)."""
 CHECK_TIMEOUT_S = 300.0
@@ -37,7 +44,7 @@ RLIMIT_AS is off there because a CUDA context reserves far more address space th
 
 @dataclass(frozen=True)
 class HarnessPlan:
-    """Everything the sandboxed harness is told: which cases, how to time, where to run."""
+    """What the judge runs (it never leaves the trusted side): which cases, how to time, where."""
 
     tests: list[dict[str, Any]]
     benchmarks: list[dict[str, Any]]
@@ -90,7 +97,7 @@ class KernelProblem(PythonProgramProblem):
 
     task: str
     env_id: str
-    entry = "run_submission"
+    entry = "serve"
     result_bytes = 1 << 20
     info_keys = ("sandbox", "kernel_tests")
 
@@ -150,13 +157,31 @@ class KernelProblem(PythonProgramProblem):
         return self.run_plan(code, self.plan())
 
     def run_plan(self, code: str, plan: HarnessPlan) -> SandboxResult:
-        """Run the harness on `code` with `plan` (tests use this to time on the CPU, where the
-        numbers mean nothing but every guard of the timing loop runs)."""
+        """Judge `code` on `plan`: the harness computes in the sandbox while the judge drives it
+        from a thread of this process; the result's value is the judge's report (tests use this
+        to time on the CPU, where the numbers mean nothing but every step of the timed path runs)."""
+        from ttd_envs.problems.kernels.judge import Judge, judge_device  # torch: only when judging
+
         gpu = str(self.gpu) if self.gpu is not None else os.environ.get("CUDA_VISIBLE_DEVICES")
-        kwargs = {"task": self.task, "source": code, "tests": plan.tests, "benchmarks": plan.benchmarks,
-                  "rule": plan.rule.to_dict() if plan.rule else None, "device": plan.device,
+        judge = Judge(importlib.import_module(TASKS[self.task]), judge_device(plan.device, gpu), plan.tests,
+                      plan.benchmarks, plan.rule, timeout_s=self.budget.timeout_s + 10.0)
+        kwargs = {"task": self.task, "source": code, "channel_fd": CHANNEL_FD, "device": plan.device,
                   "interpret": plan.interpret, "gpu": gpu}
-        return self.sandbox.run_python(BOOTSTRAP, self.entry, kwargs=kwargs, preset_modules={}, limits=self.limits())
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        verdict: dict[str, Any] = {}
+        thread = threading.Thread(target=_judge_into, args=(judge, ours, verdict), name="kernel-judge", daemon=True)
+        thread.start()
+        try:
+            result = self.sandbox.run_python(BOOTSTRAP, self.entry, kwargs=kwargs, preset_modules={},
+                                             limits=self.limits(), channel=theirs)
+        finally:
+            theirs.close()  # the program's end is gone: the judge sees the channel close
+            thread.join()
+            ours.close()
+        report = verdict["report"]
+        if report["error"] and report["error"].startswith("the harness's channel") and result.error:
+            report["error"] += f". The sandbox reported: {result.error}"
+        return dataclasses.replace(result, ok=True, error=None, value=report)
 
     def preset_modules(self) -> dict[str, str]:
         return {}
@@ -170,21 +195,23 @@ class KernelProblem(PythonProgramProblem):
         report = {k: value.get(k) for k in ("tests", "benchmarks", "device_name", "bandwidth_bytes_per_s")}
         if not self.timing:
             return report, max((t["max_abs_error"] for t in value["tests"]), default=0.0)
-        return report, self.score_benchmarks(value["benchmarks"], value.get("bandwidth_bytes_per_s"))
+        return report, self.score_benchmarks(value["benchmarks"], value["bandwidth_bytes_per_s"])
 
-    def score_benchmarks(self, stats: list[dict[str, Any]], bandwidth: float | None) -> float:
-        """Geometric mean of the benchmarks' mean times, in µs, after the speed-of-light check."""
+    def score_benchmarks(self, stats: list[dict[str, Any]], bandwidth: float) -> float:
+        """Geometric mean of the benchmarks' mean times, in µs, after the speed-of-light check
+        (always: the judge measured `bandwidth` itself, before the program started)."""
         plan = self.plan()
         if len(stats) != len(plan.benchmarks):
             raise InvalidConstruction(f"expected {len(plan.benchmarks)} timed benchmarks, got {len(stats)}")
+        if not bandwidth > 0:
+            raise InvalidConstruction("the judge measured no copy bandwidth, so no speed-of-light floor: not scored")
         for spec, row in zip(plan.benchmarks, stats):
-            if bandwidth:
-                floor = speed_of_light_ns(self.min_traffic_bytes(spec), bandwidth)
-                if row["best_ns"] < floor:
-                    raise InvalidConstruction(
-                        f"{spec['name']}: a run took {row['best_ns'] / 1e3:.1f} µs, but moving the bytes it must "
-                        f"read and write takes at least {floor / 1e3:.1f} µs at this GPU's measured bandwidth: "
-                        "the time was not measured honestly (impossible speed-up)")
+            floor = speed_of_light_ns(self.min_traffic_bytes(spec), bandwidth)
+            if row["best_ns"] < floor:
+                raise InvalidConstruction(
+                    f"{spec['name']}: a run took {row['best_ns'] / 1e3:.1f} µs, but moving the bytes it must "
+                    f"read and write takes at least {floor / 1e3:.1f} µs at this device's measured bandwidth: "
+                    "the time was not measured honestly (impossible speed-up)")
         return geometric_mean([row["mean_ns"] for row in stats]) / 1e3
 
     def reward_for(self, score: float) -> float:
@@ -212,6 +239,16 @@ class KernelProblem(PythonProgramProblem):
         if state.stdout.strip():
             lines += ["Its output (tail):", "```text", state.stdout.rstrip(), "```"]
         return lines + ["Make it faster; a different idea is welcome if the current one has stalled."]
+
+
+def _judge_into(judge: Any, sock: socket.socket, verdict: dict[str, Any]) -> None:
+    """The judge thread: its report, or (a bug of ours, never the program's doing) an error report."""
+    try:
+        verdict["report"] = judge.run(sock)
+    except Exception as exc:  # noqa: BLE001 - the step must end with a message, never a crash
+        log.warning("the kernel judge failed", exc_info=True)
+        verdict["report"] = {"error": f"the judge failed ({type(exc).__name__}: {exc}); not scored", "tests": [],
+                             "benchmarks": []}
 
 
 def read_program(name: str) -> str:

@@ -1,0 +1,82 @@
+"""The channel between the judge (trusted) and the harness (in the sandbox): framed `wire` messages
+over one Unix stream socket pair, and the two computations both sides make on output values.
+
+A frame is an 8-byte little-endian length and one `wire` message (JSON plus `.npy`, never
+pickle). The judge reads frames the program may have written by hand: each is capped before it
+is read, and decoding is total. No torch at import: the sandbox and the judge pass their module.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+import types
+from typing import Any
+
+from ttd_envs.core import wire
+
+_LENGTH = struct.Struct("<Q")
+
+
+class ChannelError(Exception):
+    """The other side closed the channel, sent a malformed or oversized frame, or was too slow."""
+
+
+def send(sock: socket.socket, message: dict[str, Any], deadline: float | None = None) -> None:
+    """Write one message (before the monotonic `deadline`, when given)."""
+    payload = wire.encode(message)
+    try:
+        sock.settimeout(None if deadline is None else max(1e-3, deadline - time.monotonic()))
+        sock.sendall(_LENGTH.pack(len(payload)) + payload)
+    except OSError as exc:
+        raise ChannelError(f"the channel failed ({exc})") from None
+
+
+def receive(sock: socket.socket, limit: int, deadline: float) -> dict[str, Any]:
+    """One message of at most `limit` bytes, before the monotonic `deadline` (inf: wait)."""
+    (length,) = _LENGTH.unpack(_read(sock, _LENGTH.size, deadline))
+    if length > limit:
+        raise ChannelError(f"a message of {length} bytes (at most {limit} fit what was asked)")
+    try:
+        value, error = wire.decode(_read(sock, length, deadline))
+    except wire.WireError as exc:
+        raise ChannelError(f"a malformed message ({exc})") from None
+    if error is not None or not isinstance(value, dict) or not isinstance(value.get("op"), str):
+        raise ChannelError("a message that is not an operation")
+    return value
+
+
+def _read(sock: socket.socket, count: int, deadline: float) -> bytearray:
+    buffer = bytearray(count)
+    view, filled = memoryview(buffer), 0
+    while filled < count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ChannelError("no answer before the time limit")
+        sock.settimeout(None if remaining == float("inf") else remaining)
+        try:
+            got = sock.recv_into(view[filled:])
+        except TimeoutError:
+            raise ChannelError("no answer before the time limit") from None
+        except OSError as exc:
+            raise ChannelError(f"the channel failed ({exc})") from None
+        if not got:
+            raise ChannelError("the channel was closed (the process exited or closed it)")
+        filled += got
+    return buffer
+
+
+def comparable(torch: types.ModuleType, tensor: Any, dtype_name: str) -> Any:
+    """`tensor` flattened, rounded to the compared dtype and held as float32 (exact for fp32,
+    bf16 and fp16): the values both sides talk about."""
+    return tensor.detach().reshape(-1).to(getattr(torch, dtype_name)).to(torch.float32)
+
+
+def signed_sum(torch: types.ModuleType, flat: Any, seed: int) -> float:
+    """Σ s_i·flat_i with signs s_i = ±1 drawn from `seed` on `flat`'s device, accumulated in
+    float64. The judge picks the seed after the call returned: only a program holding every
+    element can answer with the right sum, so a partial or deferred result cannot pass."""
+    generator = torch.Generator(device=flat.device).manual_seed(seed)
+    signs = torch.randint(0, 2, flat.shape, generator=generator, device=flat.device, dtype=torch.bool)
+    return float(torch.where(signs, flat, -flat).sum(dtype=torch.float64))
