@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,21 @@ def test_a_hub_model_that_cannot_be_reached(tmp_path):
     lines = error_lines(done)
     assert len(lines) == 1 and "Qwen/Qwen2.5-Coder-1.5B-Instruct" in lines[0] and "'tiny'" in lines[0]
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_hub_id_that_is_not_there_fails_at_once_without_retries(tmp_path):
+    """Without HF_HUB_OFFLINE: no network here (or a 404 where there is one), so no model; either
+    way one line within seconds, not a minute of huggingface_hub retry warnings."""
+    started = time.monotonic()
+    done = run_cli(["train", *TINY_LABS, "--model", "ttd-tests/no-such-model-x9", "--run-dir", str(tmp_path / "r")],
+                   env={"HF_HUB_OFFLINE": "", "HF_HUB_CACHE": str(tmp_path / "cache")})
+    elapsed = time.monotonic() - started
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert error_lines(done) == [(done.stdout + done.stderr).strip()], done.stdout + done.stderr
+    assert "ttd-tests/no-such-model-x9" in done.stdout and "'tiny'" in done.stdout
+    assert "Retry" not in done.stdout + done.stderr
+    assert elapsed < 30, f"took {elapsed:.1f} s"
+    assert not (tmp_path / "r").exists(), "nothing is written for a run that cannot start"
 
 
 def test_resume_without_a_run(capsys, tmp_path):

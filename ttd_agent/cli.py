@@ -402,6 +402,7 @@ def error_line(error: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")  # their deprecations, not ours
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # retries and fallbacks: our error says it once
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     if os.getcwd() not in sys.path:  # like `python -m`: --env package.module:Class from the current directory
         sys.path.insert(0, os.getcwd())

@@ -178,6 +178,10 @@ def build_policy(config: DiscoveryConfig, problem: Any, teach_prior: bool = True
         from ttd_agent.policy.openai_sampler import OpenAIPolicy
 
         return OpenAIPolicy(config.model, settings=settings, seed=config.seed)
+    if config.sampler != "openai":
+        from ttd_agent.policy import check_hub_model
+
+        check_hub_model(config.model)  # before the pre-flight reads its config.json from the hub
     if settings.preflight and config.sampler != "openai":
         from ttd_agent.policy.memory import preflight
 
