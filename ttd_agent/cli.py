@@ -358,27 +358,43 @@ def list_envs() -> int:
 
 
 def show_best(run_dir: str) -> int:
-    path = Path(run_dir) / "best.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a ttd-agent run directory?")
-    best = json.loads(path.read_text())
+    """The best state of a discovery run. The program and construction are written raw, never
+    wrapped, so they can be copied or redirected (`best_code.txt` holds the same program)."""
+    from ttd_agent.rundir import RunDir
+
+    run = RunDir(run_dir)
+    best = run.best()
+    if best is None:
+        if run.config_file.exists() and "dataset" in run.config() and "votes" in run.config():
+            raise ValueError(f"{run_dir} is a TTRL run: it keeps no best state; its accuracy is in "
+                             f"{run.metrics_file} and {run.plots}")
+        raise FileNotFoundError(f"{run.best_file} does not exist: is {run_dir} a ttd-agent run directory?")
     state = best["state"]
-    console.print(f"[bold]{escape(best['env'])}[/]: best after {best['samples']} samples (step {best['step']})",
+    console.print(f"[bold]{escape(str(best['env']))}[/]: best after {best['samples']} samples (step {best['step']})",
                   highlight=False)
     if state.get("reward") is None:
         console.print("no valid answer yet: this is the initial state", highlight=False)
     elif state.get("is_initial"):
         console.print("nothing has beaten the initial state yet: this is it", highlight=False)
-    console.print(f"reward {state['reward']!r}   score {state['score']!r}   state id {state['id']}", highlight=False)
+    console.print(f"reward {state.get('reward')!r}   score {state.get('score')!r}   state id {state.get('id')}",
+                  highlight=False)
     if state.get("code"):
-        console.print("code:")
-        console.print(state["code"], markup=False, highlight=False)
+        code_file = run.path / "best_code.txt"
+        where = f" (also in {code_file})" if code_file.exists() else ""
+        console.print(f"code{escape(where)}:", highlight=False, soft_wrap=True)
+        _raw(state["code"])
     construction = state.get("construction")
     if construction is not None:
         text = json.dumps(construction)
-        console.print("construction:", text if len(text) <= 2000 else text[:2000] + f" ... ({len(text)} chars)",
-                      markup=False, highlight=False)
+        console.print("construction:", highlight=False)
+        _raw(text if len(text) <= 2000 else text[:2000] + f" ... ({len(text)} chars; all in {run.best_file})")
     return 0
+
+
+def _raw(text: str) -> None:
+    """Text written as it is: no wrapping at the terminal width, no markup, no colour."""
+    console.file.write(text if text.endswith("\n") else text + "\n")
+    console.file.flush()
 
 
 # -- errors ----------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from ttd_agent.objective import group_advantages, is_informative
 from ttd_agent.plots import plot_best_so_far, plot_reward_distribution
 from ttd_agent.policy.base import LossConfig, Policy, Sample, TrainItem
 from ttd_agent.puct import StateBuffer, dedup_keys, same_solution
-from ttd_agent.rundir import RunDir, write_json_atomic
+from ttd_agent.rundir import RunDir, read_json, write_json_atomic
 from ttd_agent.sinks import check_sinks, make_sinks
 from ttd_agent.runconfig import reconcile_resume
 from ttd_envs.core.problem import EmbeddedSpec, Evaluation, record_reward
@@ -453,6 +453,13 @@ class DiscoveryTrainer:
         if self.best.code:
             (self.run_dir.path / "best_code.txt").write_text(self.best.code)
 
+    def _best_file_intact(self) -> bool:
+        """best.json reads back (it may be newer than the checkpoint, so an intact one is kept)."""
+        try:
+            return isinstance(read_json(self.run_dir.best_file).get("state"), dict)
+        except (OSError, ValueError, AttributeError):
+            return False
+
     # -- the whole run ---------------------------------------------------------------------------
     def plot(self) -> None:
         rollouts = self.run_dir.read(self.run_dir.rollouts_file)
@@ -468,7 +475,7 @@ class DiscoveryTrainer:
     def run(self, on_step: Callable[[StepResult], None] | None = None) -> State:
         """Train until `steps`; returns the best state found. Safe to interrupt: --resume continues."""
         try:
-            if self.best is not None and not self.run_dir.best_file.exists():
+            if self.best is not None and not self._best_file_intact():
                 self._write_best()
             while self.step < self.config.steps:
                 result = self.train_step()
