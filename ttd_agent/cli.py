@@ -25,7 +25,7 @@ import textwrap
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -40,6 +40,7 @@ from rich.progress import (
 from rich.table import Table
 
 from ttd_agent.policy import settings as llm_settings
+from ttd_envs.core.arguments import OneLineParser
 
 console = Console()
 
@@ -71,11 +72,7 @@ class _HelpFormatter(argparse.HelpFormatter):
         return text
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error that points at --help (instead of the usage block)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+_Parser = OneLineParser
 
 
 def build_parser() -> argparse.ArgumentParser:
