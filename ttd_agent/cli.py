@@ -20,6 +20,7 @@ import errno
 import json
 import logging
 import os
+import shlex
 import sys
 import textwrap
 import warnings
@@ -135,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="seed of the policy, the sampler and the buffer")
     train.add_argument("--run-dir", default=None,
                        help="where the run is written (default: runs/<name>-seed<seed>, e.g. runs/LABS-v0-seed0; "
-                            "<name> is the id after 'ttd/' or the class name; TTRL: runs/ttrl-<dataset>-seed<seed>)")
+                            "<name> is the id after 'ttd/' or the class name, then each --env-arg, e.g. "
+                            "runs/LABS-v0-n40-seed0; TTRL: runs/ttrl-<dataset>-seed<seed>)")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --run-dir from its last checkpoint; flags that would change "
                             "what it learns are refused")
@@ -201,10 +203,18 @@ def _progress() -> Progress:
                     TimeRemainingColumn(), console=console)
 
 
-def default_run_dir(env: str, seed: int) -> str:
-    """runs/<name>-seed<seed>: the id after 'ttd/', or the class of a module:Class env."""
+def default_run_dir(env: str, seed: int, env_kwargs: dict[str, Any] | None = None) -> str:
+    """runs/<name>[-<key><value>...]-seed<seed>: the id after 'ttd/' (or the class of a module:Class
+    env), then each --env-arg, so runs of one env with other options never share a directory."""
     name = env.rsplit(":", 1)[-1] if ":" in env and not env.startswith("ttd/") else env.split("/")[-1]
-    return f"runs/{name}-seed{seed}"
+    options = "".join(f"-{key}{_path_safe(value)}" for key, value in sorted((env_kwargs or {}).items()))
+    return f"runs/{name}{options}-seed{seed}"
+
+
+def _path_safe(value: Any) -> str:
+    """An option value as part of a directory name: letters, digits, '.', '_' and '-' only."""
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)[:40]
 
 
 def _discovery_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -228,7 +238,7 @@ def _make_trainer(args: argparse.Namespace, given: set[str]) -> Any:
     if args.resume:
         if not args.run_dir and not args.env:
             raise ValueError("--resume needs --run-dir (the run to continue)")
-        fields["run_dir"] = args.run_dir or default_run_dir(args.env, args.seed)
+        fields["run_dir"] = args.run_dir or default_run_dir(args.env, args.seed, fields["env_kwargs"])
         changes = {FLAG_FIELDS.get(flag, flag): fields[FLAG_FIELDS.get(flag, flag)] for flag in given
                    if flag not in NOT_CONFIG and FLAG_FIELDS.get(flag, flag) in fields and flag != "run_dir"}
         changes.pop("llm", None)
@@ -238,7 +248,7 @@ def _make_trainer(args: argparse.Namespace, given: set[str]) -> Any:
         return DiscoveryTrainer(config, resume=True, changes=changes)
     if not args.env:
         raise ValueError("--env is required (see `ttd-agent envs`), or --resume with --run-dir")
-    fields["run_dir"] = args.run_dir or default_run_dir(args.env, args.seed)
+    fields["run_dir"] = args.run_dir or default_run_dir(args.env, args.seed, fields["env_kwargs"])
     return DiscoveryTrainer(DiscoveryConfig(**fields))
 
 
@@ -247,6 +257,17 @@ def train_discovery(args: argparse.Namespace, given: set[str]) -> int:
         os.environ["RAY_ADDRESS"] = args.ray_address
     trainer = _make_trainer(args, given)
     cfg = trainer.config
+    run = escape(str(trainer.run_dir.path))
+    if args.resume and trainer.step >= cfg.steps:
+        trainer.close()
+        console.print(f"nothing to do: {run} is at step {trainer.step} of {cfg.steps}; pass --steps N with N > "
+                      f"{trainer.step} to train further (`ttd-agent best {run}` shows its best state)",
+                      highlight=False, soft_wrap=True)
+        return 0
+    if args.resume:
+        console.print(f"resuming {run} from step {trainer.step} of {cfg.steps}" if trainer.step else
+                      f"resuming {run}: it has no checkpoint yet, so it starts again from step 0",
+                      highlight=False, soft_wrap=True)
     console.print(f"[bold]{escape(cfg.env)}[/] with {escape(str(cfg.model))}: {cfg.steps} steps x "
                   f"{cfg.groups_per_step} groups x {cfg.group_size} samples, objective {cfg.objective}, "
                   f"reuse {cfg.reuse}", highlight=False)
@@ -395,6 +416,42 @@ def _raw(text: str) -> None:
 
 
 # -- errors ----------------------------------------------------------------------------------------
+def _run_path(args: argparse.Namespace) -> Path | None:
+    """The run directory a train command writes (None where the CLI cannot tell before it starts)."""
+    if args.command != "train":
+        return None
+    if args.run_dir:
+        return Path(args.run_dir)
+    if args.method == "ttrl":
+        from ttd_agent.ttrl_trainer import default_run_dir as ttrl_run_dir
+
+        return Path(ttrl_run_dir(dict(args.env_arg).get("dataset", "aime24"), args.seed))
+    return Path(default_run_dir(args.env, args.seed, dict(args.env_arg))) if args.env else None
+
+
+def interrupt_advice(run_path: Path | None, method: str = "discover") -> str:
+    """What to do after Ctrl-C, true at any moment: before the run directory holds a run, rerun
+    the command as it was; after, resume it (and here is the best found so far)."""
+    from ttd_agent.rundir import RunDir
+
+    if run_path is None or not (run_path / "config.json").exists():
+        return "interrupted during set-up, before anything was saved: rerun the same command (without --resume)"
+    resume = f"ttd-agent train{' --method ttrl' if method == 'ttrl' else ''} --run-dir {shlex.quote(str(run_path))} --resume"
+    if method == "ttrl":  # a TTRL run keeps no best state; its accuracy is in metrics.jsonl
+        return f"interrupted: continue with: {resume}"
+    try:
+        best = RunDir(run_path).best()
+    except (OSError, ValueError):
+        best = None
+    state = (best or {}).get("state") or {}
+    if state.get("reward") is None:
+        found = "no valid answer yet"
+    else:
+        score = f", score {state['score']:.10g}" if state.get("score") is not None else ""
+        found = f"best so far: reward {state['reward']:.10g}{score} (ttd-agent best {shlex.quote(str(run_path))})"
+    return f"interrupted: {found}; continue with: {resume}"
+
+
 def error_line(error: BaseException) -> str:
     """One line that says what was wrong and what to do."""
     if isinstance(error, OSError) and not isinstance(error, (FileNotFoundError, FileExistsError)) \
@@ -419,8 +476,10 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     if os.getcwd() not in sys.path:  # like `python -m`: --env package.module:Class from the current directory
         sys.path.insert(0, os.getcwd())
+    run_path, method = None, "discover"
     try:
         args, given = parse(argv)
+        run_path, method = _run_path(args), getattr(args, "method", "discover")
         if args.command == "envs":
             return list_envs()
         if args.command == "best":
@@ -429,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
             return train_ttrl(args, given)
         return train_discovery(args, given)
     except KeyboardInterrupt:
-        console.print("interrupted: continue with the same command and --resume", highlight=False)
+        console.print(escape(interrupt_advice(run_path, method)), highlight=False, soft_wrap=True)
         return 130
     except Exception as error:  # noqa: BLE001 - the CLI turns every error into one line
         if debug:

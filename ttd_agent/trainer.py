@@ -154,6 +154,9 @@ def resolve(config: DiscoveryConfig, problem: Any) -> DiscoveryConfig:
     for name in ("steps", "groups_per_step", "group_size", "eval_workers", "checkpoint_every"):
         if getattr(resolved, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(resolved, name)}")
+    if resolved.group_size < 2 and resolved.update:
+        raise ValueError(f"--group-size must be >= 2, got {resolved.group_size}: advantages compare the rewards "
+                         f"of a group, so a group of one learns nothing (--no-update samples without learning)")
     if resolved.temperature <= 0:
         raise ValueError(f"--temperature must be > 0, got {resolved.temperature}")
     return resolved
@@ -230,8 +233,6 @@ class DiscoveryTrainer:
         """On `resume`, the saved config is used with `changes` (fields the caller asked for; by
         default `config.steps` when set) applied or refused by `runconfig.reconcile_resume`."""
         self.run_dir = RunDir(config.run_dir)
-        if not resume:
-            self.run_dir.refuse_existing()
         if resume:
             if changes is None:
                 changes = {"steps": config.steps} if config.steps is not None else {}
@@ -243,7 +244,13 @@ class DiscoveryTrainer:
                 saved["llm"] = resume_llm(saved.get("llm", {}), changes.pop("llm"))
             config = DiscoveryConfig(**reconcile_resume(saved, changes)[0])
         self.problem = make_problem(config.env, **config.env_kwargs)
-        self.config = resolve(config, self.problem)
+        try:
+            self.config = resolve(config, self.problem)
+            if not resume:  # after the arguments are checked (a bad one is the error to show), before the policy
+                self.run_dir.refuse_existing()
+        except BaseException:
+            self._close_problem()
+            raise
         resuming = resume and self.run_dir.latest_checkpoint() is not None
         check_sinks(self.config.sinks)  # before anything is loaded or written
         self.policy = policy if policy is not None else build_policy(self.config, self.problem,
@@ -494,6 +501,9 @@ class DiscoveryTrainer:
         for sink in self.sinks:
             sink.close()
         self.sinks = []
+        self._close_problem()
+
+    def _close_problem(self) -> None:
         close = getattr(self.problem, "close", None)
         if callable(close):
             close()
