@@ -95,7 +95,7 @@ def test_a_resume_says_from_which_step_and_when_there_is_nothing_to_do(capsys, t
     assert f"nothing to do: {run} is at step 2 of 1" in text and "--steps N with N > 2" in text
     assert steps_logged(run) == [1, 2]
     assert main(["train", "--run-dir", str(run), "--resume", "--steps", "3"]) == 0
-    assert f"resuming {run} from step 2 of 3" in output(capsys)[0]
+    assert f"resuming {run} from step 2 of 3" in " ".join(output(capsys))
     assert steps_logged(run) == [1, 2, 3]
 
 

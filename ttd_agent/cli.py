@@ -267,7 +267,7 @@ def train_discovery(args: argparse.Namespace, given: set[str]) -> int:
     if args.resume:
         console.print(f"resuming {run} from step {trainer.step} of {cfg.steps}" if trainer.step else
                       f"resuming {run}: it has no checkpoint yet, so it starts again from step 0",
-                      highlight=False, soft_wrap=True)
+                      highlight=False)
     console.print(f"[bold]{escape(cfg.env)}[/] with {escape(str(cfg.model))}: {cfg.steps} steps x "
                   f"{cfg.groups_per_step} groups x {cfg.group_size} samples, objective {cfg.objective}, "
                   f"reuse {cfg.reuse}", highlight=False)
