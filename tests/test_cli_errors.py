@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,21 @@ def test_a_hub_model_that_cannot_be_reached(tmp_path):
     lines = error_lines(done)
     assert len(lines) == 1 and "Qwen/Qwen2.5-Coder-1.5B-Instruct" in lines[0] and "'tiny'" in lines[0]
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_hub_id_that_is_not_there_fails_at_once_without_retries(tmp_path):
+    """Without HF_HUB_OFFLINE: no network here (or a 404 where there is one), so no model; either
+    way one line within seconds, not a minute of huggingface_hub retry warnings."""
+    started = time.monotonic()
+    done = run_cli(["train", *TINY_LABS, "--model", "ttd-tests/no-such-model-x9", "--run-dir", str(tmp_path / "r")],
+                   env={"HF_HUB_OFFLINE": "", "HF_HUB_CACHE": str(tmp_path / "cache")})
+    elapsed = time.monotonic() - started
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert error_lines(done) == [(done.stdout + done.stderr).strip()], done.stdout + done.stderr
+    assert "ttd-tests/no-such-model-x9" in done.stdout and "'tiny'" in done.stdout
+    assert "Retry" not in done.stdout + done.stderr
+    assert elapsed < 30, f"took {elapsed:.1f} s"
+    assert not (tmp_path / "r").exists(), "nothing is written for a run that cannot start"
 
 
 def test_resume_without_a_run(capsys, tmp_path):
@@ -213,3 +229,24 @@ def test_resume_before_the_first_checkpoint_starts_over(tmp_path):
     DiscoveryTrainer(DiscoveryConfig(**SMALL, steps=1, run_dir=str(run))).close()
     assert main(["train", "--run-dir", str(run), "--resume"]) == 0
     assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1]
+
+
+def test_best_prints_the_program_raw_and_names_best_code_txt(tmp_path):
+    """Never wrapped at the terminal width, even into a pipe: the printed program is valid Python."""
+    code = "def run():\n    return [" + ", ".join(str(i) for i in range(60)) + "]  # one line well past 80 columns\n"
+    state = {"id": "s1", "code": code, "reward": 0.5, "score": 2.0, "construction": list(range(100))}
+    (tmp_path / "best.json").write_text(json.dumps({"env": "ttd/X-v0", "step": 3, "samples": 12, "state": state}))
+    (tmp_path / "best_code.txt").write_text(code)
+    done = run_cli(["best", str(tmp_path)], env={"COLUMNS": "40"})
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout.split(":\n", 1)[1].split("construction:")[0]
+    assert printed == code
+    compile(printed, "best", "exec")
+    assert f"also in {tmp_path / 'best_code.txt'}" in done.stdout.replace("\n", "")
+    assert json.dumps(list(range(100))) in done.stdout.splitlines()
+
+
+def test_best_of_a_ttrl_run_says_so(capsys, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"dataset": "aime24", "votes": 4, "keep": 2}))
+    line = one_error_line(capsys, ["best", str(tmp_path)])
+    assert "is a TTRL run: it keeps no best state" in line and "metrics.jsonl" in line

@@ -5,6 +5,9 @@ and leave no process and no file behind."""
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -100,6 +103,8 @@ def test_infinite_loop_is_tle_by_cpu_time_and_stops_the_run_early(roomy_env) -> 
     info = failed_step(roomy_env, cpp("volatile unsigned long x = 0; for (;;) x++;"))
     assert "TLE" in info["ahc"]["verdicts"] and info["ahc"]["verdicts"].get("SKIPPED", 0) >= 1
     assert "CPU" in info["error"] and "wall clock" not in info["error"], info["error"]
+    used = re.search(r"(\d+\.\d+) s CPU used, the limit is 2 s", info["error"])
+    assert (used and float(used.group(1)) >= 2) or "stopped at the 2 s CPU limit" in info["error"], info["error"]
     limit = roomy_env.unwrapped.problem.run_limits.cpu_s
     tle = [t["cpu_s"] for t in info["ahc"]["per_test"] if t["verdict"] == "TLE"]
     # stopped by SIGXCPU at the limit (tick-granular: a little under it) or by the 50 ms whole-run
@@ -215,3 +220,18 @@ def test_checker_reason_becomes_the_wa_message(cache: Path) -> None:
     assert [r.verdict for r in report.results] == [Verdict.AC, Verdict.WA]
     assert "expected 42, got b'41'" in report.results[1].message
     assert report.total == 1.0 and not report.accepted
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["ttd/LABS-v0", "{source}"], "ttd/LABS-v0 is not a C++ problem: this judges ttd/AHC039-v0 or ttd/AHC058-v0"),
+    (["ttd/AHC039-v0", "{source}", "--tests", "0"], "--tests must be >= 1, got 0"),
+    (["ttd/AHC039-v0", "{source}", "--seeds", "1,x"], "--seeds takes comma-separated integers"),
+    (["ttd/AHC039-v0", "missing.cpp"], "no such file: missing.cpp"),
+])
+def test_the_judge_command_errors_are_one_line(tmp_path: Path, args: list[str], expected: str) -> None:
+    source = tmp_path / "x.cpp"
+    source.write_text("int main() {}\n")
+    done = subprocess.run([sys.executable, "-m", "ttd_envs.judge", *(a.format(source=source) for a in args)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    lines = (done.stdout + done.stderr).splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines

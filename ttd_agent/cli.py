@@ -20,12 +20,13 @@ import errno
 import json
 import logging
 import os
+import shlex
 import sys
 import textwrap
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -40,6 +41,7 @@ from rich.progress import (
 from rich.table import Table
 
 from ttd_agent.policy import settings as llm_settings
+from ttd_envs.core.arguments import OneLineParser
 
 console = Console()
 
@@ -71,11 +73,7 @@ class _HelpFormatter(argparse.HelpFormatter):
         return text
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error that points at --help (instead of the usage block)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+_Parser = OneLineParser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="seed of the policy, the sampler and the buffer")
     train.add_argument("--run-dir", default=None,
                        help="where the run is written (default: runs/<name>-seed<seed>, e.g. runs/LABS-v0-seed0; "
-                            "<name> is the id after 'ttd/' or the class name; TTRL: runs/ttrl-<dataset>-seed<seed>)")
+                            "<name> is the id after 'ttd/' or the class name, then each --env-arg, e.g. "
+                            "runs/LABS-v0-n40-seed0; TTRL: runs/ttrl-<dataset>-seed<seed>)")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --run-dir from its last checkpoint; flags that would change "
                             "what it learns are refused")
@@ -205,10 +204,18 @@ def _progress() -> Progress:
                     TimeRemainingColumn(), console=console)
 
 
-def default_run_dir(env: str, seed: int) -> str:
-    """runs/<name>-seed<seed>: the id after 'ttd/', or the class of a module:Class env."""
+def default_run_dir(env: str, seed: int, env_kwargs: dict[str, Any] | None = None) -> str:
+    """runs/<name>[-<key><value>...]-seed<seed>: the id after 'ttd/' (or the class of a module:Class
+    env), then each --env-arg, so runs of one env with other options never share a directory."""
     name = env.rsplit(":", 1)[-1] if ":" in env and not env.startswith("ttd/") else env.split("/")[-1]
-    return f"runs/{name}-seed{seed}"
+    options = "".join(f"-{key}{_path_safe(value)}" for key, value in sorted((env_kwargs or {}).items()))
+    return f"runs/{name}{options}-seed{seed}"
+
+
+def _path_safe(value: Any) -> str:
+    """An option value as part of a directory name: letters, digits, '.', '_' and '-' only."""
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)[:40]
 
 
 def _discovery_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -232,7 +239,7 @@ def _make_trainer(args: argparse.Namespace, given: set[str]) -> Any:
     if args.resume:
         if not args.run_dir and not args.env:
             raise ValueError("--resume needs --run-dir (the run to continue)")
-        fields["run_dir"] = args.run_dir or default_run_dir(args.env, args.seed)
+        fields["run_dir"] = args.run_dir or default_run_dir(args.env, args.seed, fields["env_kwargs"])
         changes = {FLAG_FIELDS.get(flag, flag): fields[FLAG_FIELDS.get(flag, flag)] for flag in given
                    if flag not in NOT_CONFIG and FLAG_FIELDS.get(flag, flag) in fields and flag != "run_dir"}
         changes.pop("llm", None)
@@ -242,7 +249,7 @@ def _make_trainer(args: argparse.Namespace, given: set[str]) -> Any:
         return DiscoveryTrainer(config, resume=True, changes=changes)
     if not args.env:
         raise ValueError("--env is required (see `ttd-agent envs`), or --resume with --run-dir")
-    fields["run_dir"] = args.run_dir or default_run_dir(args.env, args.seed)
+    fields["run_dir"] = args.run_dir or default_run_dir(args.env, args.seed, fields["env_kwargs"])
     return DiscoveryTrainer(DiscoveryConfig(**fields))
 
 
@@ -251,6 +258,17 @@ def train_discovery(args: argparse.Namespace, given: set[str]) -> int:
         os.environ["RAY_ADDRESS"] = args.ray_address
     trainer = _make_trainer(args, given)
     cfg = trainer.config
+    run = escape(str(trainer.run_dir.path))
+    if args.resume and trainer.step >= cfg.steps:
+        trainer.close()
+        console.print(f"nothing to do: {run} is at step {trainer.step} of {cfg.steps}; pass --steps N with N > "
+                      f"{trainer.step} to train further (`ttd-agent best {run}` shows its best state)",
+                      highlight=False, soft_wrap=True)
+        return 0
+    if args.resume:
+        console.print(f"resuming {run} from step {trainer.step} of {cfg.steps}" if trainer.step else
+                      f"resuming {run}: it has no checkpoint yet, so it starts again from step 0",
+                      highlight=False)
     console.print(f"[bold]{escape(cfg.env)}[/] with {escape(str(cfg.model))}: {cfg.steps} steps x "
                   f"{cfg.groups_per_step} groups x {cfg.group_size} samples, objective {cfg.objective}, "
                   f"reuse {cfg.reuse}", highlight=False)
@@ -363,26 +381,36 @@ def list_envs() -> int:
 
 
 def show_best(run_dir: str) -> int:
-    path = Path(run_dir) / "best.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a ttd-agent run directory?")
-    best = json.loads(path.read_text())
+    """The best state of a discovery run. The program and construction are written raw, never
+    wrapped, so they can be copied or redirected (`best_code.txt` holds the same program)."""
+    from ttd_agent.rundir import RunDir
+
+    run = RunDir(run_dir)
+    best = run.best()
+    if best is None:
+        if run.config_file.exists() and "dataset" in run.config() and "votes" in run.config():
+            raise ValueError(f"{run_dir} is a TTRL run: it keeps no best state; its accuracy is in "
+                             f"{run.metrics_file} and {run.plots}")
+        raise FileNotFoundError(f"{run.best_file} does not exist: is {run_dir} a ttd-agent run directory?")
     state = best["state"]
-    console.print(f"[bold]{escape(best['env'])}[/]: best after {best['samples']} samples (step {best['step']})",
+    console.print(f"[bold]{escape(str(best['env']))}[/]: best after {best['samples']} samples (step {best['step']})",
                   highlight=False)
     if state.get("reward") is None:
         console.print("no valid answer yet: this is the initial state", highlight=False)
     elif state.get("is_initial"):
         console.print("nothing has beaten the initial state yet: this is it", highlight=False)
-    console.print(f"reward {state['reward']!r}   score {state['score']!r}   state id {state['id']}", highlight=False)
+    console.print(f"reward {state.get('reward')!r}   score {state.get('score')!r}   state id {state.get('id')}",
+                  highlight=False)
     if state.get("code"):
-        console.print("code:")
-        console.print(state["code"], markup=False, highlight=False)
+        code_file = run.path / "best_code.txt"
+        where = f" (also in {code_file})" if code_file.exists() else ""
+        console.print(f"code{escape(where)}:", highlight=False, soft_wrap=True)
+        _raw(state["code"])
     construction = state.get("construction")
     if construction is not None:
         text = json.dumps(construction)
-        console.print("construction:", text if len(text) <= 2000 else text[:2000] + f" ... ({len(text)} chars)",
-                      markup=False, highlight=False)
+        console.print("construction:", highlight=False)
+        _raw(text if len(text) <= 2000 else text[:2000] + f" ... ({len(text)} chars; all in {run.best_file})")
     return 0
 
 
@@ -426,7 +454,49 @@ def view_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _raw(text: str) -> None:
+    """Text written as it is: no wrapping at the terminal width, no markup, no colour."""
+    console.file.write(text if text.endswith("\n") else text + "\n")
+    console.file.flush()
+
+
 # -- errors ----------------------------------------------------------------------------------------
+def _run_path(args: argparse.Namespace) -> Path | None:
+    """The run directory a train command writes (None where the CLI cannot tell before it starts)."""
+    if args.command != "train":
+        return None
+    if args.run_dir:
+        return Path(args.run_dir)
+    if args.method == "ttrl":
+        from ttd_agent.ttrl_trainer import default_run_dir as ttrl_run_dir
+
+        return Path(ttrl_run_dir(dict(args.env_arg).get("dataset", "aime24"), args.seed))
+    return Path(default_run_dir(args.env, args.seed, dict(args.env_arg))) if args.env else None
+
+
+def interrupt_advice(run_path: Path | None, method: str = "discover") -> str:
+    """What to do after Ctrl-C, true at any moment: before the run directory holds a run, rerun
+    the command as it was; after, resume it (and here is the best found so far)."""
+    from ttd_agent.rundir import RunDir
+
+    if run_path is None or not (run_path / "config.json").exists():
+        return "interrupted during set-up, before anything was saved: rerun the same command (without --resume)"
+    resume = f"ttd-agent train{' --method ttrl' if method == 'ttrl' else ''} --run-dir {shlex.quote(str(run_path))} --resume"
+    if method == "ttrl":  # a TTRL run keeps no best state; its accuracy is in metrics.jsonl
+        return f"interrupted: continue with: {resume}"
+    try:
+        best = RunDir(run_path).best()
+    except (OSError, ValueError):
+        best = None
+    state = (best or {}).get("state") or {}
+    if state.get("reward") is None:
+        found = "no valid answer yet"
+    else:
+        score = f", score {state['score']:.10g}" if state.get("score") is not None else ""
+        found = f"best so far: reward {state['reward']:.10g}{score} (ttd-agent best {shlex.quote(str(run_path))})"
+    return f"interrupted: {found}; continue with: {resume}"
+
+
 def error_line(error: BaseException) -> str:
     """One line that says what was wrong and what to do."""
     if isinstance(error, OSError) and not isinstance(error, (FileNotFoundError, FileExistsError)) \
@@ -447,11 +517,14 @@ def error_line(error: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")  # their deprecations, not ours
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # retries and fallbacks: our error says it once
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     if os.getcwd() not in sys.path:  # like `python -m`: --env package.module:Class from the current directory
         sys.path.insert(0, os.getcwd())
+    run_path, method = None, "discover"
     try:
         args, given = parse(argv)
+        run_path, method = _run_path(args), getattr(args, "method", "discover")
         if args.command == "envs":
             return list_envs()
         if args.command == "best":
@@ -462,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
             return train_ttrl(args, given)
         return train_discovery(args, given)
     except KeyboardInterrupt:
-        console.print("interrupted: continue with the same command and --resume", highlight=False)
+        console.print(escape(interrupt_advice(run_path, method)), highlight=False, soft_wrap=True)
         return 130
     except Exception as error:  # noqa: BLE001 - the CLI turns every error into one line
         if debug:

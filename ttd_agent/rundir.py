@@ -13,6 +13,12 @@
 A checkpoint directory is written under a temporary name and renamed into place, and `latest.json`
 is replaced atomically after it, so `latest.json` always names a complete checkpoint. Lines that
 `metrics.jsonl` and `rollouts.jsonl` gained after that checkpoint are dropped on resume.
+
+Every file may still be damaged or deleted by hand, a bad disk or a copy cut short; each has a
+fallback or a one-line error that names it. A damaged or missing `latest.json`: the newest
+checkpoint directory. `config.json`: the copy each checkpoint holds. `best.json`: the best state
+each checkpoint's `trainer.json` holds. A damaged line of a `.jsonl` log: skipped with a warning.
+A damaged checkpoint: the one before it.
 """
 
 from __future__ import annotations
@@ -53,6 +59,14 @@ def write_json_atomic(path: Path, payload: Any) -> None:
         os.close(directory)
 
 
+def read_json(path: Path) -> Any:
+    """The JSON in `path`; a damaged file is a ValueError that names it."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is damaged ({_one_line(error)})") from error
+
+
 def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
@@ -78,7 +92,7 @@ class RunDir:
 
     def refuse_existing(self) -> None:
         """A fresh run never writes over another: checked before any expensive set-up."""
-        if self.config_file.exists():
+        if self.config_file.exists() or self._finished():
             raise FileExistsError(f"{self.path} already holds a run; pass --resume to continue it or choose another --run-dir")
 
     def create(self, config: dict[str, Any], *, restart: bool = False) -> None:
@@ -92,9 +106,55 @@ class RunDir:
         write_json_atomic(self.config_file, config)
 
     def config(self) -> dict[str, Any]:
-        if not self.config_file.exists():
-            raise FileNotFoundError(f"{self.path} holds no run (no config.json); start one without --resume")
-        return json.loads(self.config_file.read_text())
+        """config.json; where it is damaged or missing, the copy in the newest checkpoint (restored)."""
+        damage = None
+        if self.config_file.exists():
+            try:
+                saved = read_json(self.config_file)
+                if isinstance(saved, dict):
+                    return saved
+                damage = f"{self.config_file} is damaged (not a JSON object)"
+            except ValueError as error:
+                damage = str(error)
+        for _, directory in self.checkpoints_newest_first():
+            try:
+                saved = read_json(directory / "config.json")
+            except (OSError, ValueError):
+                continue
+            log.warning("%s; using the copy in %s", damage or f"{self.config_file} is missing", directory)
+            write_json_atomic(self.config_file, saved)
+            return saved
+        if damage:
+            raise ValueError(f"{damage}, and no checkpoint holds a copy; start a new run in another --run-dir")
+        raise FileNotFoundError(f"{self.path} holds no run (no config.json); start one without --resume")
+
+    def best(self) -> dict[str, Any] | None:
+        """best.json ({env, step, samples, state}); where it is damaged or missing, the best state of
+        the newest checkpoint that holds one. None when the run has neither."""
+        damage = None
+        if self.best_file.exists():
+            try:
+                best = read_json(self.best_file)
+                if isinstance(best, dict) and isinstance(best.get("state"), dict):
+                    return best
+                damage = f"{self.best_file} is damaged (no state in it)"
+            except ValueError as error:
+                damage = str(error)
+        for _, directory in self.checkpoints_newest_first():
+            try:
+                saved = read_json(directory / "trainer.json")
+            except (OSError, ValueError):
+                continue
+            if isinstance(saved, dict) and saved.get("best"):
+                log.warning("%s; showing the best state of %s", damage or f"{self.best_file} is missing", directory)
+                try:
+                    env = self.config().get("env", "?")
+                except (OSError, ValueError):
+                    env = "?"
+                return {"env": env, "step": saved["step"], "samples": saved["samples"], "state": saved["best"]}
+        if damage:
+            raise ValueError(f"{damage}, and no checkpoint holds the best state")
+        return None
 
     # -- logs --------------------------------------------------------------------------------
     def append(self, file: Path, rows: list[dict[str, Any]]) -> None:
@@ -117,12 +177,19 @@ class RunDir:
     def read(self, file: Path) -> list[dict[str, Any]]:
         if not file.exists():
             return []
-        rows = []
-        for line in file.read_text().splitlines():
+        rows, damaged = [], 0
+        lines = file.read_text(errors="replace").splitlines()
+        for number, line in enumerate(lines, 1):
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by a kill mid-write
-                break
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            if isinstance(row, dict):
+                rows.append(row)
+            elif number < len(lines):  # the last line may be one cut by a kill mid-write: expected
+                damaged += 1
+        if damaged:
+            log.warning("%s: %d damaged line(s) skipped", file, damaged)
         return rows
 
     def truncate_logs(self, last_step: int) -> None:
@@ -141,6 +208,8 @@ class RunDir:
         staging = Path(tempfile.mkdtemp(prefix=f".step-{step:06d}.", dir=self.checkpoints))
         try:
             write(staging)
+            if self.config_file.exists():  # the copy config() falls back to
+                shutil.copyfile(self.config_file, staging / "config.json")
             if final.exists():
                 shutil.rmtree(final)
             os.replace(staging, final)
@@ -155,20 +224,31 @@ class RunDir:
         return final
 
     def latest_checkpoint(self) -> tuple[int, Path] | None:
+        """What latest.json names; where it is damaged or missing, the newest checkpoint directory."""
         latest = self.path / "latest.json"
-        if not latest.exists():
-            return None
-        data = json.loads(latest.read_text())
-        return int(data["step"]), self.path / data["path"]
+        if latest.exists():
+            try:
+                data = read_json(latest)
+                return int(data["step"]), self.path / data["path"]
+            except (ValueError, KeyError, TypeError) as error:
+                damage = str(error) if isinstance(error, ValueError) else f"{latest} is damaged (no step or path)"
+                log.warning("%s; using the newest checkpoint directory instead", damage)
+        finished = self._finished()
+        return finished[-1] if finished else None
+
+    def _finished(self) -> list[tuple[int, Path]]:
+        """The finished checkpoint directories, oldest first."""
+        if not self.checkpoints.is_dir():
+            return []
+        return sorted((int(p.name.removeprefix("step-")), p) for p in self.checkpoints.glob("step-*")
+                      if p.is_dir() and p.name.removeprefix("step-").isdigit())
 
     def checkpoints_newest_first(self) -> list[tuple[int, Path]]:
         """The latest checkpoint, then the older finished ones kept beside it."""
         latest = self.latest_checkpoint()
         if latest is None:
             return []
-        older = sorted((p for p in self.checkpoints.glob("step-*") if p.is_dir() and p != latest[1]), reverse=True)
-        return [latest] + [(int(p.name.removeprefix("step-")), p) for p in older
-                           if int(p.name.removeprefix("step-")) < latest[0]]
+        return [latest] + [(step, p) for step, p in reversed(self._finished()) if step < latest[0] and p != latest[1]]
 
     def restore(self, load: Callable[[int, Path], None]) -> int | None:
         """`load(step, directory)` the newest checkpoint that loads, falling back to an older one

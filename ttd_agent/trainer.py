@@ -33,7 +33,7 @@ from ttd_agent.objective import group_advantages, is_informative
 from ttd_agent.plots import plot_best_so_far, plot_reward_distribution
 from ttd_agent.policy.base import LossConfig, Policy, Sample, TrainItem, request_metrics
 from ttd_agent.puct import StateBuffer, dedup_keys, same_solution
-from ttd_agent.rundir import RunDir, write_json_atomic
+from ttd_agent.rundir import RunDir, read_json, write_json_atomic
 from ttd_agent.sinks import check_sinks, make_sinks
 from ttd_agent.runconfig import reconcile_resume
 from ttd_envs.core.problem import EmbeddedSpec, Evaluation, record_reward
@@ -157,6 +157,9 @@ def resolve(config: DiscoveryConfig, problem: Any) -> DiscoveryConfig:
     for name in ("steps", "groups_per_step", "group_size", "eval_workers", "checkpoint_every"):
         if getattr(resolved, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(resolved, name)}")
+    if resolved.group_size < 2 and resolved.update:
+        raise ValueError(f"--group-size must be >= 2, got {resolved.group_size}: advantages compare the rewards "
+                         f"of a group, so a group of one learns nothing (--no-update samples without learning)")
     if resolved.temperature <= 0:
         raise ValueError(f"--temperature must be > 0, got {resolved.temperature}")
     return resolved
@@ -181,6 +184,10 @@ def build_policy(config: DiscoveryConfig, problem: Any, teach_prior: bool = True
         from ttd_agent.policy.openai_sampler import OpenAIPolicy
 
         return OpenAIPolicy(config.model, settings=settings, seed=config.seed)
+    if config.sampler != "openai":
+        from ttd_agent.policy import check_hub_model
+
+        check_hub_model(config.model)  # before the pre-flight reads its config.json from the hub
     if settings.preflight and config.sampler != "openai":
         from ttd_agent.policy.memory import preflight
 
@@ -243,8 +250,6 @@ class DiscoveryTrainer:
         """On `resume`, the saved config is used with `changes` (fields the caller asked for; by
         default `config.steps` when set) applied or refused by `runconfig.reconcile_resume`."""
         self.run_dir = RunDir(config.run_dir)
-        if not resume:
-            self.run_dir.refuse_existing()
         if resume:
             if changes is None:
                 changes = {"steps": config.steps} if config.steps is not None else {}
@@ -256,7 +261,13 @@ class DiscoveryTrainer:
                 saved["llm"] = resume_llm(saved.get("llm", {}), changes.pop("llm"))
             config = DiscoveryConfig(**reconcile_resume(saved, changes)[0])
         self.problem = make_problem(config.env, **config.env_kwargs)
-        self.config = resolve(config, self.problem)
+        try:
+            self.config = resolve(config, self.problem)
+            if not resume:  # after the arguments are checked (a bad one is the error to show), before the policy
+                self.run_dir.refuse_existing()
+        except BaseException:
+            self._close_problem()
+            raise
         resuming = resume and self.run_dir.latest_checkpoint() is not None
         check_sinks(self.config.sinks)  # before anything is loaded or written
         self.policy = policy if policy is not None else build_policy(self.config, self.problem,
@@ -489,6 +500,13 @@ class DiscoveryTrainer:
         if self.best.code:
             (self.run_dir.path / "best_code.txt").write_text(self.best.code)
 
+    def _best_file_intact(self) -> bool:
+        """best.json reads back (it may be newer than the checkpoint, so an intact one is kept)."""
+        try:
+            return isinstance(read_json(self.run_dir.best_file).get("state"), dict)
+        except (OSError, ValueError, AttributeError):
+            return False
+
     # -- the whole run ---------------------------------------------------------------------------
     def plot(self) -> None:
         rollouts = self.run_dir.read(self.run_dir.rollouts_file)
@@ -504,7 +522,7 @@ class DiscoveryTrainer:
     def run(self, on_step: Callable[[StepResult], None] | None = None) -> State:
         """Train until `steps`; returns the best state found. Safe to interrupt: --resume continues."""
         try:
-            if self.best is not None and not self.run_dir.best_file.exists():
+            if self.best is not None and not self._best_file_intact():
                 self._write_best()
             while self.step < self.config.steps:
                 result = self.train_step()
@@ -523,6 +541,9 @@ class DiscoveryTrainer:
         for sink in self.sinks:
             sink.close()
         self.sinks = []
+        self._close_problem()
+
+    def _close_problem(self) -> None:
         close = getattr(self.problem, "close", None)
         if callable(close):
             close()

@@ -596,7 +596,7 @@ def config_from_args(args: Any) -> tuple[TTRLConfig, dict[str, Any]]:
         fields.setdefault("max_new_tokens", 4)
         fields.setdefault("answer_fallback", "last_number")
     dataset = str(fields.get("dataset", "aime24"))
-    fields["run_dir"] = arg("run_dir") or f"runs/ttrl-{Path(dataset).stem}-seed{fields.get('seed', 0)}"
+    fields["run_dir"] = arg("run_dir") or default_run_dir(dataset, fields.get("seed", 0))
     llm = llm_settings.from_args(args)  # --renderer, --base-url, --micro-batch-tokens, ... (docs/llm.md)
     if embedded and llm:
         flags = ", ".join("--" + name.replace("_", "-") for name in sorted(llm))
@@ -609,6 +609,11 @@ def config_from_args(args: Any) -> tuple[TTRLConfig, dict[str, Any]]:
                "weight_decay": 0.01, "settings": llm_settings.LLMSettings.from_dict(llm).changed()})
     config = TTRLConfig(**fields, extra={"policy": policy})
     return config, policy
+
+
+def default_run_dir(dataset: str, seed: int) -> str:
+    """runs/ttrl-<dataset file stem>-seed<seed>: where `--method ttrl` writes without --run-dir."""
+    return f"runs/ttrl-{Path(str(dataset)).stem}-seed{seed}"
 
 
 def build_policy(settings: dict[str, Any], lr: float) -> Policy:

@@ -12,15 +12,20 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from ttd_envs.core.arguments import OneLineParser
 from ttd_envs.core.judge import Verdict
-from ttd_envs.registration import make_problem
+from ttd_envs.registration import ENVS, make_problem
 
 _COLOURS = {Verdict.AC: "green", Verdict.SKIPPED: "dim"}
 
 
+CPP_ENVS = tuple(entry.env_id for entry in ENVS if entry.env_id.startswith("ttd/AHC"))
+"""The envs whose answers are C++ programs judged on test inputs."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ttd_envs.judge", description=__doc__.splitlines()[0])
-    parser.add_argument("env_id", help="ttd/AHC039-v0 or ttd/AHC058-v0")
+    parser = OneLineParser(prog="python -m ttd_envs.judge", description=__doc__.splitlines()[0])
+    parser.add_argument("env_id", help=" or ".join(CPP_ENVS))
     parser.add_argument("source", type=Path, help="the C++ file to judge")
     parser.add_argument("--tests", type=int, default=150, help="judge seeds 0..N-1 (default 150)")
     parser.add_argument("--seeds", help="comma-separated seeds instead of --tests")
@@ -30,14 +35,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console()
     if not args.source.is_file():
-        console.print(f"[red]no such file: {args.source}[/red]")
-        return 2
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+        parser.error(f"no such file: {args.source}")
+    if args.env_id not in CPP_ENVS:
+        parser.error(f"{args.env_id} is not a C++ problem: this judges {' or '.join(CPP_ENVS)} "
+                     f"(python -m ttd_envs.verify scores a construction file)")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    except ValueError:
+        parser.error(f"--seeds takes comma-separated integers, got {args.seeds!r}")
+    if args.tests < 1 and seeds is None:
+        parser.error(f"--tests must be >= 1, got {args.tests}")
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
     problem = make_problem(args.env_id, num_tests=args.tests, seeds=seeds, workers=args.workers,
                            cache_dir=args.cache_dir, stop_early=not args.keep_going)
-    if not hasattr(problem, "judge_source"):
-        console.print(f"[red]{args.env_id} is not a C++ problem[/red]")
-        return 2
     report = problem.judge_source(args.source.read_text())
     if report.compile_error is not None:
         console.print(f"[red]{report.compile_error}[/red]")

@@ -346,7 +346,10 @@ class CppJudge:
         if run.output_exceeded:
             return Verdict.OLE, f"output limit exceeded: more than {limits.output_bytes} bytes"
         if cpu > limits.cpu_s or run.signal == signal.SIGXCPU or run.cpu_exceeded:
-            return Verdict.TLE, f"time limit exceeded: {cpu:.2f} s CPU > {limits.cpu_s:g} s"
+            if cpu > limits.cpu_s:
+                return Verdict.TLE, f"time limit exceeded: {cpu:.2f} s CPU used, the limit is {limits.cpu_s:g} s"
+            # stopped by the limit itself: the CPU time read just before the kill is a little short of it
+            return Verdict.TLE, f"time limit exceeded: stopped at the {limits.cpu_s:g} s CPU limit"
         if run.timed_out:
             return Verdict.TLE, (f"time limit exceeded: killed after {limits.wall_limit_s:g} s wall clock "
                                  f"(only {cpu:.2f} s CPU: the program sleeps or waits)")
