@@ -33,6 +33,7 @@ that every verified entry's file scores `value` under `python -m ttd_envs.verify
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -111,9 +112,9 @@ class RecordTable:
         top = verified or claimed
         if top is None:
             return None
-        holder = f"{top.who}, {top.when}; {top.source}"
+        holder = f"{top.who}, {top.when}; {top.source}" + (f"; {top.note}" if top.note else "")
         if verified is None:
-            holder += "; claim only, no construction our verifier accepts"
+            holder += "; not verified by us"
         elif claimed is not None and claimed is not verified:
             holder += f"; better claim without a verified construction: {claimed.describe()}"
         return Record(top.value, holder, self.higher_is_better)
@@ -193,3 +194,71 @@ def available() -> list[str]:
     """The Names that have a records file."""
     return sorted(p.name.removesuffix(".json") for p in resources.files(RECORDS_PACKAGE).iterdir()
                   if p.name.endswith(".json"))
+
+
+def record_for(name: str, instance: dict[str, Any] | None = None) -> Record | None:
+    """The Record to beat of one env instance (what a Problem's `record` attribute holds)."""
+    return load_records(name).record(instance)
+
+
+def prompt_line(name: str, instance: dict[str, Any] | None = None, digits: int = 10) -> str:
+    """What a prompt says about the records: the one to beat, better unverified claims, earlier results."""
+    table = load_records(name)
+    verified = table.best(instance, verified=True)
+    entries = sorted(table.for_instance(instance), key=lambda e: e.value, reverse=table.higher_is_better)
+    short = lambda e: f"{e.value:.{digits}g} ({e.who}, {e.when})"  # noqa: E731
+    if verified is None:
+        return "Best claimed " + table.metric + ": " + "; ".join(map(short, entries)) + " (none verified by us)."
+    text = f"Best known {table.metric} (verified): {short(verified)}."
+    claims = [e for e in entries if table.better(e.value, verified.value)]
+    earlier = [e for e in entries if e.verified and e is not verified]
+    if claims:
+        text += " Claimed without a construction we could verify: " + "; ".join(map(short, claims)) + "."
+    if earlier:
+        text += " Earlier results: " + "; ".join(map(short, earlier)) + "."
+    return text + " Any value better than the verified record is a new record."
+
+
+def markdown_table(name: str) -> str:
+    """The records of one env as a Markdown table, best first per instance: what its docs page shows
+    between `<!-- records:Name -->` and `<!-- /records -->` (tests/test_records.py keeps them equal)."""
+    table = load_records(name)
+    instances = list({json.dumps(e.instance, sort_keys=True): e.instance for e in table.entries}.values())
+    with_instance = any(instances)
+    head = ["instance"] * with_instance + ["value", "who", "when", "source", "construction", "note"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for instance in instances:
+        entries = sorted(table.for_instance(instance), key=lambda e: e.value, reverse=table.higher_is_better)
+        for e in entries:
+            shipped = f"`{e.construction_file}`" if e.construction_file else "not shipped"
+            status = ("verified by us, " + shipped if e.verified else
+                      ("public, " if e.construction_public else "not public, ") + shipped)
+            cells = ([", ".join(f"{k}={v}" for k, v in instance.items()) or "default"] * with_instance
+                     + [f"{e.value:.10g}", e.who, e.when, e.source, status, e.note])
+            lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    direction = "higher" if table.higher_is_better else "lower"
+    lines.append(f"\n{table.metric}, {direction} is better; the record to beat is the best *verified* entry; "
+                 f"scores within {table.tie_tolerance:g} of it are ties.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m ttd_envs.records [NAME ...]`: each env's record line, or with --markdown its table."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ttd_envs.records", description=main.__doc__)
+    parser.add_argument("names", nargs="*", help="env ids or Names (default: all)")
+    parser.add_argument("--markdown", action="store_true", help="print the docs table instead")
+    args = parser.parse_args(argv)
+    for name in args.names or available():
+        try:
+            text = markdown_table(name) if args.markdown else f"{table_name(name)}: {load_records(name).summary()}"
+        except (KeyError, RecordsError) as exc:
+            print(exc.args[0], file=sys.stderr)
+            return 2
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
