@@ -20,7 +20,6 @@ more than the table's `tie_tolerance`; an interval within the tolerance of the r
 from __future__ import annotations
 
 import json
-import logging
 from datetime import datetime, timezone
 from decimal import Decimal
 from fractions import Fraction
@@ -28,11 +27,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ttd_envs.core.program_problem import InvalidConstruction
 from ttd_envs.core.rational import Bound, decimal_down, decimal_up
 from ttd_envs.records import RecordEntry, RecordTable, load_records
-
-log = logging.getLogger(__name__)
 
 KIND, FORMAT = "ttd-certificate", 1
 DIGITS = 40
@@ -142,5 +138,5 @@ def _version() -> str:
         return "unknown"
 
 
-__all__ = ["Bound", "CertificateError", "InvalidConstruction", "certify", "certify_state", "is_certificate",
+__all__ = ["Bound", "CertificateError", "certify", "certify_state", "is_certificate",
            "recheck", "verdict", "write"]
