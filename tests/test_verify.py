@@ -80,5 +80,5 @@ def test_unreadable_file_and_unknown_env_are_usage_errors(tmp_path, capsys):
     assert main(["ttd/AutocorrelationAC1-v0", str(path)]) == EXIT_USAGE
     assert "cannot read" in capsys.readouterr().err
     assert main(["ttd/AutocorrelationAC1-v0", str(tmp_path / "missing.json")]) == EXIT_USAGE
-    assert main(["ttd/LABS-v0", str(DATA / "ttt_ac1_sequence.json")]) == EXIT_USAGE
+    assert main(["ttd/AHC039-v0", str(DATA / "ttt_ac1_sequence.json")]) == EXIT_USAGE
     assert "not a math env" in capsys.readouterr().err

@@ -329,6 +329,8 @@ def print_summary(trainer: Any, best: Any) -> None:
             beaten = gap > 0 if problem.record.higher_is_better else gap < 0
             table.add_row("gap to record", f"{gap:+.6g}" + ("  [bold green]record beaten[/]" if beaten else
                                                            "  [green]record matched[/]" if gap == 0 else ""))
+            if beaten:
+                table.add_row("certificate", escape(write_certificate(trainer, best)))
     if found and isinstance(best.construction, str) and len(best.construction) <= 200:
         table.add_row("construction", escape(best.construction))
     from ttd_agent.classic_search import same_budget_rows  # classic search at the run's budget (LABS)
@@ -344,6 +346,21 @@ def print_summary(trainer: Any, best: Any) -> None:
     table.add_row("best state", escape(f"ttd-agent best {run}"))
     table.add_row("plots", escape(str(run / "plots")))
     console.print(table)
+
+
+def write_certificate(trainer: Any, best: Any) -> str:
+    """Certify a best state that beats the record (ttd_envs.certificates): exact score, verdict, file."""
+    from ttd_envs import certificates
+
+    try:
+        certificate = certificates.certify_state(trainer.config.env, trainer.problem, best.construction,
+                                                 trainer.config.env_kwargs)
+    except (certificates.CertificateError, ValueError, KeyError) as exc:
+        return f"none: {exc}"
+    path = certificates.write(certificate, trainer.run_dir.path / "certificate.json")
+    return (f"{certificate['verdict']} (score in [{certificate['score']['lower']}, {certificate['score']['upper']}], "
+            f"tie tolerance {certificate['tie_tolerance']:g}); {path}; re-check: python -m ttd_envs.verify "
+            f"{trainer.config.env} {path}")
 
 
 TTRL_RESUME_FLAGS = frozenset({"steps", "run_dir", "resume", "method", "config"})

@@ -46,6 +46,7 @@ ENVS: tuple[EnvEntry, ...] = (
     EnvEntry("ttd/MathAnswer-v0", "ttd_envs.problems.mathvote:MathAnswer"),
     EnvEntry("ttd/TriMul-v0", "ttd_envs.problems.kernels.trimul:TriMul"),
     EnvEntry("ttd/MLADecode-v0", "ttd_envs.problems.kernels.mla_decode:MLADecode"),
+    EnvEntry("ttd/AutocorrelationAC3-v0", "ttd_envs.problems.autocorrelation_ac3:AutocorrelationAC3"),
 )
 
 

@@ -22,6 +22,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from importlib import resources
 from typing import Any
 
@@ -29,7 +30,7 @@ import numpy as np
 from scipy.fft import irfft, next_fast_len, rfft
 
 from ttd_envs.core.drawing import series, series_drawing
-from ttd_envs.core.problem import Record, TrainerDefaults
+from ttd_envs.core.problem import TrainerDefaults
 from ttd_envs.core.program_problem import (
     DEFAULT_PRELOAD,
     RESULT_SLACK_BYTES,
@@ -38,7 +39,9 @@ from ttd_envs.core.program_problem import (
     PythonProgramProblem,
     previous_attempt_section,
 )
+from ttd_envs.core.rational import Bound, convolve, dyadic_integers
 from ttd_envs.core.state import State
+from ttd_envs.records import prompt_line, record_for
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,26 @@ def ac2_bound(a: np.ndarray) -> float:
     return float(l2_squared / (l1 * c.max()))
 
 
-def heights(values: Any, max_len: int = MAX_HEIGHTS) -> np.ndarray:
+def exact_autoconvolution(a: np.ndarray) -> tuple[list[int], int]:
+    """(integer autoconvolution of m, sum of m) for a = m * 2^e: both scores are ratios in which 2^e cancels."""
+    m, _ = dyadic_integers(a)
+    return convolve(m, m), sum(m)
+
+
+def ac1_exact(a: np.ndarray) -> Fraction:
+    """`ac1_bound` as an exact rational (no FFT, no rounding): 2n max c / (sum a)^2."""
+    c, total = exact_autoconvolution(a)
+    return Fraction(2 * a.size * max(c), total * total)
+
+
+def ac2_exact(a: np.ndarray) -> Fraction:
+    """`ac2_bound` as an exact rational: (2 sum c^2 + sum c_k c_{k+1}) / (3 sum c max c); h cancels."""
+    c, _ = exact_autoconvolution(a)
+    squares = 2 * sum(v * v for v in c) + sum(x * y for x, y in zip(c, c[1:]))
+    return Fraction(squares, 3 * sum(c) * max(c))
+
+
+def heights(values: Any, max_len: int = MAX_HEIGHTS, signed: bool = False) -> np.ndarray:
     """Validate a construction and return it as a float64 1-D array. Raises InvalidConstruction.
 
     Accepted: any 1-D list, tuple or numpy array of real numbers (ints or floats of any width),
@@ -123,6 +145,8 @@ def heights(values: Any, max_len: int = MAX_HEIGHTS) -> np.ndarray:
     if bad.any():
         i = int(np.argmax(bad))
         raise InvalidConstruction(f"heights must be finite; found {array[i]} at index {i}")
+    if signed:
+        return array  # callers check what their bound needs of the sum
     if array.min() < 0.0:
         i = int(np.argmin(array))
         raise InvalidConstruction(f"heights must be non-negative; found {array[i]:.6g} at index {i} "
@@ -157,9 +181,6 @@ class Construction:
             node = node.joinpath(part)
         return np.asarray(json.loads(node.read_text())["sequence"], dtype=np.float64)
 
-    def as_record(self, higher_is_better: bool) -> Record:
-        return Record(self.score, self.holder, higher_is_better)
-
 
 AC1_CONSTRUCTIONS: dict[str, Construction] = {
     "ttt_discover": Construction("ttt_ac1_sequence.json", "TTT-Discover (n = 30000)", 1.5028628982558263),
@@ -187,6 +208,7 @@ class _Autocorrelation(PythonProgramProblem):
     """What AC1 and AC2 share: heights in, one bound out; subclasses fill in the facts below."""
 
     bound: Callable[[np.ndarray], float]
+    exact: Callable[[np.ndarray], Fraction]  # the same score as an exact rational, for certificates
     score_function: str  # "module:function" injected as `evaluate_sequence`
     constructions: dict[str, Construction]
     record_name: str
@@ -195,6 +217,7 @@ class _Autocorrelation(PythonProgramProblem):
     maths: str
     formula: str
     method_note: str
+    height_rule = "finite, non-negative real numbers, not all zero"
     defaults = TrainerDefaults(model_kind="llm", eval_timeout_s=600.0, cpus_per_eval=2)
     preload = (*DEFAULT_PRELOAD, "ttd_envs.problems.autocorrelation")
 
@@ -217,7 +240,7 @@ class _Autocorrelation(PythonProgramProblem):
             a = np.full(int(rng.integers(1000, 8000)), rng.uniform(0.05, 1.0))
         else:
             a = self.constructions[self.record_name if self.initial == "record" else self.initial].load()
-        score = self.bound(heights(a, self.max_len))
+        score = self.bound(self.validate(a))
         return State(construction=a, score=score, reward=self.reward_for(score), is_initial=True)
 
     def drawing(self, construction: Any) -> dict[str, Any]:
@@ -240,20 +263,31 @@ class _Autocorrelation(PythonProgramProblem):
         return {"np": "numpy", "evaluate_sequence": self.score_function}
 
     def check(self, value: Any) -> tuple[np.ndarray, float]:
-        a = heights(value, self.max_len)
+        a = self.validate(value)
         return a, self.bound(a)
+
+    def validate(self, value: Any) -> np.ndarray:
+        return heights(value, self.max_len)
 
     def score_construction(self, data: Any) -> float:
         """Score a stored construction, `{"sequence": [...]}`, exactly as a program's return value."""
+        return self.check(self.stored_sequence(data))[1]
+
+    def stored_sequence(self, data: Any) -> Any:
         if not isinstance(data, dict) or "sequence" not in data:
             raise InvalidConstruction('expected a JSON object with a "sequence" list of heights')
-        return self.check(data["sequence"])[1]
+        return data["sequence"]
+
+    def exact_score(self, data: Any) -> Bound:
+        """The score of a stored construction as an exact rational (for certificates)."""
+        return Bound.exact(self.exact(self.check(self.stored_sequence(data))[0]))
+
+    def construction_data(self, construction: Any) -> dict[str, Any]:
+        return {"sequence": np.asarray(construction, dtype=np.float64).tolist()}
 
     def prompt(self, state: State) -> str:
         b = self.budget
         better = "lower" if self.goal == "minimise" else "higher"
-        others = ", ".join(f"{c.score:.10f} ({c.holder})" for name, c in self.constructions.items()
-                           if name != self.record_name)
         parts = [
             f"# {self.summary}",
             self.maths,
@@ -268,7 +302,7 @@ class _Autocorrelation(PythonProgramProblem):
             "",
             "## Contract",
             f"Write one ```python block defining `{self.entry}(seed=42, budget_s={b.budget_s:g}, **kwargs)` that "
-            "returns the heights: a 1-D list or numpy array of finite, non-negative real numbers, not all zero, "
+            f"returns the heights: a 1-D list or numpy array of {self.height_rule}, "
             f"at most {self.max_len} long.",
             "Already defined (do not import or redefine them): `np` (numpy), and `evaluate_sequence(a)`, which "
             "validates a and returns its score with the same fast O(n log n) float64 code that sets your reward "
@@ -281,7 +315,7 @@ class _Autocorrelation(PythonProgramProblem):
             "",
             f"## Method note\n{self.method_note}",
             "",
-            f"Best known {self.bound_name}: {self.record.score:.10f} ({self.record.holder}). Other results: {others}.",
+            prompt_line(self.name),
             "",
             "## Current state",
         ]
@@ -309,10 +343,11 @@ class AutocorrelationAC1(_Autocorrelation):
     summary = "First autocorrelation inequality: lower the upper bound on C1"
     entry = "propose_candidate"
     bound = staticmethod(ac1_bound)
+    exact = staticmethod(ac1_exact)
     score_function = "ttd_envs.problems.autocorrelation:ac1_score"
     constructions = AC1_CONSTRUCTIONS
     record_name = "ttt_discover"
-    record = AC1_CONSTRUCTIONS["ttt_discover"].as_record(higher_is_better=False)
+    record = record_for("AutocorrelationAC1")
     bound_name = "upper bound on C1"
     goal = "minimise"
     maths = ("C1 is the largest constant with max_{|t| ≤ 1/2} (f*f)(t) ≥ C1·(∫f)² for every f ≥ 0 supported on "
@@ -330,19 +365,19 @@ class AutocorrelationAC1(_Autocorrelation):
 class AutocorrelationAC2(_Autocorrelation):
     """ttd/AutocorrelationAC2-v0: raise the lower bound on the second autocorrelation constant C2.
 
-    Kwargs as AC1; `initial` names come from AC2_CONSTRUCTIONS ("record" is AlphaEvolve's, which
-    TTT-Discover did not beat; ImprovEvolve's higher 0.96258, the record, is not shipped). Reward C.
+    Kwargs as AC1; `initial` names come from AC2_CONSTRUCTIONS ("record" is AlphaEvolve's, the best
+    verified one; higher claims without a public construction are in the record table). Reward C.
     """
 
     name = "AutocorrelationAC2"
     summary = "Second autocorrelation inequality: raise the lower bound on C2"
     entry = "construct_function"
     bound = staticmethod(ac2_bound)
+    exact = staticmethod(ac2_exact)
     score_function = "ttd_envs.problems.autocorrelation:ac2_score"
     constructions = AC2_CONSTRUCTIONS
     record_name = "alphaevolve"
-    record = Record(0.96258, "ImprovEvolve, arXiv 2602.10233, Feb 2026; its construction is not shipped: "
-                             "initial='record' is AlphaEvolve's 0.9610210778", True)
+    record = record_for("AutocorrelationAC2")
     bound_name = "lower bound on C2"
     goal = "maximise"
     maths = ("C2 = sup over f ≥ 0 of ‖f*f‖₂² / (‖f*f‖₁ · ‖f*f‖_∞). Every f ≥ 0 certifies a lower bound. Find an f "

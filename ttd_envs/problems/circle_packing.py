@@ -15,13 +15,14 @@ check accepts it) and is far below anything that could raise the sum: 2n·tol < 
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from importlib import resources
 from typing import Any
 
 import numpy as np
 
 from ttd_envs.core.drawing import circles_drawing
-from ttd_envs.core.problem import Record, TrainerDefaults
+from ttd_envs.core.problem import TrainerDefaults
 from ttd_envs.core.program_problem import (
     InvalidConstruction,
     ProgramBudget,
@@ -29,7 +30,9 @@ from ttd_envs.core.program_problem import (
     previous_attempt_section,
     real_array,
 )
+from ttd_envs.core.rational import Bound
 from ttd_envs.core.state import State
+from ttd_envs.records import prompt_line, record_for
 
 TOLERANCE = 1e-12
 DATA_PACKAGE = "ttd_envs.data.math"
@@ -73,6 +76,24 @@ def check_packing(centers: np.ndarray, radii: np.ndarray, tol: float = TOLERANCE
         raise InvalidConstruction(f"circles {i} and {j} overlap by {-gaps[worst]:.3g}: their centres are "
                                   f"{gaps[worst] + radii[i] + radii[j]:.12g} apart but r_{i} + r_{j} = "
                                   f"{radii[i] + radii[j]:.12g} (tolerance {tol:g})")
+
+
+def exact_packing_sum(centers: np.ndarray, radii: np.ndarray, tol: float = TOLERANCE) -> Fraction:
+    """Σr as an exact rational, after checking every rule of `check_packing` in exact arithmetic
+    on the binary values (the tolerance too is taken as its exact binary value)."""
+    slack = Fraction(tol)
+    rows = [[Fraction(v) for v in row] for row in np.column_stack([centers, radii]).tolist()]
+    for i, (x, y, r) in enumerate(rows):
+        if r < 0 or min(x, y) < r - slack or max(x, y) > 1 - r + slack:
+            raise InvalidConstruction(f"circle {i} has a negative radius or leaves the unit square (exact check, "
+                                      f"tolerance {tol:g})")
+    for i, (xi, yi, ri) in enumerate(rows):
+        for j in range(i + 1, len(rows)):
+            xj, yj, rj = rows[j]
+            reach = ri + rj - slack
+            if reach > 0 and (xi - xj) ** 2 + (yi - yj) ** 2 < reach * reach:
+                raise InvalidConstruction(f"circles {i} and {j} overlap (exact check, tolerance {tol:g})")
+    return sum((r for _, _, r in rows), Fraction(0))
 
 
 def load_circles(filename: str) -> np.ndarray:
@@ -127,12 +148,24 @@ class CirclePacking(PythonProgramProblem):
 
     def score_construction(self, data: Any) -> float:
         """Score a stored packing, `{"circles": [[x, y, r], ...]}`, exactly as a program's return value."""
+        return self.check((*self.stored_arrays(data), None))[1]
+
+    def stored_arrays(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(centres, radii) of a stored packing, `{"circles": [[x, y, r], ...]}`."""
         if not isinstance(data, dict) or "circles" not in data:
             raise InvalidConstruction('expected a JSON object with a "circles" list of [x, y, r] rows')
         circles = real_array(data["circles"], "circles")
         if circles.ndim != 2 or circles.shape[1] != 3:
             raise InvalidConstruction(f'"circles" must be a list of [x, y, r] rows; got shape {circles.shape}')
-        return self.check((circles[:, :2], circles[:, 2], None))[1]
+        return circles[:, :2], circles[:, 2]
+
+    def exact_score(self, data: Any) -> Bound:
+        """Σr of a stored packing as an exact rational, every rule checked exactly (for certificates)."""
+        circles = self.check((*self.stored_arrays(data), None))[0]
+        return Bound.exact(exact_packing_sum(circles[:, :2], circles[:, 2], self.tolerance))
+
+    def construction_data(self, construction: Any) -> dict[str, Any]:
+        return {"circles": np.asarray(construction, dtype=np.float64).tolist()}
 
     def drawing(self, construction: Any) -> dict[str, Any]:
         """The packing in the unit square (the run viewer's picture of a state)."""
@@ -163,8 +196,7 @@ class CirclePacking(PythonProgramProblem):
             f"Finish within {b.budget_s:g} s of wall time on {b.cpus} CPU(s); at {b.timeout_s:g} s the program is "
             "killed and scores 0. Shrink radii slightly at the end if rounding could make a constraint fail.",
             "",
-            f"Best known sum: {self.record.score:.10f} ({self.record.holder}); the reference prompt's target is "
-            f"{self.target:.3f}.",
+            f"{prompt_line(self.name)} The reference prompt's target is {self.target:.3f}.",
             "",
             "## Current state",
         ]
@@ -186,24 +218,24 @@ def _gap(gap: float) -> str:
 
 
 class CirclePacking26(CirclePacking):
-    """ttd/CirclePacking26-v0: 26 circles; the shipped record sums to 2.6359773947542573."""
+    """ttd/CirclePacking26-v0: 26 circles; initial='record' starts from TTT-Discover's 2.6359773947542573
+    (valid at tolerance 0; the record table's better SimpleTES packing needs the 1e-12 tolerance)."""
 
     name = "CirclePacking26"
     summary = "Circle packing: 26 circles in the unit square with the largest sum of radii"
     n = 26
     record_file = "our_best_circles.json"
-    record = Record(2.63598308, "ThetaEvolve, arXiv 2511.23473, Nov 2025; initial='record' ships the TTT-Discover "
-                    "packing, 2.6359773948", True)
+    record = record_for("CirclePacking26")
     target = 2.636
 
 
 class CirclePacking32(CirclePacking):
-    """ttd/CirclePacking32-v0: 32 circles; the shipped packing sums to 2.93957249964032."""
+    """ttd/CirclePacking32-v0: 32 circles; initial='record' starts from 2.93957249964032 (TTT-Discover's
+    program, run by us); the record table's best is SimpleTES's."""
 
     name = "CirclePacking32"
     summary = "Circle packing: 32 circles in the unit square with the largest sum of radii"
     n = 32
     record_file = "cp32_generated_from_new_our_best_32.json"
-    record = Record(2.93957249964032, "TTT-Discover repository program new_our_best_32.py, run by us; "
-                    "AlphaEvolve published 2.937", True)
+    record = record_for("CirclePacking32")
     target = 2.940

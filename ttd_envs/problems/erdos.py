@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from fractions import Fraction
 from importlib import resources
 from typing import Any, Literal
 
@@ -19,7 +20,7 @@ import numpy as np
 from scipy.fft import irfft, next_fast_len, rfft
 
 from ttd_envs.core.drawing import series, series_drawing
-from ttd_envs.core.problem import Record, TrainerDefaults
+from ttd_envs.core.problem import TrainerDefaults
 from ttd_envs.core.program_problem import (
     DEFAULT_PRELOAD,
     RESULT_SLACK_BYTES,
@@ -29,9 +30,10 @@ from ttd_envs.core.program_problem import (
     previous_attempt_section,
     real_array,
 )
+from ttd_envs.core.rational import Bound, convolve, dyadic_integers
 from ttd_envs.core.state import State
+from ttd_envs.records import prompt_line, record_for
 
-RECORD_C5 = 0.3808753232177188
 CLAIM_ATOL, CLAIM_RTOL = 1e-4, 1e-5
 
 
@@ -57,6 +59,40 @@ def c5_bound(h: np.ndarray) -> float:
     best = np.maximum(left, right)
     best -= autocorr
     return float(best.max() * 2.0 / n)
+
+
+def c5_exact(h: np.ndarray) -> Fraction:
+    """The C5 bound of h made *exactly* valid (values in [0, 1], sum exactly n/2), as a rational.
+
+    The float check rescales h in floating point, so its sum is n/2 only up to rounding, and an
+    exact rescaling can push a value of 1 above 1. So the missing mass is added where h < 1 instead
+    (h' = (1 - t) h + t) and surplus mass is removed by scaling down (h' = s h): both keep h' in
+    [0, 1], and both are affine, h' = p h + q. Over the L = n - |k| overlapping samples of lag k,
+
+        sum h'[i+k] (1 - h'[i]) = p(1-q) A - p q B + q(1-q) L - p^2 R_k,
+
+    with A, B the window sums of the shifted and unshifted parts and R_k the autocorrelation of h.
+    """
+    n = h.size
+    m, e = dyadic_integers(h)
+    unit, total = Fraction(2) ** e, sum(m)
+    deficit = Fraction(n, 2) - total * unit
+    if deficit >= 0:
+        t = deficit / (n - total * unit)  # n - sum h > 0, since h <= 1 and sum h < n
+        p, q = 1 - t, t
+    else:
+        p, q = Fraction(n, 2) / (total * unit), Fraction(0)
+    autocorr = convolve(m, m[::-1])[n - 1:]  # lag k >= 0; the autocorrelation is symmetric
+    prefix = np.cumsum(np.array(m, dtype=object)).tolist()
+    scaled = p * unit  # p h in units of the integers m
+    best = None
+    for k in range(n):
+        right, left = total - (prefix[k - 1] if k else 0), prefix[n - 1 - k]
+        constant = q * (1 - q) * (n - k) - scaled * scaled * autocorr[k]
+        for shifted, unshifted in ((right, left), (left, right)):
+            value = (1 - q) * scaled * shifted - q * scaled * unshifted + constant
+            best = value if best is None or value > best else best
+    return best * Fraction(2, n)
 
 
 def normalised_samples(values: Any, max_points: int) -> np.ndarray:
@@ -95,7 +131,7 @@ class ErdosOverlap(PythonProgramProblem):
 
     name = "ErdosOverlap"
     summary = "Erdős minimum overlap: a step function with the lowest upper bound on C5"
-    record = Record(RECORD_C5, "TTT-Discover (n = 600)", higher_is_better=False)
+    record = record_for("ErdosOverlap")
     defaults = TrainerDefaults(model_kind="llm", eval_timeout_s=600.0, cpus_per_eval=2)
     entry = "run"
     preload = (*DEFAULT_PRELOAD, "ttd_envs.problems.erdos")
@@ -167,6 +203,15 @@ class ErdosOverlap(PythonProgramProblem):
             raise InvalidConstruction('expected a JSON object with a "sequence" list of h values')
         return c5_bound(normalised_samples(data["sequence"], self.max_points))
 
+    def exact_score(self, data: Any) -> Bound:
+        """The stored construction's bound as an exact rational (for certificates)."""
+        if not isinstance(data, dict) or "sequence" not in data:
+            raise InvalidConstruction('expected a JSON object with a "sequence" list of h values')
+        return Bound.exact(c5_exact(normalised_samples(data["sequence"], self.max_points)))
+
+    def construction_data(self, construction: Any) -> dict[str, Any]:
+        return {"sequence": np.asarray(construction, dtype=np.float64).tolist()}
+
     def prompt(self, state: State) -> str:
         b = self.budget
         parts = [
@@ -189,8 +234,7 @@ class ErdosOverlap(PythonProgramProblem):
             f"{b.timeout_s:g} s. No file or network access. n ≤ {self.max_points}; a few hundred to a few "
             "thousand samples are typical.",
             "",
-            f"Best known bound: {RECORD_C5:.10f} (TTT-Discover, n = 600). Previous records: 0.380924 "
-            "(AlphaEvolve), 0.380927 (Haugland 2016). Any value below the best known is a new record.",
+            prompt_line(self.name),
             "",
             "## Current state",
         ]

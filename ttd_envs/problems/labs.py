@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import operator
 import re
+from fractions import Fraction
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -28,14 +29,15 @@ import numpy as np
 
 from ttd_envs.core.drawing import series, series_drawing
 from ttd_envs.core.parsing import last_fenced_block
-from ttd_envs.core.problem import EmbeddedSpec, Evaluation, Record, TrainerDefaults
+from ttd_envs.core.problem import EmbeddedSpec, Evaluation, TrainerDefaults
+from ttd_envs.core.program_problem import InvalidConstruction
+from ttd_envs.core.rational import Bound
 from ttd_envs.core.state import State
+from ttd_envs.records import record_for
 
 MIN_N, MAX_N = 3, 256
 MAX_ANSWER_CHARS = 400_000  # the env's action-space limit; longer answers are refused unread
 ALPHABET = "+-"
-PROVEN_HOLDER = "Packebusch & Mertens 2016 (proven optimum)"
-BEST_KNOWN_HOLDER = "Packebusch & Mertens 2016, Table 3 (best known in 2016, not proven optimal)"
 _BAD_CHAR = re.compile(r"[^+\-]")
 
 
@@ -271,11 +273,8 @@ class LABS:
         self.n = n
         self.initial = initial
         self.optimal_energy, self.optimum_proven = reference_energy(n)
-        if self.optimal_energy is None:
-            self.record: Record | None = None
-        else:
-            holder = PROVEN_HOLDER if self.optimum_proven else BEST_KNOWN_HOLDER
-            self.record = Record(score=float(self.optimal_energy), holder=holder, higher_is_better=False)
+        self.record_instance = {"n": n}  # its row of the record table
+        self.record = record_for("LABS", self.record_instance)  # None where the table has no entry for n
         self.defaults = TrainerDefaults(
             model_kind="embedded",
             group_size=16,
@@ -302,6 +301,28 @@ class LABS:
             "reaches_reference": ref is not None and e <= ref,
         }
         return e, details
+
+    def exact_score(self, data: Any) -> Bound:
+        """The energy is an integer, so the float score is already exact."""
+        return Bound.exact(Fraction(self.score_construction(data)))
+
+    def construction_data(self, construction: Any) -> dict[str, Any]:
+        return {"sequence": _construction_string(construction)}
+
+    def score_construction(self, data: Any) -> float:
+        """The energy of a stored sequence, `{"sequence": "+-..."}`, or of this n's row of the shipped
+        optimum table (`{"optima": {n: {"sequence": ...}}, "best_known": ...}`), for `ttd_envs.verify`."""
+        if isinstance(data, dict) and "optima" in data:
+            data = data["optima"].get(str(self.n)) or data.get("best_known", {}).get(str(self.n))
+            if data is None:
+                raise InvalidConstruction(f"the optimum table has no sequence of length {self.n}")
+        if not isinstance(data, dict) or "sequence" not in data:
+            raise InvalidConstruction('expected a JSON object with a "sequence" string of +/- characters')
+        try:
+            seq, _ = parse_answer(data["sequence"], self.n)
+        except AnswerError as exc:
+            raise InvalidConstruction(str(exc)) from None
+        return float(energy(seq))
 
     def initial_state(self, rng: np.random.Generator) -> State:
         if self.initial == "random":

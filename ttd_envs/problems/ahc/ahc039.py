@@ -11,7 +11,7 @@ import numba
 import numpy as np
 
 from ttd_envs.core.judge import JudgeReport, WrongAnswer
-from ttd_envs.core.problem import Record
+from ttd_envs.records import record_for
 from ttd_envs.problems.ahc.common import MAX_INTEGER_CHARS, SHIPPED_SEEDS, AHCProblem, data_dir, parse_int
 
 COORD_MAX = 100_000
@@ -292,8 +292,7 @@ class AHC039(AHCProblem):
     problem_id = "ahc039"
     title = "Purse Seine Fishing (AtCoder Heuristic Contest 039)"
     summary = "AHC039: one C++ program draws an axis-parallel net that catches mackerels and avoids sardines"
-    record = Record(score=567_062 / 150, holder="TTT-Discover (AtCoder total 567,062 on the official tests; "
-                                                  "best human 566,997)", higher_is_better=True)
+    record = record_for("AHC039")
     role = ("You are a world-class algorithm engineer taking part in a heuristic optimisation contest: the "
             "problem is NP-hard, so the goal is the best score you can reach within the limits.")
     statement = STATEMENT

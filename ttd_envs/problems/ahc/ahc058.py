@@ -10,7 +10,7 @@ import numba
 import numpy as np
 
 from ttd_envs.core.judge import WrongAnswer
-from ttd_envs.core.problem import Record
+from ttd_envs.records import record_for
 from ttd_envs.problems.ahc.common import AHCProblem, parse_int
 
 STATEMENT = """
@@ -176,8 +176,7 @@ class AHC058(AHCProblem):
     problem_id = "ahc058"
     title = "Hierarchical apple machines (AtCoder Heuristic Contest 058)"
     summary = "AHC058: one C++ program plans 500 upgrades of a four-level machine hierarchy to maximise apples"
-    record = Record(score=848_414_228 / 150, holder="TTT-Discover (AtCoder total 848,414,228 on the official "
-                                                    "tests; best human 847,674,723)", higher_is_better=True)
+    record = record_for("AHC058")
     role = ("You are a world-class algorithm engineer taking part in a heuristic optimisation contest; the aim "
             "is the best leaderboard rank, so squeeze out every point within the limits.")
     statement = STATEMENT + "\nUse the full time budget (but never more) if it helps; answer with code only.\n"

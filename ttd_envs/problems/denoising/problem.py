@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ttd_envs.core.problem import Evaluation, Record, TrainerDefaults
+from ttd_envs.core.problem import Evaluation, TrainerDefaults
 from ttd_envs.core.program_problem import (
     DEFAULT_PRELOAD,
     RESULT_SLACK_BYTES,
@@ -33,6 +33,7 @@ from ttd_envs.core.program_problem import (
 )
 from ttd_envs.core.sandbox import GiB, Grants, SandboxResult
 from ttd_envs.core.state import State
+from ttd_envs.records import record_for
 from ttd_envs.problems.denoising.datasets import BUILTIN, CountSplit, load_split, require_bio, scanpy_bundled_data
 from ttd_envs.problems.denoising.metrics import Controls, DenoisingMetrics, Scores
 
@@ -138,7 +139,7 @@ class Denoising(PythonProgramProblem):
     name = "Denoising"
     info_keys = ("sandbox", *Scores.__dataclass_fields__)
     summary = "scRNA-seq denoising scored with the OpenProblems MSE and Poisson metrics (MCV split)"
-    record = Record(0.43, "TTT-Discover, normalised MSE on PBMC 1k (headline 0.71 vs MAGIC 0.64)", True)
+    record = record_for("Denoising")
     defaults = TrainerDefaults(model_kind="llm", eval_timeout_s=600.0, cpus_per_eval=2, max_new_tokens=20000)
     entry = _ENTRY
     preload = (*DEFAULT_PRELOAD, "scipy.sparse", "scipy.sparse.linalg", "scipy.spatial", "sklearn.decomposition",

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from ttd_envs.core.problem import Record, TrainerDefaults
+from ttd_envs.core.problem import TrainerDefaults
 from ttd_envs.core.state import State
+from ttd_envs.records import record_for
 from ttd_envs.problems.kernels.problem import HarnessPlan, KernelProblem, function_source, read_program
 from ttd_envs.problems.kernels.timing import TimingRule
 
@@ -37,8 +38,7 @@ class MLADecode(KernelProblem):
 
     name = "MLADecode"
     summary = "DeepSeek-V3 multi-head latent attention, one decode step, as a fast Triton kernel"
-    record = Record(1787.457, "µs, best human on the MI300X leaderboard, not an H200 time",
-                    higher_is_better=False)
+    record = record_for("MLADecode")
     defaults = TrainerDefaults(model_kind="llm", eval_timeout_s=1200.0, max_new_tokens=26000, gpus_per_eval=1)
     task = "mla_decode"
     env_id = "ttd/MLADecode-v0"

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from ttd_envs.core.problem import Record, TrainerDefaults
+from ttd_envs.core.problem import TrainerDefaults
 from ttd_envs.core.state import State
+from ttd_envs.records import record_for
 from ttd_envs.problems.kernels.problem import HarnessPlan, KernelProblem, function_source, read_program
 from ttd_envs.problems.kernels.timing import TimingRule
 
@@ -47,8 +48,7 @@ class TriMul(KernelProblem):
 
     name = "TriMul"
     summary = "Outgoing Triangle Multiplicative Update (AlphaFold3) as a fast Triton kernel"
-    record = Record(1161.0, "µs, TTT-Discover on an H100, leaderboard timing, all-ones mask; best human 1371 µs",
-                    higher_is_better=False)
+    record = record_for("TriMul")
     defaults = TrainerDefaults(model_kind="llm", eval_timeout_s=1200.0, max_new_tokens=26000, gpus_per_eval=1)
     task = "trimul"
     env_id = "ttd/TriMul-v0"
