@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
@@ -46,18 +47,23 @@ def load_construction(filename: str, key: str) -> Any:
 
 class ArrayConstructionProblem(PythonProgramProblem):
     """Base class. Kwargs common to every subclass: `initial` ("empty" | "record": start from the
-    shipped best construction), `budget_s`, `timeout_s` (default 1.5 budget + 10 s), `cpus`."""
+    shipped best construction), `budget_s`, `timeout_s` (default 1.5 budget + 10 s), `cpus`. A
+    subclass passes its `instance` (e.g. (n, d)), which picks the record and the shipped file."""
 
     key: str  # the JSON key of a construction file; the program's global is `initial_<key>`
     entry: str  # the function the program defines; it returns the array
     value_name: str  # what the score is called in prompts, e.g. "min triangle area"
-    record: Record | None
-    record_file: str | None = None
+    records: dict[Hashable, Record] = {}
+    """The record to beat per instance (the settings that change the problem, e.g. (n, d))."""
+    construction_files: dict[Hashable, str] = {}
+    """The shipped best construction per instance, for `initial="record"`."""
     result_bytes = 1 << 20
     defaults = TrainerDefaults(model_kind="llm", eval_timeout_s=200.0, cpus_per_eval=1)
 
-    def __init__(self, initial: str = "empty", budget_s: float = 60.0, timeout_s: float | None = None,
-                 cpus: int = 1) -> None:
+    def __init__(self, instance: Hashable, initial: str = "empty", budget_s: float = 60.0,
+                 timeout_s: float | None = None, cpus: int = 1) -> None:
+        self.record: Record | None = self.records.get(instance)
+        self.record_file = self.construction_files.get(instance)
         if initial not in ("empty", "record"):
             raise ValueError(f"initial must be 'empty' or 'record'; got {initial!r}")
         if initial == "record" and self.record_file is None:

@@ -59,17 +59,17 @@ class CirclePackingRectangle(ArrayConstructionProblem):
     entry = "construct_circles"
     value_name = "sum of radii"
     summary = "Circles in a rectangle: 21 disjoint circles in a rectangle of perimeter 4, largest sum of radii"
-    record = RECORDS[21]
+    record = RECORDS[21]  # the default instance's, for `ttd-agent envs`
+    records = RECORDS
+    construction_files = FILES
 
     def __init__(self, n: int = 21, initial: str = "empty", budget_s: float = 60.0,
                  timeout_s: float | None = None, cpus: int = 1) -> None:
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer; got {n!r}")
         self.n = n
-        self.record = RECORDS.get(n)
-        self.record_file = FILES.get(n)
         self.summary = f"Circles in a rectangle: {n} disjoint circles in a rectangle of perimeter 4, largest sum of radii"
-        super().__init__(initial, budget_s, timeout_s, cpus)
+        super().__init__(n, initial, budget_s, timeout_s, cpus)
 
     @property
     def shape(self) -> tuple[int, ...]:

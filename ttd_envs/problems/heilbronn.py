@@ -81,7 +81,9 @@ class Heilbronn(ArrayConstructionProblem):
     entry = "construct_points"
     value_name = "normalised smallest triangle area"
     summary = "Heilbronn: 11 points in a triangle (or n in a convex region) with the largest smallest triangle"
-    record = RECORDS[("triangle", 11)]
+    record = RECORDS[("triangle", 11)]  # the default instance's, for `ttd-agent envs`
+    records = RECORDS
+    construction_files = FILES
 
     def __init__(self, region: str = "triangle", n: int | None = None, initial: str = "empty", budget_s: float = 60.0,
                  timeout_s: float | None = None, cpus: int = 1) -> None:
@@ -91,11 +93,9 @@ class Heilbronn(ArrayConstructionProblem):
         if not isinstance(n, int) or n < 3:
             raise ValueError(f"n must be an integer >= 3; got {n!r}")
         self.region, self.n = region, n
-        self.record = RECORDS.get((region, n))
-        self.record_file = FILES.get((region, n))
         where = "an equilateral triangle" if region == "triangle" else "a convex region"
         self.summary = f"Heilbronn ({region}): {n} points in {where} with the largest smallest triangle"
-        super().__init__(initial, budget_s, timeout_s, cpus)
+        super().__init__((region, n), initial, budget_s, timeout_s, cpus)
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -130,17 +130,17 @@ class KissingNumber(ArrayConstructionProblem):
     entry = "construct_vectors"
     value_name = "number of vectors"
     summary = "Kissing number: as many unit spheres as possible touching one sphere in 11 (or d) dimensions"
-    record = RECORDS[11]
+    record = RECORDS[11]  # the default instance's, for `ttd-agent envs`
+    records = RECORDS
+    construction_files = FILES
 
     def __init__(self, d: int = 11, initial: str = "empty", budget_s: float = 60.0,
                  timeout_s: float | None = None, cpus: int = 1) -> None:
         if not isinstance(d, int) or not 2 <= d <= 32:
             raise ValueError(f"d must be an integer from 2 to 32; got {d!r}")
         self.d = d
-        self.record = RECORDS.get(d)
-        self.record_file = FILES.get(d)
         self.summary = f"Kissing number: as many unit spheres as possible touching one sphere in {d} dimensions"
-        super().__init__(initial, budget_s, timeout_s, cpus)
+        super().__init__(d, initial, budget_s, timeout_s, cpus)
 
     @property
     def shape(self) -> tuple[int, ...]:

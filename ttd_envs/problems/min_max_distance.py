@@ -65,17 +65,17 @@ class MinMaxDistance(ArrayConstructionProblem):
     entry = "construct_points"
     value_name = "squared max/min distance ratio"
     summary = "Min/max distance ratio: 16 points in the plane (or n in d-D) with the smallest max/min distance ratio"
-    record = RECORDS[(16, 2)]
+    record = RECORDS[(16, 2)]  # the default instance's, for `ttd-agent envs`
+    records = RECORDS
+    construction_files = FILES
 
     def __init__(self, n: int = 16, d: int = 2, initial: str = "empty", budget_s: float = 60.0,
                  timeout_s: float | None = None, cpus: int = 1) -> None:
         if not (isinstance(n, int) and isinstance(d, int)) or n < 3 or d < 1:
             raise ValueError(f"need integers n >= 3 and d >= 1; got n={n!r}, d={d!r}")
         self.n, self.d = n, d
-        self.record = RECORDS.get((n, d))
-        self.record_file = FILES.get((n, d))
         self.summary = f"Min/max distance ratio: {n} points in {d}-D with the smallest max/min distance ratio"
-        super().__init__(initial, budget_s, timeout_s, cpus)
+        super().__init__((n, d), initial, budget_s, timeout_s, cpus)
 
     @property
     def shape(self) -> tuple[int, ...]:
