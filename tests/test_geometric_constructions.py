@@ -9,6 +9,8 @@ import itertools
 import json
 import math
 from fractions import Fraction
+from importlib import resources
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -18,15 +20,18 @@ from scipy.spatial import ConvexHull
 from scipy.spatial.distance import pdist
 
 import ttd_envs  # noqa: F401 - registers the ids
+from ttd_envs.core.construction_problem import load_construction
 from ttd_envs.core.exact import convex_hull_area, float_down, float_up
 from ttd_envs.core.program_problem import InvalidConstruction
 from ttd_envs.problems.circles_in_rectangle import CirclePackingRectangle
 from ttd_envs.problems.heilbronn import Heilbronn
 from ttd_envs.problems.kissing_number import KissingNumber
 from ttd_envs.problems.min_max_distance import MinMaxDistance
+from ttd_envs.records import load_records, parse_table
 from ttd_envs.verify import main as verify_main
 
 RNG = np.random.default_rng(0)
+MATH_DATA = Path(str(resources.files("ttd_envs.data.math")))
 SHIPPED = [  # (env id, kwargs, file, score as the env page documents it)
     ("ttd/MinMaxDistance-v0", {}, "minmax_2d_16_alphaevolve.json", 12.889266112034631),
     ("ttd/MinMaxDistance-v0", {"n": 14, "d": 3}, "minmax_3d_14_alphaevolve.json", 4.1658497672256525),
@@ -97,8 +102,7 @@ def test_shipped_constructions_score_as_documented_and_verify_prints_it(env_id, 
                                                                          tmp_path):
     problem = PROBLEMS[env_id](initial="record", **kwargs)
     assert problem.initial_state(RNG).score == score
-    from importlib import resources
-    path = resources.files("ttd_envs.data.math").joinpath(filename)
+    path = MATH_DATA / filename
     args = [env_id, str(path)] + [f"--env-arg={k}={v}" for k, v in kwargs.items()]
     assert verify_main(args) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == repr(score)
@@ -106,13 +110,42 @@ def test_shipped_constructions_score_as_documented_and_verify_prints_it(env_id, 
 
 def test_records_are_only_claimed_in_their_own_direction():
     assert not MinMaxDistance().record.higher_is_better and Heilbronn().record.higher_is_better
-    assert KissingNumber().record.score == 604 and CirclePackingRectangle().record.score == 2.3658323759108106
+
+
+def test_record_to_beat_is_the_best_published_value_and_says_when_we_could_not_verify_it():
+    kissing = KissingNumber().record
+    assert kissing.score == 604 and "could not verify" in kissing.holder and "best verified 593" in kissing.holder
+    assert MinMaxDistance().record.score == 12.889229907717516  # Together AI's claim, lower than AlphaEvolve's
+    assert MinMaxDistance(n=14, d=3).record.score == 4.1658497672256525
+    rectangle = CirclePackingRectangle().record
+    assert rectangle.score == 2.3658323759108106 and "could not verify" not in rectangle.holder
+    assert Heilbronn(region="convex", n=14).record.score == 0.027835580517553693
+    assert MinMaxDistance(n=20).record is None and KissingNumber(d=5).record is None
+
+
+@pytest.mark.parametrize("claim,bar", [(1.0 + 1e-15, 1.0), (1.0 + 1e-9, 1.0 + 1e-9)])
+def test_a_claim_within_the_tie_tolerance_does_not_raise_the_bar(claim, bar):
+    common = {"who": "x", "when": "2026", "source": "y", "construction_public": True, "note": ""}
+    table = parse_table({"direction": "max", "tie_tolerance": 1e-12, "entries": [
+        {**common, "value": 1.0, "verified": True,
+         "construction_file": "ttd_envs/data/math/heilbronn_triangle_11_alphaevolve.json"},
+        {**common, "value": claim, "verified": False, "construction_file": None}]}, "test")
+    assert table.record().score == bar
+
+
+@pytest.mark.parametrize("name,problem_class", [(p.name, p) for p in PROBLEMS.values()])
+def test_every_verified_record_entry_is_its_shipped_file_scored_by_our_verifier(name, problem_class):
+    table = load_records(name)
+    verified = [e for e in table.entries if e.verified]
+    assert verified
+    for entry in verified:
+        problem = problem_class(**entry.instance)
+        assert problem.score_construction(json.loads(entry.path().read_text())) == entry.value, entry
 
 
 # -- what a tolerant float check would give away ---------------------------------------------------
 def test_heilbronn_triangle_rejects_a_point_outside_by_1e_minus_18():
-    from ttd_envs.core.construction_problem import load_construction
-    points = np.array(load_construction("heilbronn_triangle_11_alphaevolve.json", "points"))
+    points = np.array(load_construction(MATH_DATA / "heilbronn_triangle_11_alphaevolve.json", "points"))
     points[8] = [0.3612735110422483, 0.6257440765539699]  # AlphaEvolve's published point, 9.2e-18 outside
     x, y = points[8]
     assert y <= np.sqrt(3) * x  # a float check passes it
@@ -120,8 +153,7 @@ def test_heilbronn_triangle_rejects_a_point_outside_by_1e_minus_18():
 
 
 def test_circles_in_rectangle_refuse_any_slack_on_the_perimeter_and_on_overlaps():
-    from ttd_envs.core.construction_problem import load_construction
-    circles = np.array(load_construction("circles_rectangle_21_alphaevolve.json", "circles"))
+    circles = np.array(load_construction(MATH_DATA / "circles_rectangle_21_alphaevolve.json", "circles"))
     problem = CirclePackingRectangle()
     grown = circles * (1 + 1e-13)  # a scaled packing: perimeter just above 4
     assert "width + height" in score_or_error(problem, grown)
@@ -231,7 +263,6 @@ def test_record_state_reaches_the_program_as_a_global():
 
 
 def test_shipped_files_name_their_source():
-    from importlib import resources
     for _, _, filename, _ in SHIPPED:
-        data = json.loads(resources.files("ttd_envs.data.math").joinpath(filename).read_text())
+        data = json.loads((MATH_DATA / filename).read_text())
         assert "AlphaEvolve" in data["source"]

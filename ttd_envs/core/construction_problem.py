@@ -2,15 +2,15 @@
 
 A subclass says what the array means (`key`, `shape`), how to check and score it exactly
 (`score_array`), and what its prompt says about the problem; the rest is written once here: the
-shipped starting construction, the program's inputs, reading a construction file for
+record to beat and the shipped starting construction (both from the env's record table,
+`ttd_envs/data/records/<name>.json`), the program's inputs, reading a construction file for
 `python -m ttd_envs.verify`, and the frame of the prompt. Any score the program reports is ignored.
 """
 
 from __future__ import annotations
 
 import json
-from importlib import resources
-from collections.abc import Hashable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,8 +24,7 @@ from ttd_envs.core.program_problem import (
     real_array,
 )
 from ttd_envs.core.state import State
-
-DATA_PACKAGE = "ttd_envs.data.math"
+from ttd_envs.records import load_records
 
 
 def finite_array(value: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
@@ -40,30 +39,35 @@ def finite_array(value: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
     return array
 
 
-def load_construction(filename: str, key: str) -> Any:
-    """The `key` entry of a construction file shipped in ttd_envs/data/math."""
-    return json.loads(resources.files(DATA_PACKAGE).joinpath(filename).read_text())[key]
+def load_construction(path: Path, key: str) -> Any:
+    """The `key` entry of a shipped construction file."""
+    return json.loads(path.read_text())[key]
 
 
 class ArrayConstructionProblem(PythonProgramProblem):
     """Base class. Kwargs common to every subclass: `initial` ("empty" | "record": start from the
     shipped best construction), `budget_s`, `timeout_s` (default 1.5 budget + 10 s), `cpus`. A
-    subclass passes its `instance` (e.g. (n, d)), which picks the record and the shipped file."""
+    subclass passes its `instance`, the kwargs that change the problem (e.g. {"n": 14, "d": 3}),
+    which pick the record and the shipped file from the record table."""
 
     key: str  # the JSON key of a construction file; the program's global is `initial_<key>`
     entry: str  # the function the program defines; it returns the array
     value_name: str  # what the score is called in prompts, e.g. "min triangle area"
-    records: dict[Hashable, Record] = {}
-    """The record to beat per instance (the settings that change the problem, e.g. (n, d))."""
-    construction_files: dict[Hashable, str] = {}
-    """The shipped best construction per instance, for `initial="record"`."""
+    default_instance: dict[str, Any]
+    """The instance `make()` builds without kwargs; its entries in the record table name no instance."""
     result_bytes = 1 << 20
     defaults = TrainerDefaults(model_kind="llm", eval_timeout_s=200.0, cpus_per_eval=1)
 
-    def __init__(self, instance: Hashable, initial: str = "empty", budget_s: float = 60.0,
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.record = load_records(cls.name).record()  # the default instance's, for `ttd-agent envs`
+
+    def __init__(self, instance: dict[str, Any], initial: str = "empty", budget_s: float = 60.0,
                  timeout_s: float | None = None, cpus: int = 1) -> None:
-        self.record: Record | None = self.records.get(instance)
-        self.record_file = self.construction_files.get(instance)
+        table, key = load_records(self.name), {} if instance == self.default_instance else instance
+        self.record: Record | None = table.record(key)
+        best = table.best(key, verified=True)
+        self.record_file = best.path() if best is not None else None
         if initial not in ("empty", "record"):
             raise ValueError(f"initial must be 'empty' or 'record'; got {initial!r}")
         if initial == "record" and self.record_file is None:

@@ -20,12 +20,7 @@ import numpy as np
 
 from ttd_envs.core.construction_problem import ArrayConstructionProblem, finite_array
 from ttd_envs.core.exact import float_down, fractions
-from ttd_envs.core.problem import Record
 from ttd_envs.core.program_problem import InvalidConstruction
-
-RECORDS = {21: Record(2.3658323759108106, "AlphaEvolve, full-precision packing of arXiv 2511.02864, Nov 2025 "
-                      "(announced as 2.365 in arXiv 2506.13131, May 2025)", True)}
-FILES = {21: "circles_rectangle_21_alphaevolve.json"}
 
 
 def check_rectangle_packing(circles: np.ndarray) -> Fraction:
@@ -59,9 +54,7 @@ class CirclePackingRectangle(ArrayConstructionProblem):
     entry = "construct_circles"
     value_name = "sum of radii"
     summary = "Circles in a rectangle: 21 disjoint circles in a rectangle of perimeter 4, largest sum of radii"
-    record = RECORDS[21]  # the default instance's, for `ttd-agent envs`
-    records = RECORDS
-    construction_files = FILES
+    default_instance = {"n": 21}
 
     def __init__(self, n: int = 21, initial: str = "empty", budget_s: float = 60.0,
                  timeout_s: float | None = None, cpus: int = 1) -> None:
@@ -69,7 +62,7 @@ class CirclePackingRectangle(ArrayConstructionProblem):
             raise ValueError(f"n must be a positive integer; got {n!r}")
         self.n = n
         self.summary = f"Circles in a rectangle: {n} disjoint circles in a rectangle of perimeter 4, largest sum of radii"
-        super().__init__(n, initial, budget_s, timeout_s, cpus)
+        super().__init__({"n": n}, initial, budget_s, timeout_s, cpus)
 
     @property
     def shape(self) -> tuple[int, ...]:

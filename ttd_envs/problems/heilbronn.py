@@ -23,19 +23,8 @@ import numpy as np
 
 from ttd_envs.core.construction_problem import ArrayConstructionProblem
 from ttd_envs.core.exact import convex_hull_area, float_down, fractions, orientation, sqrt_fraction
-from ttd_envs.core.problem import Record
 from ttd_envs.core.program_problem import InvalidConstruction
 
-AE = "AlphaEvolve, arXiv 2506.13131, May 2025"
-RECORDS = {
-    ("triangle", 11): Record(0.036529889880030135, AE, True),
-    ("convex", 13): Record(0.03093688903489562, AE, True),
-    ("convex", 14): Record(0.027835580517553693, "Together AI, EinsteinArena-new-SOTA, Apr 2026; initial='record' "
-                           f"ships {AE}'s 0.027835571458", True),
-}
-FILES = {("triangle", 11): "heilbronn_triangle_11_alphaevolve.json",
-         ("convex", 13): "heilbronn_convex_13_alphaevolve.json",
-         ("convex", 14): "heilbronn_convex_14_alphaevolve.json"}
 DEFAULT_N = {"triangle": 11, "convex": 13}
 
 
@@ -81,9 +70,7 @@ class Heilbronn(ArrayConstructionProblem):
     entry = "construct_points"
     value_name = "normalised smallest triangle area"
     summary = "Heilbronn: 11 points in a triangle (or n in a convex region) with the largest smallest triangle"
-    record = RECORDS[("triangle", 11)]  # the default instance's, for `ttd-agent envs`
-    records = RECORDS
-    construction_files = FILES
+    default_instance = {"region": "triangle", "n": 11}
 
     def __init__(self, region: str = "triangle", n: int | None = None, initial: str = "empty", budget_s: float = 60.0,
                  timeout_s: float | None = None, cpus: int = 1) -> None:
@@ -95,7 +82,7 @@ class Heilbronn(ArrayConstructionProblem):
         self.region, self.n = region, n
         where = "an equilateral triangle" if region == "triangle" else "a convex region"
         self.summary = f"Heilbronn ({region}): {n} points in {where} with the largest smallest triangle"
-        super().__init__((region, n), initial, budget_s, timeout_s, cpus)
+        super().__init__({"region": region, "n": n}, initial, budget_s, timeout_s, cpus)
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -23,12 +23,8 @@ from typing import Any
 import numpy as np
 
 from ttd_envs.core.construction_problem import ArrayConstructionProblem
-from ttd_envs.core.problem import Record
 from ttd_envs.core.program_problem import InvalidConstruction
 
-RECORDS = {11: Record(604, "EinsteinArena agents, arXiv 2606.10402, Jun 2026 (Z[sqrt 2] coordinates; not shipped); "
-                      "initial='record' ships AlphaEvolve's 593 (arXiv 2506.13131, May 2025)", True)}
-FILES = {11: "kissing_11_593_alphaevolve.json"}
 MAX_VECTORS = 100_000
 SCREEN_MARGIN = 1e-9
 """Pairs with a float cosine above 1/2 - this are decided exactly; float error is ~1e-15."""
@@ -130,9 +126,7 @@ class KissingNumber(ArrayConstructionProblem):
     entry = "construct_vectors"
     value_name = "number of vectors"
     summary = "Kissing number: as many unit spheres as possible touching one sphere in 11 (or d) dimensions"
-    record = RECORDS[11]  # the default instance's, for `ttd-agent envs`
-    records = RECORDS
-    construction_files = FILES
+    default_instance = {"d": 11}
 
     def __init__(self, d: int = 11, initial: str = "empty", budget_s: float = 60.0,
                  timeout_s: float | None = None, cpus: int = 1) -> None:
@@ -140,7 +134,7 @@ class KissingNumber(ArrayConstructionProblem):
             raise ValueError(f"d must be an integer from 2 to 32; got {d!r}")
         self.d = d
         self.summary = f"Kissing number: as many unit spheres as possible touching one sphere in {d} dimensions"
-        super().__init__(d, initial, budget_s, timeout_s, cpus)
+        super().__init__({"d": d}, initial, budget_s, timeout_s, cpus)
 
     @property
     def shape(self) -> tuple[int, ...]:

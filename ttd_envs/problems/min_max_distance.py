@@ -18,15 +18,7 @@ import numpy as np
 
 from ttd_envs.core.construction_problem import ArrayConstructionProblem
 from ttd_envs.core.exact import float_up, fractions
-from ttd_envs.core.problem import Record
 from ttd_envs.core.program_problem import InvalidConstruction
-
-RECORDS = {
-    (16, 2): Record(12.889229907717516, "Together AI, EinsteinArena-new-SOTA, Mar 2026; initial='record' ships "
-                    "AlphaEvolve's 12.889266112 (arXiv 2506.13131, May 2025)", False),
-    (14, 3): Record(4.1658497672256525, "AlphaEvolve, arXiv 2506.13131, May 2025", False),
-}
-FILES = {(16, 2): "minmax_2d_16_alphaevolve.json", (14, 3): "minmax_3d_14_alphaevolve.json"}
 
 INITIAL_PROGRAM = '''```python
 def construct_points():
@@ -65,9 +57,7 @@ class MinMaxDistance(ArrayConstructionProblem):
     entry = "construct_points"
     value_name = "squared max/min distance ratio"
     summary = "Min/max distance ratio: 16 points in the plane (or n in d-D) with the smallest max/min distance ratio"
-    record = RECORDS[(16, 2)]  # the default instance's, for `ttd-agent envs`
-    records = RECORDS
-    construction_files = FILES
+    default_instance = {"n": 16, "d": 2}
 
     def __init__(self, n: int = 16, d: int = 2, initial: str = "empty", budget_s: float = 60.0,
                  timeout_s: float | None = None, cpus: int = 1) -> None:
@@ -75,7 +65,7 @@ class MinMaxDistance(ArrayConstructionProblem):
             raise ValueError(f"need integers n >= 3 and d >= 1; got n={n!r}, d={d!r}")
         self.n, self.d = n, d
         self.summary = f"Min/max distance ratio: {n} points in {d}-D with the smallest max/min distance ratio"
-        super().__init__((n, d), initial, budget_s, timeout_s, cpus)
+        super().__init__({"n": n, "d": d}, initial, budget_s, timeout_s, cpus)
 
     @property
     def shape(self) -> tuple[int, ...]:
