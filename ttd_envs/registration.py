@@ -47,6 +47,11 @@ ENVS: tuple[EnvEntry, ...] = (
     EnvEntry("ttd/TriMul-v0", "ttd_envs.problems.kernels.trimul:TriMul"),
     EnvEntry("ttd/MLADecode-v0", "ttd_envs.problems.kernels.mla_decode:MLADecode"),
     EnvEntry("ttd/AutocorrelationAC3-v0", "ttd_envs.problems.autocorrelation_ac3:AutocorrelationAC3"),
+    # Geometric constructions checked exactly (AlphaEvolve's B.8-B.13 problems)
+    EnvEntry("ttd/MinMaxDistance-v0", "ttd_envs.problems.min_max_distance:MinMaxDistance"),
+    EnvEntry("ttd/Heilbronn-v0", "ttd_envs.problems.heilbronn:Heilbronn"),
+    EnvEntry("ttd/KissingNumber-v0", "ttd_envs.problems.kissing_number:KissingNumber"),
+    EnvEntry("ttd/CirclePackingRectangle-v0", "ttd_envs.problems.circles_in_rectangle:CirclePackingRectangle"),
 )
 
 
