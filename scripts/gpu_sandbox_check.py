@@ -52,7 +52,8 @@ def main() -> int:
 
     from ttd_envs.core.libraries import library_directory
     from ttd_envs.core.sandbox import GiB, Limits, Sandbox
-    from ttd_envs.problems.kernels.problem import GPU_HOST_MEMORY, LIBCUDA, gpu_grants
+    from ttd_envs.problems.kernels.gpu_grants import LIBCUDA, gpu_grants
+    from ttd_envs.problems.kernels.problem import GPU_HOST_MEMORY
 
     if not args.dry_run:
         import torch

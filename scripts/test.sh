@@ -3,7 +3,7 @@
 source "$(dirname "$0")/_venv.sh"
 source scripts/_system_packages.sh
 install_system_packages
-install_project "agent,bio,kernels,ray,sinks,test,integrations"
+install_project "agent,bio,kernels,ray,sinks,test,integrations,view"
 # verl without its pins (they would downgrade transformers); the verl extra brings what ttd's verl
 # adapter uses (docs/integrations.md). No test of an installed framework is skipped.
 python -m pip install -q --no-deps "verl==0.9.1"

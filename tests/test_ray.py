@@ -171,7 +171,7 @@ def _written(trainer: DiscoveryTrainer) -> tuple[list[dict[str, Any]], dict[str,
         return None if state_id is None else order.setdefault(state_id, len(order))
 
     for row in rollouts:
-        row["parent"] = number(row["parent"])
+        row["parent"], row["child"] = number(row["parent"]), number(row["child"])
     state = best["state"]
     state["lineage"] = [number(i) for i in state["lineage"]]
     state["parent_id"], state["id"] = number(state["parent_id"]), number(state["id"])

@@ -144,7 +144,7 @@ def test_parent_environment_is_invisible(env, leftover_processes):
     body = ("import os, glob\n" + RUN +
             "    seen = repr(dict(os.environ))\n"
             "    for path in glob.glob('/proc/*/environ'):\n"
-            "        try:\n            seen += open(path, 'rb').read().decode(errors='replace')\n"
+            "        try:\n            seen += open(path, 'rb').read().replace(b'\\0', b'').decode(errors='replace')\n"
             "        except OSError:\n            pass\n"
             "    print(seen)\n"
             "    return 'done', 0.5, 1")
