@@ -177,6 +177,18 @@ def test_an_idle_keep_alive_connection_closed_by_the_server_costs_no_retry(scrip
     assert stats["requests"] == 2 and stats["request_retries"] == 0 and len(server.arrivals) == 2
 
 
+def test_a_keep_alive_connection_dropped_after_the_request_was_sent_is_a_counted_retry(scripted):
+    """Where the server drops a live connection after reading the request (it may have acted on
+    it), the resend is an attempt of its own: counted, not hidden as an idle close."""
+    server = scripted({CHAT: [chat_answer(), Reply(drop=True), chat_answer()]}, keep_alive=True)
+    client = client_for(server)
+    chat(client)
+    chat(client)  # straight away: the connection is alive when the second request goes out
+    stats = client.drain_stats()
+    assert len(server.arrivals) == 3
+    assert stats["requests"] == 2 and stats["request_retries"] == 1 and stats["requests_retried"] == 1
+
+
 def test_a_refused_connection_stops_at_once_with_one_line():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -31,6 +31,7 @@ import logging
 import os
 import random
 import re
+import select
 import socket
 import threading
 import time
@@ -83,6 +84,14 @@ class RequestStats:
     """Extra attempts in all."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether an idle connection's socket is readable: the server's close (or stray bytes) came in."""
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -174,15 +183,18 @@ class OpenAIClient:
                 setattr(self._stats, name, getattr(self._stats, name) + delta)
 
     # -- one attempt -------------------------------------------------------------------------------
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        """This thread's keep-alive connection, and whether it was used before."""
+    def _connection(self) -> http.client.HTTPConnection:
+        """This thread's keep-alive connection; a fresh one where the server has closed it while
+        idle (its socket reads as ready before anything was sent), so that a connection dropped
+        after a request was sent is always a fault, counted and retried."""
         conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn, True
+        if conn is not None and conn.sock is not None and not _closed_by_peer(conn.sock):
+            return conn
+        self._drop_connection()
         kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
         conn = kind(self._host, self._port, timeout=self.settings.request_timeout_s)
         self._local.conn = conn
-        return conn, False
+        return conn
 
     def _drop_connection(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -208,43 +220,39 @@ class OpenAIClient:
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         deadline = time.monotonic() + deadline_s
-        for fresh_try in (False, True):
-            conn, reused = self._connection()
-            try:
+        conn = self._connection()
+        try:
+            self._time_left(conn, deadline)
+            conn.request(method, self._prefix + path, body=data, headers=headers)
+            self._time_left(conn, deadline)
+            response = conn.getresponse()
+            chunks = []
+            while True:
                 self._time_left(conn, deadline)
-                conn.request(method, self._prefix + path, body=data, headers=headers)
-                self._time_left(conn, deadline)
-                response = conn.getresponse()
-                chunks = []
-                while True:
-                    self._time_left(conn, deadline)
-                    chunk = response.read1(1 << 16)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                if response.length:  # read1 ends quietly where the connection did, short of Content-Length
-                    raise http.client.IncompleteRead(b"".join(chunks), response.length)
-                response.close()  # read1 leaves a fully read answer open, which blocks the next request
-                if response.will_close:
-                    self._drop_connection()
-                return response.status, response.headers, b"".join(chunks)
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as error:
+                chunk = response.read1(1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            if response.length:  # read1 ends quietly where the connection did, short of Content-Length
+                raise http.client.IncompleteRead(b"".join(chunks), response.length)
+            response.close()  # read1 leaves a fully read answer open, which blocks the next request
+            if response.will_close:
                 self._drop_connection()
-                if reused and not fresh_try:  # the server closed an idle keep-alive connection: not a fault
-                    continue
-                raise _Transient(f"the connection was dropped ({type(error).__name__})") from error
-            except http.client.IncompleteRead as error:
-                self._drop_connection()
-                raise _Transient(f"the connection was dropped in the middle of the answer "
-                                 f"(after {len(error.partial)} bytes)") from error
-            except (TimeoutError, socket.timeout) as error:
-                self._drop_connection()
-                raise _Transient(f"no complete answer within the {deadline_s:g} s deadline "
-                                 f"(--request-timeout-s)") from error
-            except (OSError, http.client.HTTPException) as error:
-                self._drop_connection()
-                raise _Transient(f"cannot reach the server ({type(error).__name__}: {error})") from error
-        raise AssertionError("unreachable")
+            return response.status, response.headers, b"".join(chunks)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as error:
+            self._drop_connection()
+            raise _Transient(f"the connection was dropped ({type(error).__name__})") from error
+        except http.client.IncompleteRead as error:
+            self._drop_connection()
+            raise _Transient(f"the connection was dropped in the middle of the answer "
+                             f"(after {len(error.partial)} bytes)") from error
+        except (TimeoutError, socket.timeout) as error:
+            self._drop_connection()
+            raise _Transient(f"no complete answer within the {deadline_s:g} s deadline "
+                             f"(--request-timeout-s)") from error
+        except (OSError, http.client.HTTPException) as error:
+            self._drop_connection()
+            raise _Transient(f"cannot reach the server ({type(error).__name__}: {error})") from error
 
     # -- one request, retried --------------------------------------------------------------------
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, bytes]:
