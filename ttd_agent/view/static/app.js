@@ -7,7 +7,10 @@
   const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
   const OUTCOME_NAMES = ["valid", "unchanged", "timed out", "crashed", "invalid"];
   const OUTCOME_COLORS = ["#2ca02c", "#98df8a", "#ff7f0e", "#d62728", "#7f7f7f"];
-  const view = {data: null, state: null, step: null};
+  const view = {data: null, state: null, pinned: false, step: null, renders: 0};
+  // view.state is the state shown; pinned: the user chose it (a click, a link, #state=...), so a redraw
+  // keeps it; otherwise a live page follows the run's best state as the run finds better ones.
+  const INTEGER = new Intl.NumberFormat("en");  // one formatter: toLocaleString builds one per call
 
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -26,7 +29,7 @@
   function fmt(value, digits) {
     if (value === null || value === undefined) return "n/a";
     if (typeof value !== "number") return String(value);
-    return Number.isInteger(value) && Math.abs(value) < 1e15 ? value.toLocaleString("en") : value.toPrecision(digits || 6);
+    return Number.isInteger(value) && Math.abs(value) < 1e15 ? INTEGER.format(value) : value.toPrecision(digits || 6);
   }
 
   function layout(title, xTitle, yTitle, extra) {
@@ -94,14 +97,14 @@
 
     drawProgress(data);
     drawTree(data);
-    const range = document.getElementById("step-range");
-    const stepIndex = data.steps.findIndex((s) => s.step === view.step);
-    range.value = String(stepIndex >= 0 ? stepIndex : data.steps.length - 1);
-    range.addEventListener("input", () => drawStep(data, Number(range.value)));
-    drawStep(data, Number(range.value));
-    drawOverSteps(data);
-    drawBest(data);
-    drawCost(data);
+    return [["per-step plots", () => {
+      const range = document.getElementById("step-range");
+      const stepIndex = data.steps.findIndex((s) => s.step === view.step);
+      range.value = String(stepIndex >= 0 ? stepIndex : data.steps.length - 1);
+      range.addEventListener("input", () => drawStep(data, Number(range.value)));
+      drawStep(data, Number(range.value));
+    }], ["plots over steps", () => drawOverSteps(data)], ["best construction", () => drawBest(data)],
+    ["cost", () => drawCost(data)]];
   }
 
   function bestTraces(data, xKey) {
@@ -158,10 +161,10 @@
       div.dataset.bound = "1";
       div.on("plotly_click", (event) => {
         const id = event.points && event.points[0] && event.points[0].customdata;
-        if (id) selectState(view.data, id);
+        if (id) { view.pinned = true; selectState(view.data, id); }
       });
     }
-    const wanted = view.state && byId.has(view.state) ? view.state : (data.best && byId.has(data.best.id) ? data.best.id :
+    const wanted = view.pinned && byId.has(view.state) ? view.state : (data.best && byId.has(data.best.id) ? data.best.id :
       (nodes.length ? nodes.reduce((a, b) => ((b.reward ?? -Infinity) > (a.reward ?? -Infinity) ? b : a)).id : null));
     selectState(data, wanted);
   }
@@ -175,7 +178,7 @@
     if (!node) { panel.append(el("p", {class: "hint"}, "no state to show yet")); return; }
     view.state = id;
     const parent = node.parent ? byId.get(node.parent) : null;
-    const link = (target) => el("a", {href: `#state=${target}`, onclick: (e) => { e.preventDefault(); selectState(data, target); }}, target);
+    const link = (target) => el("a", {href: `#state=${target}`, onclick: (e) => { e.preventDefault(); view.pinned = true; selectState(data, target); }}, target);
     panel.append(el("h3", {}, `state ${node.id}`), el("table", {class: "meta"},
       ...[["step found", fmt(node.step)], ["reward", fmt(node.reward)], ["score", fmt(node.score)],
         ["visits", node.in_buffer ? fmt(node.visits) : "not in the latest checkpoint's buffer"],
@@ -347,20 +350,40 @@
     }
   }
 
+  // The first screen (header, cards, best-so-far curves, the state tree and the state it shows) is
+  // drawn at once; the sections below it follow one per task, so the browser paints the first screen
+  // without waiting for every plot. body.dataset: loadedMs when the first screen is drawn, drawnMs and
+  // ready = "1" when every part is (a redraw of a live page sets ready back to "0" until it is done).
   function render(data) {
+    const token = ++view.renders;
     view.data = data;
+    document.body.dataset.ready = "0";
     const root = document.getElementById("app");
     root.replaceChildren();
     guarded(root, "header", () => root.append(header(data)));
+    let later = [];
     if (typeof Plotly === "undefined") root.append(el("p", {class: "failed"}, "Plotly did not load: the plots cannot be drawn"));
-    else guarded(root, data.kind === "ttrl" ? "TTRL view" : "run view", () => (data.kind === "ttrl" ? renderTTRL : renderDiscovery)(root, data));
+    else guarded(root, data.kind === "ttrl" ? "TTRL view" : "run view", () => { later = (data.kind === "ttrl" ? renderTTRL : renderDiscovery)(root, data) || []; });
     document.body.dataset.version = String(data.version);
-    document.body.dataset.ready = "1";
+    if (!document.body.dataset.loadedMs) document.body.dataset.loadedMs = String(Math.round(performance.now()));  // since navigation began
+    drawRest(root, later, token);
+  }
+
+  function drawRest(root, parts, token) {
+    if (token !== view.renders) return;  // a newer render replaced this page: its parts are not drawn
+    if (!parts.length) {
+      if (!document.body.dataset.drawnMs) document.body.dataset.drawnMs = String(Math.round(performance.now()));
+      document.body.dataset.ready = "1";
+      return;
+    }
+    const [name, draw] = parts.shift();
+    guarded(root, name, draw);
+    setTimeout(() => drawRest(root, parts, token), 0);
   }
 
   function fromHash() {
     const match = /state=([0-9a-zA-Z_-]+)/.exec(location.hash);
-    if (match) view.state = match[1];
+    if (match) { view.state = match[1]; view.pinned = true; }
   }
 
   function poll(ms) {
@@ -385,10 +408,7 @@
     document.body.dataset.ready = "1";
     return;
   }
-  const started = performance.now();
   render(data);
-  document.body.dataset.renderMs = String(Math.round(performance.now() - started));
-  document.body.dataset.loadedMs = String(Math.round(performance.now()));  // since navigation began
   const pollMs = Number(source.dataset.pollMs);
   if (pollMs > 0) poll(pollMs);
 })();
