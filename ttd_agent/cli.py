@@ -41,7 +41,7 @@ from rich.progress import (
 from rich.table import Table
 
 from ttd_agent.policy import settings as llm_settings
-from ttd_envs.core.arguments import OneLineParser
+from ttd_envs.core.arguments import OneLineParser, env_arg
 
 console = Console()
 
@@ -50,17 +50,6 @@ FLAG_FIELDS = {"env_arg": "env_kwargs", "no_update": "update", "no_edit_prior": 
 NOT_CONFIG = frozenset({"command", "config", "resume", "method", "debug", "votes", "keep", "questions_per_step",
                         "episodes", "eval_every"})
 """Train flags that are not DiscoveryConfig fields (TTRL's own flags, and how the CLI runs)."""
-
-
-def _env_arg(text: str) -> tuple[str, Any]:
-    """KEY=VALUE with VALUE read as JSON when it parses (numbers, true, lists), else a string."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--env-arg takes KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -92,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "flags on the command line override it")
     train.add_argument("--env", help="env id (see `ttd-agent envs`) or module:ProblemClass importable from "
                                      "the current directory or PYTHONPATH")
-    train.add_argument("--env-arg", action="append", type=_env_arg, default=[], metavar="KEY=VALUE",
+    train.add_argument("--env-arg", action="append", type=env_arg, default=[], metavar="KEY=VALUE",
                        help="a make() kwarg of the env, e.g. n=40 or initial=record (repeatable)")
     train.add_argument("--method", choices=("discover", "ttrl"), default="discover",
                        help="TTT-Discover on one problem, or TTRL on a question set")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ttd_envs import certificates
+from ttd_envs.core.arguments import env_arg
 from ttd_envs.core.program_problem import InvalidConstruction
 from ttd_envs.registration import problem_class
 
@@ -31,17 +32,6 @@ MATH_ENVS = ("ttd/ErdosOverlap-v0", "ttd/AutocorrelationAC1-v0", "ttd/Autocorrel
              "ttd/KissingNumber-v0", "ttd/CirclePackingRectangle-v0",
              "ttd/LABS-v0", "ttd/AutocorrelationAC3-v0", "ttd/UncertaintyInequality-v0", "ttd/SumsDifferences-v0")
 EXIT_INVALID, EXIT_USAGE = 1, 2
-
-
-def env_arg(text: str) -> tuple[str, Any]:
-    """KEY=VALUE, VALUE read as JSON when it parses (numbers, true, lists), else kept as a string."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--env-arg takes KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
 
 
 def score_file(env_id: str, path: str | Path, env_kwargs: dict[str, Any] | None = None) -> float:

@@ -1,9 +1,10 @@
-"""What every command-line tool of ttd shares: argparse whose errors are one line."""
+"""What every command-line tool of ttd shares: argparse whose errors are one line, and --env-arg."""
 
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+import json
+from typing import Any, NoReturn
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -11,3 +12,14 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def env_arg(text: str) -> tuple[str, Any]:
+    """KEY=VALUE for --env-arg, VALUE read as JSON when it parses (numbers, true, lists), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--env-arg takes KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value

@@ -20,7 +20,6 @@ sandbox) is shared between sessions. ttd/MathVote-v0 (a group reward) is not ser
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 from uuid import uuid4
 
@@ -29,6 +28,7 @@ from openenv.core.env_client import EnvClient
 from openenv.core.env_server import Action, Environment, Observation, State, create_app
 from pydantic import Field
 
+from ttd_envs.core.arguments import env_arg
 from ttd_envs.core.env import DiscoveryEnv
 from ttd_envs.integrations import common
 
@@ -99,16 +99,6 @@ class TtdEnvClient(EnvClient[TtdAction, TtdObservation, State]):
         return State(**payload)
 
 
-def _env_arg(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
@@ -118,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-turns", type=int, default=1)
     parser.add_argument("--max-sessions", type=int, default=8)
-    parser.add_argument("--env-arg", type=_env_arg, action="append", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--env-arg", type=env_arg, action="append", default=[], metavar="KEY=VALUE",
                         help="an env option (JSON values are parsed: n=24, initial=record)")
     args = parser.parse_args(argv)
     app = make_app(args.env_id, args.max_turns, dict(args.env_arg), args.max_sessions)
