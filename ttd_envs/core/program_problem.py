@@ -79,6 +79,8 @@ class PythonProgramProblem:
     Subclasses set it from their largest valid answer, so a huge result fails early and cheaply."""
     info_keys: tuple[str, ...] = ("sandbox",)
     """Problem-specific keys of the env's `info` (None on steps that did not produce them)."""
+    construction_input: str | None = None
+    """The global under which the program finds the state's construction as a float64 array (None: not given)."""
 
     def __init__(self, budget: ProgramBudget) -> None:
         self.budget = budget
@@ -105,8 +107,11 @@ class PythonProgramProblem:
 
     # -- what a subclass provides ------------------------------------------------------------
     def program_inputs(self, state: State) -> dict[str, Any]:
-        """Globals the program finds already defined (arrays travel as .npy)."""
-        return {}
+        """Globals the program finds already defined (arrays travel as .npy): the state's construction
+        under `construction_input`, where the problem names one and the state has one."""
+        if self.construction_input is None or state.construction is None:
+            return {}
+        return {self.construction_input: np.asarray(state.construction, dtype=np.float64)}
 
     def program_kwargs(self) -> dict[str, Any]:
         return {}

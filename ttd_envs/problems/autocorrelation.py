@@ -218,6 +218,7 @@ class _Autocorrelation(PythonProgramProblem):
     formula: str
     method_note: str
     height_rule = "finite, non-negative real numbers, not all zero"
+    construction_input = "height_sequence_1"
     defaults = TrainerDefaults(model_kind="llm", eval_timeout_s=600.0, cpus_per_eval=2)
     preload = (*DEFAULT_PRELOAD, "ttd_envs.problems.autocorrelation")
 
@@ -250,11 +251,6 @@ class _Autocorrelation(PythonProgramProblem):
         return series_drawing(f"{a.size} heights, {self.bound_name} {self.bound(a):.8f}", "position (scaled to [0, 1])",
                               "value / max", series("heights", np.linspace(0, 1, a.size), a / a.max(), "step"),
                               series("autoconvolution", np.linspace(0, 1, c.size), c / c.max()))
-
-    def program_inputs(self, state: State) -> dict[str, Any]:
-        if state.construction is None:
-            return {}
-        return {"height_sequence_1": np.asarray(state.construction, dtype=np.float64)}
 
     def program_kwargs(self) -> dict[str, Any]:
         return {"seed": 42, "budget_s": self.budget.budget_s}

@@ -113,6 +113,7 @@ class CirclePacking(PythonProgramProblem):
     record_file: str
     target: float  # the reference prompt's goal
     entry = "run_packing"
+    construction_input = "initial_circles"
     result_bytes = 1 << 20  # 32 circles are under 2 KB however they are encoded
     defaults = TrainerDefaults(model_kind="llm", eval_timeout_s=300.0, cpus_per_eval=1)
 
@@ -132,11 +133,6 @@ class CirclePacking(PythonProgramProblem):
         circles = load_circles(self.record_file)
         _, score = self.check((circles[:, :2], circles[:, 2], None))
         return State(construction=circles, score=score, reward=score, is_initial=True)
-
-    def program_inputs(self, state: State) -> dict[str, Any]:
-        if state.construction is None:
-            return {}
-        return {"initial_circles": np.asarray(state.construction, dtype=np.float64)}
 
     def check(self, value: Any) -> tuple[np.ndarray, float]:
         if not isinstance(value, (tuple, list)) or len(value) != 3:

@@ -134,6 +134,7 @@ class ErdosOverlap(PythonProgramProblem):
     record = record_for("ErdosOverlap")
     defaults = TrainerDefaults(model_kind="llm", eval_timeout_s=600.0, cpus_per_eval=2)
     entry = "run"
+    construction_input = "initial_h_values"
     preload = (*DEFAULT_PRELOAD, "ttd_envs.problems.erdos")
 
     def __init__(self, initial: Literal["random", "record", "empty"] = "random", budget_s: float = 300.0,
@@ -163,11 +164,6 @@ class ErdosOverlap(PythonProgramProblem):
         x = np.arange(h.size + 1) * 2.0 / h.size
         return series_drawing(f"h with {h.size} steps, C5 bound {c5_bound(h):.8f}", "x", "h(x)",
                               series("h", x, np.r_[h, h[-1]], "step"))
-
-    def program_inputs(self, state: State) -> dict[str, Any]:
-        if state.construction is None:
-            return {}
-        return {"initial_h_values": np.asarray(state.construction, dtype=np.float64)}
 
     def program_kwargs(self) -> dict[str, Any]:
         return {"seed": 42, "budget_s": self.budget.budget_s}
