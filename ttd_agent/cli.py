@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("envs", help="list the env ids with their record to beat")
     best = sub.add_parser("best", help="print the best state of a run: score, code, construction")
-    best.add_argument("run_dir")
+    best.add_argument("run_dir", help="a run directory (what `ttd-agent train` wrote; its path is printed at the start)")
     add_view_parser(sub)
     return parser
 
@@ -424,7 +424,7 @@ def show_best(run_dir: str) -> int:
 def add_view_parser(sub: Any) -> None:
     view = sub.add_parser("view", help="a live page of a run: its search tree, programs, steps and cost",
                           formatter_class=_HelpFormatter)
-    view.add_argument("run_dir")
+    view.add_argument("run_dir", help="a run directory, finished or still training (what `ttd-agent train` wrote)")
     view.add_argument("--port", type=int, default=8000, metavar="N", help="port on 127.0.0.1; 0 picks a free one")
     view.add_argument("--html", metavar="FILE", help="write the page as one self-contained file instead of serving it")
     for flag, what in (("--usd-per-m-input", "US$ per million input tokens"),
