@@ -331,3 +331,4 @@ def test_a_failed_request_is_no_answer_to_learn_from(questions_file: Path) -> No
     for row in result.train_rows:
         assert row["answer_rate"] == pytest.approx(7 / 8) and row["majority_ratio"] == pytest.approx(7 / 8)
         assert row["informative_groups"] == 0 and row["updates"] == 0
+        assert row["truncated_rate"] == 0.0  # the failed request was not cut at max_new_tokens: it never came

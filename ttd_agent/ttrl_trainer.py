@@ -421,9 +421,9 @@ class TTRLTrainer:
                 value = token_entropy(samples)
                 if value is not None:
                     metrics[name] = value
-            lengths = [len(s.completion_ids) for s in group]
-            metrics.update({"response_tokens": float(np.mean(lengths)),
-                            "truncated_rate": float(np.mean([not s.finished for s in group])),
+            received = [s for s in group if s.error is None] or group  # a failed request is no response (nor cut)
+            metrics.update({"response_tokens": float(np.mean([len(s.completion_ids) for s in received])),
+                            "truncated_rate": float(np.mean([not s.finished and s.error is None for s in received])),
                             "answer_bins": float(outcome.vote.bins)})
             per_question.append(metrics)
             if cfg.log_rollouts:
