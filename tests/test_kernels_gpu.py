@@ -64,7 +64,7 @@ def benchmark_row(label: str, report: dict) -> dict:
     means = [b["mean_ns"] for b in report["benchmarks"]]
     return {"row": label, "gpu": report["device_name"], "score_us": geometric_mean(means) / 1e3,
             "benchmarks_us": [round(m / 1e3, 1) for m in means],
-            "event_us": [round((b["event_mean_ns"] or 0) / 1e3, 1) for b in report["benchmarks"]]}
+            "digest_us": [round(b["overhead_ns"] / 1e3, 1) for b in report["benchmarks"]]}
 
 
 @pytest.mark.slow
@@ -115,14 +115,14 @@ def test_mla_timed_end_to_end() -> None:
 @pytest.mark.slow
 def test_work_hidden_on_another_stream_is_counted(trimul: TriMul) -> None:
     """The same program, once on the default stream and once on a side stream it returns without
-    waiting for: the host-side device synchronisation counts the hidden work."""
+    waiting for: the judge's clock runs until the digest asked after `done`, which needs the
+    finished output, so the hidden work is counted."""
     plan = one_benchmark(trimul, index=6)
     honest = timed_report(trimul, STREAM_PROGRAM.format(side=False), plan)
     hidden = timed_report(trimul, STREAM_PROGRAM.format(side=True), plan)
     assert honest["error"] is None and hidden["error"] is None, (honest["error"], hidden["error"])
     assert hidden["benchmarks"][0]["mean_ns"] > 0.8 * honest["benchmarks"][0]["mean_ns"]
-    # CUDA events on the default stream alone would have missed it:
-    assert hidden["benchmarks"][0]["event_mean_ns"] < 0.5 * hidden["benchmarks"][0]["mean_ns"]
+    assert hidden["benchmarks"][0]["overhead_ns"] > 0  # the judge's digest cost, subtracted, was measured
 
 
 @pytest.mark.slow

@@ -15,29 +15,12 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("triton")
 
-from kernel_programs import TRIMUL_TORCH, TRITON_IMPORTS  # noqa: E402
+from kernel_programs import HONEST  # noqa: E402
 
 from ttd_envs.problems.kernels.problem import HarnessPlan  # noqa: E402
 from ttd_envs.problems.kernels.timing import TimingRule  # noqa: E402
 from ttd_envs.problems.kernels.trimul import TriMul  # noqa: E402
 
-HONEST = "import sys\nimport threading\nimport time\n" + TRITON_IMPORTS + '''
-
-@triton.jit
-def _copy(src, dst, n, BLOCK: tl.constexpr):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    tl.store(dst + i, tl.load(src + i, mask=i < n), mask=i < n)
-
-
-def triton_copy(t):
-    out = torch.empty_like(t)
-    _copy[(triton.cdiv(t.numel(), 16384),)](t, out, t.numel(), BLOCK=16384)
-    return out
-''' + TRIMUL_TORCH + '''
-
-def custom_kernel(data):
-    return triton_copy(trimul_torch(*data))
-'''
 
 
 @pytest.fixture(scope="module")

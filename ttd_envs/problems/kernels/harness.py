@@ -4,8 +4,8 @@ The sandbox bootstrap calls `serve(...)` with the channel to the judge (judge.py
 side) at descriptor `CHANNEL_FD`. It loads the program, then answers the judge's requests one
 call at a time: `prepare` (a seed and a shape: generate the inputs, clone them for the program),
 `go` (call `custom_kernel`, wait for the device, answer `done`), then either `slice` (a range of
-one output's values, for a checked call) or `digest` (a signed sum of every output element under
-a sign pattern the judge just drew, plus the elements it names: a timed call). Nothing here
+one output's values, for a checked call) or `digest` (signed sums of every output element under
+signs and groups the judge just drew, plus the elements it names: a timed call). Nothing here
 decides the reward: no tolerance, no reference output, no plan and no clock the judge uses lives
 in this process, so a program that patches, walks or replaces anything here changes only what
 it hands over, and the judge checks that against its own reference on inputs it made itself.
@@ -228,7 +228,7 @@ class Worker:
                 channel.send(self.sock, {"op": "slice", "values": values})
             elif op == "digest":
                 flats = [channel.comparable(self.torch, t, self.task.COMPARE_DTYPE) for t in outputs]
-                sums = [channel.signed_sum(self.torch, flat, int(request["seed"])) for flat in flats]
+                sums = [channel.signed_sums(self.torch, flat, int(request["seed"])) for flat in flats]
                 values = [flat[self.torch.as_tensor(picks, device=flat.device)].cpu().numpy()
                           for flat, picks in zip(flats, request["picks"])]
                 channel.send(self.sock, {"op": "digest", "sums": sums, "values": values})

@@ -5,8 +5,8 @@ Per call the judge draws a seed from the OS, computes the reference on its own c
 inputs, and only then sends the seed to the harness in the sandbox (`prepare`). The clock is
 this process's. A checked call (`timed=False`) fetches every output element, in slices, and
 compares each one. A timed call runs from the moment `go` is sent until the answer to `digest`
-arrives: after `done`, the judge draws a fresh sign pattern and a fresh sample of elements, and
-the harness must answer with the signed sum of every element and the sampled values. Only a
+arrives: after `done`, the judge draws fresh signs, groups and a sample of elements, and the
+harness must answer with the signed sum of every group of elements and the sampled values. Only a
 finished output answers both, so work deferred past `done` (another stream, a thread, a lazy
 tensor, a forged `done`) is inside the measured time; the judge's own cost of that digest,
 measured before the program started, is subtracted. Tolerances, the plan and the bandwidth
@@ -44,12 +44,26 @@ MESSAGE_SLACK_BYTES = 1 << 20
 SLICE_ELEMENTS = 8 << 20
 """Elements per `slice` message of a checked call (32 MiB of float32): memory stays bounded."""
 SAMPLE_ELEMENTS = 4096
-"""Elements per output compared one by one in a timed call (besides the signed sum of all)."""
-DIGEST_SIGMAS = 6.0
-"""An honest output's signed-sum error, each |error_i| <= atol + rtol·|ref_i| with signs drawn
-after the call, exceeds this many sqrt(Σ (atol + rtol·|ref_i|)²) with probability < 2·exp(-18)
-(Hoeffding); a program that skips or defers a few percent of the work misses it by far more."""
+"""Elements per output compared one by one in a timed call (besides the signed sums of all)."""
+DIGEST_FALSE_ALARM = 2 * math.exp(-18)
+"""The chance that an honest output fails the signed sums (about 3e-8 per timed call)."""
+DIGEST_SIGMAS = math.sqrt(2 * math.log(2 * channel.DIGEST_GROUPS / DIGEST_FALSE_ALARM))
+"""An honest output's error in one group's signed sum, each |error_i| <= t_i = atol + rtol·|ref_i|
+with signs drawn after the call, exceeds this many sqrt(Σ_group t_i²) with probability at most
+2·exp(-DIGEST_SIGMAS²/2) (Hoeffding); over all groups (union bound), DIGEST_FALSE_ALARM. An
+output left at zero misses each group's sum by a Gaussian of about 28 such units on TriMul."""
 CALIBRATION_RUNS = 3
+_forked = False
+"""Set in a child forked from this process (an executor's worker): libgomp's thread pool does not
+survive fork, so torch in the child must run single-threaded or its first parallel op hangs."""
+
+
+def _after_fork_in_child() -> None:
+    global _forked
+    _forked = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Rejected(Exception):
@@ -148,6 +162,8 @@ class Judge:
 
     def __init__(self, task: types.ModuleType, device: str, tests: list[dict[str, Any]],
                  benchmarks: list[dict[str, Any]], rule: TimingRule | None, timeout_s: float) -> None:
+        if _forked and not device.startswith("cuda"):
+            torch.set_num_threads(1)
         self.task, self.device = task, device
         self.tests, self.benchmarks, self.rule = tests, benchmarks, rule
         self.timeout_s = timeout_s
@@ -240,14 +256,15 @@ class Judge:
         sums = answer.get("sums")
         values = self._arrays(answer.get("values"), [p.numel() for p in picks])
         if not isinstance(sums, list) or len(sums) != len(expected) or not all(
-                isinstance(s, numbers.Real) and not isinstance(s, bool) for s in sums):
-            raise channel.ChannelError(f"expected {len(expected)} signed sums")
+                isinstance(group, list) and len(group) == channel.DIGEST_GROUPS
+                and all(isinstance(s, numbers.Real) and not isinstance(s, bool) for s in group) for group in sums):
+            raise channel.ChannelError(f"expected {len(expected)} list(s) of {channel.DIGEST_GROUPS} signed sums")
         for name, (want, shape), got, positions, claimed in zip(self.task.OUTPUT_NAMES, expected, values, picks, sums):
             found = Mismatches(shape)
             found.add(got.to(self.device), want[positions], positions, self.tolerance)
             if found.count:
                 raise Rejected(self._mismatch_message(label, name, found, sampled=True))
-            self._check_digest(label, name, want, float(claimed), digest_seed)
+            self._check_digest(label, name, want, [float(c) for c in claimed], digest_seed)
         return max(1, elapsed_ns - self.overhead_ns.get(spec["name"], 0))
 
     def _check_every_element(self, expected: list[tuple[torch.Tensor, tuple[int, ...]]], label: str) -> float:
@@ -275,18 +292,22 @@ class Judge:
         self.previous_hash = digest.digest()
         return max((found.max_abs_error for found in verdicts), default=0.0)
 
-    def _check_digest(self, label: str, name: str, want: torch.Tensor, claimed: float, seed: int) -> None:
+    def _check_digest(self, label: str, name: str, want: torch.Tensor, claimed: list[float], seed: int) -> None:
         if not bool(want.isfinite().all()):
             return  # no sound bound on a sum with infinities; the sample still checked it
-        expected = channel.signed_sum(torch, want, seed)
-        allowed = DIGEST_SIGMAS * float(((self.tolerance.atol + self.tolerance.rtol * want.abs().double()) ** 2)
-                                        .sum().sqrt())
-        if not abs(claimed - expected) <= allowed:
+        expected = channel.signed_sums(torch, want, seed)
+        bound = (self.tolerance.atol + self.tolerance.rtol * want.abs()) ** 2
+        allowed = [DIGEST_SIGMAS * math.sqrt(total) for total in channel.signed_sums(torch, bound, seed, signed=False)]
+        failed = [g for g, (c, e, a) in enumerate(zip(claimed, expected, allowed)) if not abs(c - e) <= a]
+        if failed:
+            g = failed[0]
             raise Rejected(
-                f"{label}: {name} fails the check of all {want.numel()} elements: their signed sum (signs drawn after "
-                f"the call returned) is {claimed:.6g}, the reference's is {expected:.6g}, allowed difference "
-                f"{allowed:.3g}. Some elements are wrong, or were not finished when custom_kernel returned (work "
-                "deferred past the call, on another stream or in a thread, is counted in the time and checked)")
+                f"{label}: {name} fails the check of all {want.numel()} elements: {len(failed)} of "
+                f"{channel.DIGEST_GROUPS} signed sums over random groups of them (signs and groups drawn after the "
+                f"call returned) differ from the reference's, e.g. {claimed[g]:.6g} against {expected[g]:.6g}, allowed "
+                f"difference {allowed[g]:.3g}. Some elements are wrong, or were not finished when custom_kernel "
+                "returned (work deferred past the call, on another stream or in a thread, is counted in the time "
+                "and checked)")
 
     def _digest_cost(self, spec: dict[str, Any]) -> int:
         """What answering `digest` costs an honest harness on `spec`'s outputs, measured on the
@@ -299,7 +320,7 @@ class Judge:
             _synchronize(self.device)
             start = time.perf_counter_ns()
             for flat in outputs:
-                channel.signed_sum(torch, flat, fresh_seed())
+                channel.signed_sums(torch, flat, fresh_seed())
                 flat[self._sample(flat.numel())].cpu().numpy()
             _synchronize(self.device)
             best = min(best, time.perf_counter_ns() - start)

@@ -11,6 +11,7 @@ scored here is the judge's, and nothing the program's process returns or writes 
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import importlib
 import logging
@@ -114,6 +115,7 @@ class KernelProblem(PythonProgramProblem):
                                "(torch + triton). With them, timing=False checks correctness only, on the CPU "
                                "under Triton's interpreter when there is no GPU")
         self.on_gpu = cuda_available()
+        importlib.import_module("ttd_envs.problems.kernels.judge")  # before any fork: it registers a fork hook
         if timing and not self.on_gpu:
             raise RuntimeError(f"{self.env_id} needs a CUDA GPU for timing; pass timing=False to check "
                                "correctness only (on the CPU it runs under Triton's interpreter)")
@@ -160,7 +162,7 @@ class KernelProblem(PythonProgramProblem):
         """Judge `code` on `plan`: the harness computes in the sandbox while the judge drives it
         from a thread of this process; the result's value is the judge's report (tests use this
         to time on the CPU, where the numbers mean nothing but every step of the timed path runs)."""
-        from ttd_envs.problems.kernels.judge import Judge, judge_device  # torch: only when judging
+        from ttd_envs.problems.kernels.judge import Judge, judge_device  # torch: only kernel problems
 
         gpu = str(self.gpu) if self.gpu is not None else os.environ.get("CUDA_VISIBLE_DEVICES")
         judge = Judge(importlib.import_module(TASKS[self.task]), judge_device(plan.device, gpu), plan.tests,
@@ -249,6 +251,9 @@ def _judge_into(judge: Any, sock: socket.socket, verdict: dict[str, Any]) -> Non
         log.warning("the kernel judge failed", exc_info=True)
         verdict["report"] = {"error": f"the judge failed ({type(exc).__name__}: {exc}); not scored", "tests": [],
                              "benchmarks": []}
+    finally:  # the verdict is in: hang up, so a harness blocked writing to us stops now, not at the wall limit
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def read_program(name: str) -> str:
