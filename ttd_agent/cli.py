@@ -498,7 +498,8 @@ def interrupt_advice(run_path: Path | None, method: str = "discover") -> str:
 
     if run_path is None or not (run_path / "config.json").exists():
         return "interrupted during set-up, before anything was saved: rerun the same command (without --resume)"
-    resume = f"ttd-agent train{' --method ttrl' if method == 'ttrl' else ''} --run-dir {shlex.quote(str(run_path))} --resume"
+    ttrl = " --method ttrl" if method == "ttrl" else ""
+    resume = f"ttd-agent train{ttrl} --run-dir {shlex.quote(str(run_path))} --resume"
     if method == "ttrl":  # a TTRL run keeps no best state; its accuracy is in metrics.jsonl
         return f"interrupted: continue with: {resume}"
     try:
