@@ -90,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", metavar="FILE.toml",
                        help="read flags from a TOML file (group-size = 4, env-arg = {n = 40}); "
                             "flags on the command line override it")
-    train.add_argument("--env", help="env id (see `ttd-agent envs`) or module:ProblemClass importable from "
-                                     "the current directory or PYTHONPATH")
+    train.add_argument("--env", help="env id (see `ttd-agent envs`), FILE.py:ProblemClass, or "
+                                     "module:ProblemClass importable from the current directory or PYTHONPATH")
     train.add_argument("--env-arg", action="append", type=_env_arg, default=[], metavar="KEY=VALUE",
                        help="a make() kwarg of the env, e.g. n=40 or initial=record (repeatable)")
     train.add_argument("--method", choices=("discover", "ttrl"), default="discover",
@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     best = sub.add_parser("best", help="print the best state of a run: score, code, construction")
     best.add_argument("run_dir")
     add_view_parser(sub)
+    for command in sub.choices.values():  # `train ... --debug` as well as `--debug train ...`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the full traceback of an error")
     return parser
 
 
@@ -174,7 +177,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, set[str]]:
     if args.config:
         from ttd_agent.runconfig import load_toml
 
-        actions = {a.dest: a for a in parser.train_parser._actions if a.dest not in ("help", "config")}  # type: ignore[attr-defined]
+        actions = {a.dest: a for a in parser.train_parser._actions if a.dest not in ("help", "config", "debug")}  # type: ignore[attr-defined]
         flags = load_toml(args.config, actions)
         for name, value in flags.items():
             _check_toml_value(args.config, actions[name], value)
