@@ -14,18 +14,28 @@ if [[ -z "${VIRTUAL_ENV:-}" ]]; then
     source .venv/bin/activate
 fi
 install_project() {  # $1: the extras, e.g. "agent,bio,test"
-    local torch constraint
-    python -m pip install -q --upgrade pip
-    if torch=$(python -c 'import torch; print(torch.__version__)' 2>/dev/null); then
+    # Quiet unless it fails (pip's output goes to a log, shown on failure); a stamp of
+    # pyproject.toml's hash and the extras in the venv skips the install when nothing changed.
+    local torch constraint log stamp want
+    stamp="$(python -c 'import sys; print(sys.prefix)')/.ttd-installed"
+    want="$1 $(sha256sum pyproject.toml | cut -d' ' -f1)"
+    if [[ -f "$stamp" ]] && grep -qxF "$want" "$stamp" && python -c 'import ttd_envs, ttd_agent' 2>/dev/null; then
+        return 0
+    fi
+    log=$(mktemp)
+    quiet() { "$@" >>"$log" 2>&1 || { cat "$log" >&2; echo "ttd: set-up failed (above): $*" >&2; rm -f "$log"; exit 1; }; }
+    quiet python -m pip install -q --upgrade pip
+    if torch=$(python -c 'from importlib.metadata import version; print(version("torch"))' 2>/dev/null); then
         echo "ttd: keeping the installed torch $torch"
-    else
+    else  # the version from metadata: importing torch before numpy is installed warns
         echo "ttd: no torch here; installing torch==2.13.0 (a few minutes the first time)"
-        python -m pip install "torch==2.13.0"
-        torch=$(python -c 'import torch; print(torch.__version__)')
+        quiet python -m pip install -q "torch==2.13.0"
+        torch=2.13.0
     fi
     constraint=$(mktemp)
     echo "torch==$torch" >"$constraint"
     echo "ttd: installing ttd[$1] with torch pinned to $torch"
-    python -m pip install -c "$constraint" -e ".[$1]" | { grep -v '^Requirement already satisfied' || true; }
-    rm -f "$constraint"
+    quiet python -m pip install -q -c "$constraint" -e ".[$1]"
+    rm -f "$constraint" "$log"
+    echo "$want" >>"$stamp"
 }

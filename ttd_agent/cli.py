@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", metavar="FILE.toml",
                        help="read flags from a TOML file (group-size = 4, env-arg = {n = 40}); "
                             "flags on the command line override it")
-    train.add_argument("--env", help="env id (see `ttd-agent envs`) or module:ProblemClass importable from "
-                                     "the current directory or PYTHONPATH")
+    train.add_argument("--env", help="env id (see `ttd-agent envs`), FILE.py:ProblemClass, or "
+                                     "module:ProblemClass importable from the current directory or PYTHONPATH")
     train.add_argument("--env-arg", action="append", type=env_arg, default=[], metavar="KEY=VALUE",
                        help="a make() kwarg of the env, e.g. n=40 or initial=record (repeatable)")
     train.add_argument("--method", choices=("discover", "ttrl"), default="discover",
@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     best = sub.add_parser("best", help="print the best state of a run: score, code, construction")
     best.add_argument("run_dir", help="a run directory (what `ttd-agent train` wrote; its path is printed at the start)")
     add_view_parser(sub)
+    for command in sub.choices.values():  # `train ... --debug` as well as `--debug train ...`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the full traceback of an error")
     return parser
 
 
@@ -163,7 +166,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, set[str]]:
     if args.config:
         from ttd_agent.runconfig import load_toml
 
-        actions = {a.dest: a for a in parser.train_parser._actions if a.dest not in ("help", "config")}  # type: ignore[attr-defined]
+        actions = {a.dest: a for a in parser.train_parser._actions if a.dest not in ("help", "config", "debug")}  # type: ignore[attr-defined]
         flags = load_toml(args.config, actions)
         for name, value in flags.items():
             _check_toml_value(args.config, actions[name], value)
@@ -487,7 +490,8 @@ def interrupt_advice(run_path: Path | None, method: str = "discover") -> str:
 
     if run_path is None or not (run_path / "config.json").exists():
         return "interrupted during set-up, before anything was saved: rerun the same command (without --resume)"
-    resume = f"ttd-agent train{' --method ttrl' if method == 'ttrl' else ''} --run-dir {shlex.quote(str(run_path))} --resume"
+    ttrl = " --method ttrl" if method == "ttrl" else ""
+    resume = f"ttd-agent train{ttrl} --run-dir {shlex.quote(str(run_path))} --resume"
     if method == "ttrl":  # a TTRL run keeps no best state; its accuracy is in metrics.jsonl
         return f"interrupted: continue with: {resume}"
     try:

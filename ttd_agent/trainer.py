@@ -194,10 +194,13 @@ def build_policy(config: DiscoveryConfig, problem: Any, teach_prior: bool = True
         preflight(config.model, settings, sampler=config.sampler, lora_rank=config.lora_rank,
                   full_finetune=config.full_finetune, max_new_tokens=config.max_new_tokens,
                   sequences=config.groups_per_step * config.group_size, device=config.device)
+    from ttd_agent.policy.tiny import TINY, answer_to_teach
+
+    tiny = {"answer": answer_to_teach(problem)} if config.model == TINY else {}  # its answer format
     return make_policy("hf", model=config.model, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
                        target_modules=config.lora_target_modules, full_finetune=config.full_finetune,
                        lr=config.lr, device=config.device,
-                       seed=config.seed, sampler=config.sampler, settings=settings)
+                       seed=config.seed, sampler=config.sampler, settings=settings, **tiny)
 
 
 def teach_edit_prior(policy: Any, spec: EmbeddedSpec, edits: float, rng: np.random.Generator,

@@ -1,7 +1,5 @@
 """A complete new problem in under 50 lines: a Golomb ruler with m marks, as short as possible."""
 
-from typing import Any
-
 import numpy as np
 
 from ttd_envs import Record, State, TrainerDefaults, register_problem
@@ -23,7 +21,7 @@ class GolombRuler(PythonProgramProblem):
     def initial_state(self, rng: np.random.Generator) -> State:
         return State(is_initial=True)
 
-    def check(self, value: Any) -> tuple[list[int], float]:
+    def check(self, value: object) -> tuple[list[int], float]:
         a = np.asarray(value)
         if a.shape != (self.marks,) or a.dtype.kind not in "iuf" or not np.all(a == np.round(a)):
             raise InvalidConstruction(f"return {self.marks} integer marks, got {a.dtype} array of shape {a.shape}")
@@ -36,6 +34,9 @@ class GolombRuler(PythonProgramProblem):
 
     def reward_for(self, score: float) -> float:
         return self.marks**2 / score
+
+    def example_answer(self) -> str:  # what `--model tiny` learns to write: powers of 2 repeat no difference
+        return f"```python\ndef ruler():\n    return [2 ** k for k in range({self.marks})]\n```"
 
     def prompt(self, state: State) -> str:
         best = "none yet" if state.score is None else f"{state.construction} (length {state.score:g})"

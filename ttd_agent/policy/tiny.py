@@ -7,8 +7,12 @@ For tests, examples and smoke runs of the `hf` (and vLLM) backend without downlo
     policy = make_policy("hf", model="tiny")      # the same, built in a temporary directory
 
 `--model tiny` (`model="tiny"`) is a plumbing check: the whole trainer runs on any CPU in seconds,
-and the random model writes noise, so it will not find anything. Its answers are capped at
-`TINY_MAX_NEW_TOKENS` tokens, whatever the env's default length.
+and will not find anything. Its answers are capped at `TINY_MAX_NEW_TOKENS` tokens, whatever the
+env's default length. Random weights write noise, which a program problem rejects before its
+sandbox or `check()` run; so where the problem has an `example_answer()` (a ```python block for
+`PythonProgramProblem`) the model is first taught to write it after the problem's prompts
+(`teach_answer`, a few seconds), and its samples, the example and variations of it, reach the
+sandbox and the checker.
 
 The tokenizer is a byte-level BPE (every string encodes; ~300 tokens) trained on a few sentences,
 with BOS/EOS/PAD and role markers, and a one-line chat template. The model is a Llama of random
@@ -18,9 +22,14 @@ vLLM's attention kernels need).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 TINY = "tiny"
 """The `--model` value that selects this model."""
@@ -78,17 +87,80 @@ def build_tiny_causal_lm(directory: Path, seed: int = 0, *, hidden_size: int = 3
     return directory
 
 
-def make_tiny_policy(**hf_kwargs: Any) -> Any:
-    """An `HFPolicy` over the tiny random LM, built in a temporary directory that lives as long as
-    the policy; the same `seed` rebuilds the same weights, so a checkpoint's adapter fits on resume."""
+TEACH_STEPS = 150
+TEACH_LR = 1e-2
+"""Imitation of the answer format: AdamW steps and learning rate (the loss ends near 0.01)."""
+
+
+def teach_answer(policy: Any, prompts: Sequence[str], answer: str) -> float:
+    """Cross-entropy on `answer` (then EOS) after each of `prompts` as the policy renders them, in
+    the base weights (the KL reference and what a resume rebuilds), so the random model writes the
+    problem's answer format; returns the last loss. Deterministic in the policy's seed."""
+    import copy
+
+    import torch
+
+    target = list(policy.tokenizer(answer, add_special_tokens=False)["input_ids"]) + [policy.eos_ids[0]]
+    rows = [(policy.render(prompt), target) for prompt in prompts]
+    width = max(len(ids) + len(t) for ids, t in rows)
+    pad = policy.pad_id
+    ids = torch.tensor([[pad] * (width - len(i) - len(t)) + i + t for i, t in rows], device=policy.device)
+    labels = torch.tensor([[-100] * (width - len(t)) + t for _, t in rows], device=policy.device)
+    attention = (ids != pad).long() if pad not in target else torch.ones_like(ids)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    base = policy._causal_lm(policy.model)
+    weights = [p for name, p in base.named_parameters() if "lora_" not in name]
+    for p in weights:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(weights, lr=TEACH_LR)
+    context = policy.model.disable_adapter() if policy.lora else contextlib.nullcontext()
+    loss = torch.tensor(float("nan"))
+    checkpointing = getattr(base, "is_gradient_checkpointing", False)  # saves nothing here, costs time
+    base.gradient_checkpointing_disable()
+    with context, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(policy.seed)
+        base.train()
+        for _ in range(TEACH_STEPS):
+            loss = base(input_ids=ids, attention_mask=attention, position_ids=positions, labels=labels).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    if checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    policy.model.eval()
+    for p in weights:
+        p.requires_grad_(not policy.lora)
+    if not policy.lora:  # full fine-tuning keeps its own copy as the reference
+        policy.reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
+    return float(loss.detach())
+
+
+def answer_to_teach(problem: Any, prompts: int = 4) -> tuple[list[str], str] | None:
+    """(prompts of a few initial states, the problem's `example_answer()`), or None without one."""
+    import numpy as np
+
+    example = getattr(problem, "example_answer", None)
+    if not callable(example):
+        return None
+    rng = np.random.default_rng(0)
+    return list(dict.fromkeys(problem.prompt(problem.initial_state(rng)) for _ in range(prompts))), example()
+
+
+def make_tiny_policy(answer: tuple[Sequence[str], str] | None = None, **hf_kwargs: Any) -> Any:
+    """An `HFPolicy` over the tiny LM (taught `answer` = (prompts, text) when given; see
+    `answer_to_teach`), built in a temporary directory that lives as long as the policy; the same
+    `seed` and `answer` rebuild the same weights, so a checkpoint's adapter fits on resume."""
     from ttd_agent.policy.hf import HFPolicy
 
     class TinyPolicy(HFPolicy):
-        """The tiny LM with its answers capped at TINY_MAX_NEW_TOKENS."""
+        """The tiny LM with its answers capped at TINY_MAX_NEW_TOKENS (or the taught answer's length
+        and some room to vary)."""
+
+        cap = TINY_MAX_NEW_TOKENS
 
         def sample(self, prompts: Any, n: int, *, temperature: float, max_new_tokens: int, on_sample: Any = None) -> Any:
             return super().sample(prompts, n, temperature=temperature,
-                                  max_new_tokens=min(max_new_tokens, TINY_MAX_NEW_TOKENS), on_sample=on_sample)
+                                  max_new_tokens=min(max_new_tokens, self.cap), on_sample=on_sample)
 
     if hf_kwargs.get("sampler", "hf") != "hf":
         raise ValueError("--model tiny samples with the hf backend only; drop --sampler vllm")
@@ -100,6 +172,10 @@ def make_tiny_policy(**hf_kwargs: Any) -> Any:
     try:
         path = build_tiny_causal_lm(Path(directory.name), seed=hf_kwargs.get("seed", 0))
         policy = TinyPolicy(**{**hf_kwargs, "model": str(path)})
+        if answer is not None:
+            loss = teach_answer(policy, *answer)
+            log.info("--model tiny taught the answer format in %d steps (loss %.3g)", TEACH_STEPS, loss)
+            policy.cap = max(TINY_MAX_NEW_TOKENS, len(policy.tokenizer(answer[1])["input_ids"]) + 16)
     finally:
         if bars:
             hf_logging.enable_progress_bar()

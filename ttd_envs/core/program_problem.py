@@ -126,6 +126,12 @@ class PythonProgramProblem:
     def reward_for(self, score: float) -> float:
         raise NotImplementedError
 
+    def example_answer(self) -> str:
+        """An answer in this problem's format, which `--model tiny` is taught to write so a CPU
+        plumbing check reaches the sandbox and `check()`. This one defines `entry` and returns
+        None (check() rejects it); override it with a valid answer to see valid programs too."""
+        return f"```python\ndef {self.entry}(*args, **kwargs):\n    return None\n```"
+
     # -- the shared evaluation ---------------------------------------------------------------
     def limits(self) -> Limits:
         return Limits(wall_s=self.budget.timeout_s, memory_bytes=self.budget.memory_bytes,
