@@ -3,7 +3,7 @@
 "use strict";
 
 (function () {
-  const PLOT_CONFIG = {displaylogo: false, responsive: true};
+  const PLOT_CONFIG = {displaylogo: false, responsive: true};  // the mode bar stands upright at the right (layout.modebar), clear of the titles
   const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
   const OUTCOME_NAMES = ["valid", "unchanged", "timed out", "crashed", "invalid"];
   const OUTCOME_COLORS = ["#2ca02c", "#98df8a", "#ff7f0e", "#d62728", "#7f7f7f"];
@@ -34,9 +34,9 @@
 
   function layout(title, xTitle, yTitle, extra) {
     return Object.assign({
-      title: {text: title, font: {size: 14}}, margin: {l: 60, r: 20, t: 40, b: 45}, height: 320,
+      title: {text: title, font: {size: 14}, x: 0.01, xanchor: "left"}, margin: {l: 60, r: 20, t: 40, b: 45}, height: 320,
       xaxis: {title: {text: xTitle}}, yaxis: {title: {text: yTitle}},
-      legend: {orientation: "h", y: -0.25, font: {size: 11}}, hovermode: "closest",
+      legend: {orientation: "h", y: -0.25, font: {size: 11}}, hovermode: "closest", modebar: {orientation: "v"},
     }, extra || {});
   }
 
@@ -68,6 +68,12 @@
       notes.length ? el("ul", {class: "notes", id: "notes"}, ...notes) : null);
   }
 
+  // A record's holder can be a whole citation: its card shows the part before the first ";" (the rest on hover).
+  function shortHolder(holder) {
+    const head = String(holder).split(";")[0];
+    return head.length > 60 ? `${head.slice(0, 57)}...` : head;
+  }
+
   function cards(items) {
     return el("div", {class: "cards"}, ...items.map(([label, value]) => el("div", {class: "card"},
       el("div", {class: "label"}, label), el("div", {class: "value"}, value))));
@@ -81,7 +87,7 @@
     const record = data.record;
     root.append(cards([
       ["best reward", fmt(last(c.best_reward))], ["its score", fmt(best.score)],
-      ["record", record ? `${fmt(record.score)} (${record.holder})` : "none"],
+      ["record", record ? el("span", {title: record.holder}, `${fmt(record.score)} (${shortHolder(record.holder)})`) : "none"],
       ["samples", fmt(last(c.samples))], ["wall time", c.wall_s ? `${fmt(last(c.wall_s), 4)} s` : "n/a"],
       ["tokens out", fmt(last(c.tokens_out))],
     ]));
