@@ -29,6 +29,7 @@ class Browser:
     def __init__(self, width: int = 1400, height: int = 1000) -> None:
         from websockets.sync.client import connect
 
+        self.width = width
         self.profile = Path(tempfile.mkdtemp(prefix="ttd-chromium-"))
         self.process = subprocess.Popen(
             [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
@@ -111,8 +112,11 @@ class Browser:
             self.call("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
 
     def screenshot(self, path: Path) -> bytes:
+        """A PNG of the whole page: the viewport is made as tall as the page, so every part is on screen."""
+        self.call("Emulation.clearDeviceMetricsOverride")  # the height an earlier, taller page was given
         height = self.evaluate("document.documentElement.scrollHeight")
-        self.call("Emulation.setDeviceMetricsOverride", width=1400, height=int(height), deviceScaleFactor=1, mobile=False)
+        self.call("Emulation.setDeviceMetricsOverride", width=self.width, height=int(height), deviceScaleFactor=1,
+                  mobile=False)
         data = base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
         path.write_bytes(data)
         return data

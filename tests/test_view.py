@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -99,8 +100,13 @@ def test_a_run_still_training_updates_the_page(browser, labs_run, tmp_path: Path
         # the page polls version.json and redraws itself when the run writes another step
         browser.wait_for(f"Number(document.body.dataset.version) > {first} && "
                          f"document.querySelector('.status').textContent !== {json.dumps(first_steps)}", timeout=90)
-        browser.wait_for("document.querySelector('.status').textContent.includes('finished') && "
-                         "document.body.dataset.ready === '1'", timeout=120)
+        browser.wait_for("document.querySelector('.status').textContent.includes('finished')", timeout=120)
+        # the run still writes its checkpoint and best state after its last step: once it has exited, the page
+        # must reach the server's last version and finish drawing it (a redraw empties the lower sections)
+        assert process.wait(timeout=180) == 0
+        final = json.loads(urllib.request.urlopen(url + "version.json", timeout=10).read())["version"]
+        browser.wait_for(f"Number(document.body.dataset.version) === {final} && document.body.dataset.ready === '1'",
+                         timeout=30)
         check_page(browser, tmp_path / "live.png", DISCOVERY_PLOTS)
     finally:
         viewer.terminate()
@@ -175,6 +181,26 @@ def test_huge_and_hostile_programs_show_a_clear_message(browser, tiny_run: Path,
     browser.wait_for("document.querySelector('#state h3').textContent === 'state orphan0state'", timeout=10)
     assert "the parent is not in the run directory" in browser.evaluate("document.getElementById('diff').textContent")
     assert browser.errors() == []
+
+
+def test_a_server_run_without_token_counts_says_so(browser, tiny_run: Path, tmp_path: Path) -> None:
+    """A run sampled through an OpenAI-compatible chat server that sent no `usage`: the chat sampler
+    sees no token ids, so every token count it logged is 0. The page says the counts are missing
+    instead of drawing zeros as if the run were free."""
+    run = tmp_path / "chat"
+    shutil.copytree(tiny_run, run)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:  # what metrics.jsonl holds when the server reports no usage
+        row.update(requests=8, requests_failed=0, requests_retried=0, request_retries=0, prompt_tokens=0,
+                   completion_tokens=0, tokens=0)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    browser.reset()
+    browser.open(export(run, tmp_path / "chat.html").as_uri())
+    assert "reported no token usage" in browser.evaluate("document.getElementById('notes').innerText")
+    assert "logged no token counts" in browser.evaluate("document.getElementById('plot-tokens').innerText")
+    cost = browser.evaluate("document.getElementById('cost-table').innerText")
+    assert "not reported by the server" in cost, cost
+    check_page(browser, tmp_path / "chat.png", DISCOVERY_PLOTS - {"plot-tokens"})
 
 
 def test_a_missing_run_directory_is_one_line(tmp_path: Path) -> None:

@@ -261,6 +261,14 @@ def _cumulative(rows: list[dict[str, Any]], key: str) -> list[float] | None:
     return out
 
 
+def _unreported_tokens(metrics: list[dict[str, Any]]) -> bool:
+    """A run sampled through a server (`requests` logged) that answered yet gave no `usage`: its token
+    counts are zeros that mean "unknown", not "free"."""
+    answered = sum(int(row.get("requests") or 0) - int(row.get("requests_failed") or 0) for row in metrics)
+    tokens = sum(int(row.get("prompt_tokens") or 0) + int(row.get("completion_tokens") or 0) for row in metrics)
+    return answered > 0 and tokens == 0
+
+
 def _curves(metrics: list[dict[str, Any]], notes: list[str]) -> dict[str, Any]:
     """Per finished step: samples, best reward and score, and the cumulative costs."""
     curves: dict[str, Any] = {
@@ -278,7 +286,11 @@ def _curves(metrics: list[dict[str, Any]], notes: list[str]) -> dict[str, Any]:
     output = "completion_tokens" if any("completion_tokens" in row for row in metrics) else "tokens"
     curves["tokens_out"] = _cumulative(metrics, output)
     curves["tokens_in"] = _cumulative(metrics, "prompt_tokens")
-    if metrics and curves["tokens_in"] is None:
+    if _unreported_tokens(metrics):
+        curves["tokens_out"] = curves["tokens_in"] = None
+        notes.append("the server answered requests but reported no token usage (and a chat sampler sees no token "
+                     "ids): tokens, their price and the curves against tokens are not shown")
+    elif metrics and curves["tokens_in"] is None:
         notes.append("metrics.jsonl has no prompt_tokens (a run from an older version): input tokens and their "
                      "price are not shown")
     curves["cpu_sample_eval_s"] = _cumulative(metrics, "cpu_sample_eval_s")

@@ -3,7 +3,7 @@
 "use strict";
 
 (function () {
-  const PLOT_CONFIG = {displaylogo: false, responsive: true};
+  const PLOT_CONFIG = {displaylogo: false, responsive: true};  // the mode bar stands upright at the right (layout.modebar), clear of the titles
   const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
   const OUTCOME_NAMES = ["valid", "unchanged", "timed out", "crashed", "invalid"];
   const OUTCOME_COLORS = ["#2ca02c", "#98df8a", "#ff7f0e", "#d62728", "#7f7f7f"];
@@ -34,9 +34,9 @@
 
   function layout(title, xTitle, yTitle, extra) {
     return Object.assign({
-      title: {text: title, font: {size: 14}}, margin: {l: 60, r: 20, t: 40, b: 45}, height: 320,
+      title: {text: title, font: {size: 14}, x: 0.01, xanchor: "left"}, margin: {l: 60, r: 20, t: 40, b: 45}, height: 320,
       xaxis: {title: {text: xTitle}}, yaxis: {title: {text: yTitle}},
-      legend: {orientation: "h", y: -0.25, font: {size: 11}}, hovermode: "closest",
+      legend: {orientation: "h", y: -0.25, font: {size: 11}}, hovermode: "closest", modebar: {orientation: "v"},
     }, extra || {});
   }
 
@@ -68,6 +68,12 @@
       notes.length ? el("ul", {class: "notes", id: "notes"}, ...notes) : null);
   }
 
+  // A record's holder can be a whole citation: its card shows the part before the first ";" (the rest on hover).
+  function shortHolder(holder) {
+    const head = String(holder).split(";")[0];
+    return head.length > 60 ? `${head.slice(0, 57)}...` : head;
+  }
+
   function cards(items) {
     return el("div", {class: "cards"}, ...items.map(([label, value]) => el("div", {class: "card"},
       el("div", {class: "label"}, label), el("div", {class: "value"}, value))));
@@ -81,9 +87,9 @@
     const record = data.record;
     root.append(cards([
       ["best reward", fmt(last(c.best_reward))], ["its score", fmt(best.score)],
-      ["record", record ? `${fmt(record.score)} (${record.holder})` : "none"],
+      ["record", record ? el("span", {title: record.holder}, `${fmt(record.score)} (${shortHolder(record.holder)})`) : "none"],
       ["samples", fmt(last(c.samples))], ["wall time", c.wall_s ? `${fmt(last(c.wall_s), 4)} s` : "n/a"],
-      ["tokens out", fmt(last(c.tokens_out))],
+      ["tokens out", c.tokens_out ? fmt(last(c.tokens_out)) : "not reported"],
     ]));
     root.append(section("Best so far", el("div", {class: "row"}, plotDiv("plot-samples"), plotDiv("plot-wall"), plotDiv("plot-tokens"))));
     root.append(section("State tree", el("p", {class: "hint"}, "Each point is a state kept by the run (x: step found, y: reward); lines join a state to its parent. Click one to see its program and its diff against its parent."),
@@ -132,8 +138,9 @@
     const tokenTitle = data.curves.tokens_in ? "best reward vs tokens (in + out)" : "best reward vs tokens out";
     const c = data.curves;
     const tokens = c.tokens_out && c.tokens_in ? c.tokens_out.map((t, i) => t + c.tokens_in[i]) : c.tokens_out;
-    plot("plot-tokens", tokens ? [{x: tokens, y: c.best_reward, name: "this run", mode: "lines+markers", line: {shape: "hv"}, marker: {size: 4}}] : [],
+    if (tokens) plot("plot-tokens", [{x: tokens, y: c.best_reward, name: "this run", mode: "lines+markers", line: {shape: "hv"}, marker: {size: 4}}],
       layout(tokenTitle, "tokens", "best reward", {shapes: shapes}));
+    else document.getElementById("plot-tokens").replaceChildren(el("p", {class: "hint"}, "best reward vs tokens: this run logged no token counts (see the notes)"));
   }
 
   // -- the tree ---------------------------------------------------------------------------------------
@@ -305,8 +312,8 @@
     const sum = (xs) => (xs ? xs.reduce((a, b) => a + (b || 0), 0) : null);
     const usd = money(data);
     const rows = [
-      ["tokens in", c.tokens_in ? fmt(last(c.tokens_in)) : "not logged by this run"],
-      ["tokens out", fmt(last(c.tokens_out))],
+      ["tokens in", c.tokens_in ? fmt(last(c.tokens_in)) : (c.tokens_out ? "not logged by this run" : "not reported by the server")],
+      ["tokens out", c.tokens_out ? fmt(last(c.tokens_out)) : "not reported by the server"],
       ["wall seconds: sampling / evaluation / update", [sum(c.time_sample_s), sum(c.time_eval_s), sum(c.time_update_s)].map((v) => fmt(v, 4)).join(" / ")],
       ["CPU seconds: sampling + evaluation / update", c.cpu_update_s ? `${fmt(last(c.cpu_sample_eval_s), 4)} / ${fmt(last(c.cpu_update_s), 4)}` : "not logged by this run"],
       ["GPU seconds (sampling + update)", c.gpu_s ? fmt(last(c.gpu_s), 4) : "0 (a CPU run)"],
