@@ -52,6 +52,7 @@ ENVS: tuple[EnvEntry, ...] = (
     EnvEntry("ttd/Heilbronn-v0", "ttd_envs.problems.heilbronn:Heilbronn"),
     EnvEntry("ttd/KissingNumber-v0", "ttd_envs.problems.kissing_number:KissingNumber"),
     EnvEntry("ttd/CirclePackingRectangle-v0", "ttd_envs.problems.circles_in_rectangle:CirclePackingRectangle"),
+    EnvEntry("ttd/SumsDifferences-v0", "ttd_envs.problems.sums_differences:SumsDifferences"),
 )
 
 

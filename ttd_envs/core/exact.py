@@ -62,3 +62,28 @@ def convex_hull_area(points: list[tuple]) -> Fraction:
     twice = sum(hull[i][0] * hull[(i + 1) % len(hull)][1] - hull[(i + 1) % len(hull)][0] * hull[i][1]
                 for i in range(len(hull)))
     return abs(Fraction(twice)) / 2
+
+
+PI_TEXT = "3.14159265358979323846264338327950288419716939937510582097494459"
+"""pi to 63 significant digits; PI_LOW < pi < PI_HIGH."""
+PI_LOW = Fraction(Decimal(PI_TEXT))
+PI_HIGH = PI_LOW + Fraction(1, 10 ** 62)
+
+
+def ln_bounds(n: int, digits: int = 60) -> tuple[Fraction, Fraction]:
+    """An interval holding ln(n) for an integer n >= 1. Decimal's ln is correctly rounded to
+    `digits` significant digits, so one unit of the last digit on either side encloses it."""
+    with localcontext() as context:
+        context.prec = digits
+        value = Fraction(Decimal(n).ln())
+    slack = abs(value) / 10 ** (digits - 1)
+    return value - slack, value + slack
+
+
+def sqrt_bounds(q: Fraction, digits: int = 40) -> tuple[Fraction, Fraction]:
+    """An interval holding sqrt(q) (q >= 0), about 10^-digits wide relative, checked by squaring."""
+    x = Fraction(sqrt_fraction(q, digits))
+    low, high = x * (1 - Fraction(1, 10 ** (digits - 1))), x * (1 + Fraction(1, 10 ** (digits - 1)))
+    if not low * low <= q <= high * high:
+        raise ArithmeticError(f"sqrt_bounds: the enclosure of sqrt({float(q)}) failed its exact check")
+    return low, high
