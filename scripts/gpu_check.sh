@@ -200,7 +200,7 @@ echo "== gpu_check step 4/4: summary =="
 import json, sys
 for line in open(sys.argv[1]):
     row = json.loads(line)
-    extra = "".join(f"  {k}={row[k]}" for k in ("benchmarks_us", "event_us") if k in row)
+    extra = "".join(f"  {k}={row[k]}" for k in ("benchmarks_us", "digest_us") if k in row)
     print(f"{row['row']:<48} {row['gpu']:<24} score {row['score_us']:9.1f} µs{extra}")
 EOF
     fi
