@@ -180,9 +180,12 @@ check "LLM path at scale, Qwen2.5-1.5B shape (gpu_llm_check.py)" 150 \
 # into an empty cache, then one update of 16k tokens through 2 narrow layers, seconds.
 check "gpt-oss at 16k tokens, FlexAttention (gpu_attention_check.py)" 120 \
     "$PYTHON" scripts/gpu_attention_check.py
-# 160 s: 23.7 s here for 21 sandboxed runs; on a GPU each adds a CUDA context and cold compiles.
-check "kernels CPU-side tests, compiled on the GPU" 160 \
-    "$PYTHON" -m pytest -q -rs -p no:cacheprovider tests/test_kernels.py tests/test_kernels_guards.py
+# 240 s: 23.7 s here for the 21 sandboxed runs of the first two files, about 60 s for the trust
+# file (the forging attacks in both sandbox modes); on a GPU each run adds a CUDA context and cold
+# compiles, and the attacks then meet the judge's GPU path (CUDA clock, device-side digest).
+check "kernels CPU-side and trust tests, on the GPU" 240 \
+    "$PYTHON" -m pytest -q -rs -p no:cacheprovider tests/test_kernels.py tests/test_kernels_guards.py \
+    tests/test_kernels_trust.py
 # 60 s: collecting the suite takes 37 s here; what is GPU-marked then runs (vLLM skips without vllm).
 check "other GPU-marked tests (pytest -m gpu)" 60 \
     "$PYTHON" -m pytest -q -rs -p no:cacheprovider -m gpu tests --ignore=tests/test_kernels_gpu.py

@@ -58,7 +58,7 @@ def test_dry_run_reaches_every_step_and_prints_the_gpu_command(tmp_path):
     assert all(s in DRY_RUN_OK for s in status.values()), status
     ran = [name for name in checks if re.search(r"gpu_(sandbox|hf|llm|attention)_check\.py", name)]
     assert len(ran) == 4 and all(status[name] == "PASS" for name in ran), status  # their --dry-run forms
-    assert status["kernels CPU-side tests, compiled on the GPU"] == "PASS"  # collected
+    assert status["kernels CPU-side and trust tests, on the GPU"] == "PASS"  # collected
 
     command = json.loads(next(line for line in out.splitlines() if line.startswith("run "))[4:])
     assert "bash scripts/gpu_check.sh" in command["command"] and command["carry"] == [str(wheels)]
