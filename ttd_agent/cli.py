@@ -35,7 +35,6 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     TextColumn,
-    TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.table import Table
@@ -191,9 +190,11 @@ def _check_toml_value(path: str, action: argparse.Action, value: Any) -> None:
 
 # -- train ----------------------------------------------------------------------------------------
 def _progress() -> Progress:
+    """One line that fits an 80-column terminal, "new best" included (rich shrinks the bar and cuts
+    the times short when a line is too wide): step, bar, status, time left."""
     return Progress(TextColumn("[bold]step"), MofNCompleteColumn(), BarColumn(bar_width=10),
-                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                    TimeRemainingColumn(), console=console)
+                    TextColumn("{task.fields[status]}"), TextColumn("ETA"), TimeRemainingColumn(),
+                    console=console)
 
 
 def default_run_dir(env: str, seed: int, env_kwargs: dict[str, Any] | None = None) -> str:
@@ -279,8 +280,8 @@ def train_discovery(args: argparse.Namespace, given: set[str]) -> int:
 def step_status(row: dict[str, Any], improved: bool) -> str:
     """The progress line of one step; a run with no valid answer yet says so."""
     best = "no valid answer yet" if row.get("best_reward") is None else f"best {row['best_reward']:.5g}"
-    return (f"{best}  mean {row['reward_mean']:.4g}  valid {row['valid_fraction']:.0%}"
-            + ("  [green]new best[/]" if improved else ""))
+    return (f"{best} mean {row['reward_mean']:.4g} valid {row['valid_fraction']:.0%}"
+            + (" [green]new best[/]" if improved else ""))
 
 
 def _rollout_outcomes(trainer: Any, top: int = 2) -> tuple[int, list[tuple[str, int]]]:
