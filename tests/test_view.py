@@ -5,6 +5,7 @@ opened with the network off; the page of a 10^5-evaluation LABS run timed in the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -37,6 +38,17 @@ def cli(*args: str, cwd: Path = ROOT, **kwargs) -> subprocess.Popen:
 def export(run: Path, out: Path) -> Path:
     assert cli("view", str(run), "--html", str(out), stdout=subprocess.DEVNULL).wait(timeout=120) == 0
     return out
+
+
+@contextlib.contextmanager
+def offline(browser: Browser):
+    """The browser's network switched off (DevTools emulation) while the block runs."""
+    conditions = {"latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+    browser.call("Network.emulateNetworkConditions", offline=True, **conditions)
+    try:
+        yield
+    finally:
+        browser.call("Network.emulateNetworkConditions", offline=False, **conditions)
 
 
 @pytest.fixture(scope="module")
@@ -118,9 +130,7 @@ def test_finished_labs_run_and_its_offline_export(browser, labs_run, tmp_path: P
     assert process.wait(timeout=180) == 0, process.stderr.read()
     page = export(run, tmp_path / "labs.html")
     browser.reset()
-    browser.call("Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1,
-                 uploadThroughput=-1)
-    try:
+    with offline(browser):
         browser.open(page.as_uri())
         assert browser.requests() == [page.as_uri()], "the exported page fetched something"
         check_page(browser, tmp_path / "labs.png", DISCOVERY_PLOTS | {"plot-drawing"})
@@ -131,9 +141,6 @@ def test_finished_labs_run_and_its_offline_export(browser, labs_run, tmp_path: P
         browser.click("#plot-tree g.trace:nth-of-type(2) path.point")
         browser.wait_for(f"document.querySelector('#state h3').textContent !== {json.dumps(before)}", timeout=10)
         assert browser.errors() == []
-    finally:
-        browser.call("Network.emulateNetworkConditions", offline=False, latency=0, downloadThroughput=-1,
-                     uploadThroughput=-1)
 
 
 @pytest.fixture(scope="module")
@@ -397,13 +404,8 @@ def test_an_ahc_run_draws_its_best_program_live_and_exported(browser, ahc_run, t
         viewer.wait(timeout=10)
     page = export(run, tmp_path / "ahc.html")
     browser.reset()
-    browser.call("Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1,
-                 uploadThroughput=-1)
-    try:
+    with offline(browser):
         browser.open(page.as_uri())
-        assert browser.requests() == [page.as_uri()]
+        assert browser.requests() == [page.as_uri()], "the exported page fetched something"
         check_fishing_drawing(browser, tmp_path / "ahc.png")
-    finally:
-        browser.call("Network.emulateNetworkConditions", offline=False, latency=0, downloadThroughput=-1,
-                     uploadThroughput=-1)
     assert {path: path.stat().st_mtime_ns for path in cache.glob("*.bin")} == binaries
