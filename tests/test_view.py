@@ -409,3 +409,29 @@ def test_an_ahc_run_draws_its_best_program_live_and_exported(browser, ahc_run, t
         assert browser.requests() == [page.as_uri()], "the exported page fetched something"
         check_fishing_drawing(browser, tmp_path / "ahc.png")
     assert {path: path.stat().st_mtime_ns for path in cache.glob("*.bin")} == binaries
+
+
+def test_a_slow_program_leaves_the_page_drawing_and_answering(browser, ahc_run, tmp_path: Path) -> None:
+    """The best program sleeps 3 s before it answers: the served page shows "drawing...", the server
+    answers at once meanwhile, and the picture replaces the note when the run of the program ends."""
+    run = tmp_path / "slow"
+    shutil.copytree(ahc_run[0], run)
+    best = json.loads((run / "best.json").read_text())
+    best["state"]["code"] = best["state"]["code"].replace("int main() {", "#include <unistd.h>\nint main() {\n    sleep(3);", 1)
+    (run / "best.json").write_text(json.dumps(best))
+    viewer = cli("view", str(run), "--port", "0", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        url = viewer.stdout.readline().strip()
+        browser.reset()
+        browser.open(url)
+        assert browser.evaluate("document.getElementById('drawing-note').textContent").startswith("drawing...")
+        started = time.monotonic()
+        urllib.request.urlopen(url + "data.json", timeout=10).read()
+        assert time.monotonic() - started < 2, "the server waited for the program"
+        browser.wait_for("document.getElementById('drawing-caption') && document.body.dataset.ready === '1'", timeout=90)
+        assert browser.evaluate("document.getElementById('drawing-note')") is None
+        assert browser.evaluate("document.querySelectorAll('#plot-drawing g.trace path.js-line').length") == 1
+        assert browser.errors() == []
+    finally:
+        viewer.terminate()
+        viewer.wait(timeout=10)
