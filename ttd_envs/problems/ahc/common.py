@@ -43,10 +43,6 @@ def data_dir(problem_id: str) -> Path:
     return Path(str(resources.files("ttd_envs") / "data" / "ahc" / problem_id))
 
 
-def _input_bytes(test: TestCase) -> bytes:
-    return test.input if isinstance(test.input, bytes) else Path(test.input).read_bytes()
-
-
 def _first_line(message: str | None, prefer: str = "", limit: int = 200) -> str:
     """The first non-empty line of a verdict or compiler message that holds `prefer` (else the first
     at all), cut to `limit` characters: a note on the page is one line."""
@@ -196,7 +192,7 @@ class AHCProblem:
         with self._lock:
             parsed = self._parsed.get(test.name)
         if parsed is None:
-            parsed = self.parse_input(_input_bytes(test))
+            parsed = self.parse_input(test.input if isinstance(test.input, bytes) else Path(test.input).read_bytes())
             with self._lock:
                 self._parsed[test.name] = parsed
         return parsed
