@@ -5,6 +5,7 @@ opened with the network off; the page of a 10^5-evaluation LABS run timed in the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -37,6 +38,17 @@ def cli(*args: str, cwd: Path = ROOT, **kwargs) -> subprocess.Popen:
 def export(run: Path, out: Path) -> Path:
     assert cli("view", str(run), "--html", str(out), stdout=subprocess.DEVNULL).wait(timeout=120) == 0
     return out
+
+
+@contextlib.contextmanager
+def offline(browser: Browser):
+    """The browser's network switched off (DevTools emulation) while the block runs."""
+    conditions = {"latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+    browser.call("Network.emulateNetworkConditions", offline=True, **conditions)
+    try:
+        yield
+    finally:
+        browser.call("Network.emulateNetworkConditions", offline=False, **conditions)
 
 
 @pytest.fixture(scope="module")
@@ -118,9 +130,7 @@ def test_finished_labs_run_and_its_offline_export(browser, labs_run, tmp_path: P
     assert process.wait(timeout=180) == 0, process.stderr.read()
     page = export(run, tmp_path / "labs.html")
     browser.reset()
-    browser.call("Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1,
-                 uploadThroughput=-1)
-    try:
+    with offline(browser):
         browser.open(page.as_uri())
         assert browser.requests() == [page.as_uri()], "the exported page fetched something"
         check_page(browser, tmp_path / "labs.png", DISCOVERY_PLOTS | {"plot-drawing"})
@@ -131,9 +141,6 @@ def test_finished_labs_run_and_its_offline_export(browser, labs_run, tmp_path: P
         browser.click("#plot-tree g.trace:nth-of-type(2) path.point")
         browser.wait_for(f"document.querySelector('#state h3').textContent !== {json.dumps(before)}", timeout=10)
         assert browser.errors() == []
-    finally:
-        browser.call("Network.emulateNetworkConditions", offline=False, latency=0, downloadThroughput=-1,
-                     uploadThroughput=-1)
 
 
 @pytest.fixture(scope="module")
@@ -250,11 +257,27 @@ def test_damaged_run_directory_still_opens_with_notes(browser, labs_run, tmp_pat
     check_page(browser, tmp_path / "damaged.png", DISCOVERY_PLOTS)
 
 
-class FlipPolicy:
-    """A stand-in for a learned LABS policy, so the real trainer writes a 10^5-evaluation run in
-    seconds: each answer flips one to three random signs of the sequence it is shown."""
+class StubPolicy:
+    """What the trainer asks of a policy, minus the learning: a subclass says what it answers."""
 
     kind = "embedded"
+
+    def logprobs(self, samples):
+        return [np.zeros(len(s.completion_ids)) for s in samples]
+
+    def update(self, items, loss):
+        return {"loss": 0.0}
+
+    def save(self, directory: Path) -> None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+
+    def load(self, directory: Path) -> None:
+        pass
+
+
+class FlipPolicy(StubPolicy):
+    """A stand-in for a learned LABS policy, so the real trainer writes a 10^5-evaluation run in
+    seconds: each answer flips one to three random signs of the sequence it is shown."""
 
     def __init__(self) -> None:
         self.rng = np.random.default_rng(0)
@@ -274,18 +297,6 @@ class FlipPolicy:
                                     logprobs=np.zeros(len(text))))
             groups.append(group)
         return groups
-
-    def logprobs(self, samples):
-        return [np.zeros(len(s.completion_ids)) for s in samples]
-
-    def update(self, items, loss):
-        return {"loss": 0.0}
-
-    def save(self, directory: Path) -> None:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-
-    def load(self, directory: Path) -> None:
-        pass
 
 
 def test_page_of_a_hundred_thousand_evaluations_loads_in_two_seconds(tmp_path: Path) -> None:
@@ -312,3 +323,115 @@ def test_page_of_a_hundred_thousand_evaluations_loads_in_two_seconds(tmp_path: P
     print(f"first screen drawn at {loaded_ms:.0f} ms, every section at {drawn_ms:.0f} ms")
     assert loaded_ms < 2000, f"the page took {loaded_ms:.0f} ms to show its first screen drawn"
     assert drawn_ms < 3000, f"the page took {drawn_ms:.0f} ms to draw every section"
+
+
+WHOLE_SQUARE = '#include <cstdio>\nint main() { std::puts("4\\n0 0\\n100000 0\\n100000 100000\\n0 100000"); }\n'
+"""An AHC039 net around every fish: valid, score 1 (as many mackerels as sardines caught)."""
+
+
+class ProgramPolicy(StubPolicy):
+    """A stand-in for an LLM on AHC039: in each group, one answer is the shipped baseline program
+    (the best axis-parallel rectangle) and the others a net around the whole square, so the real
+    trainer and judge make a run whose best state is a program, with rewards that differ."""
+
+    kind = "llm"
+
+    def sample(self, prompts, n, *, temperature, max_new_tokens):
+        from ttd_agent.policy.base import Sample
+        from ttd_envs.problems.ahc.common import data_dir
+
+        programs = [(data_dir("solutions") / "ahc039_rectangle.cpp").read_text()] + [WHOLE_SQUARE] * (n - 1)
+        return [[Sample(prompt=prompt, text=f"```cpp\n{code}```", prompt_ids=[0], completion_ids=[0] * 8,
+                        logprobs=np.zeros(8)) for code in programs] for prompt in prompts]
+
+
+@pytest.fixture(scope="module")
+def ahc_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A real AHC039 run on 2 tests: (run directory, the judge's binary cache)."""
+    from ttd_agent.trainer import DiscoveryConfig, DiscoveryTrainer
+
+    root = tmp_path_factory.mktemp("ahc")
+    config = DiscoveryConfig(env="ttd/AHC039-v0", env_kwargs={"num_tests": 2, "workers": 1, "cache_dir": str(root / "cpp")},
+                             model="stub", steps=1, groups_per_step=1, group_size=2, run_dir=str(root / "run"),
+                             plot_every=1000, eval_workers=1)
+    trainer = DiscoveryTrainer(config, policy=ProgramPolicy())
+    trainer.run()
+    assert trainer.best is not None and trainer.best.code and trainer.best.score > 1
+    return root / "run", root / "cpp"
+
+
+NET = "document.getElementById('plot-drawing').data.find((t) => t.name.startsWith('net'))"
+
+
+def check_fishing_drawing(browser: Browser, shot: Path) -> None:
+    """The best state's net is drawn over both schools of fish, the caption names the test it was run on, and
+    the polygon drawn catches what the caption's score says (rescored here with the judge's own geometry)."""
+    from ttd_envs.problems.ahc import ahc039
+    from ttd_envs.problems.ahc.common import data_dir
+
+    assert browser.evaluate("document.querySelectorAll('#plot-drawing path.point').length") == 10_000
+    lines = browser.evaluate("[...document.querySelectorAll('#plot-drawing g.trace path.js-line')].map(p => p.getAttribute('d'))")
+    assert len(lines) == 1 and lines[0].count("L") >= 4, lines  # the closed rectangle
+    assert browser.evaluate("document.querySelectorAll('#plot-drawing g.trace path.js-fill').length") == 1
+    xs, ys = browser.evaluate(f"[{NET}.x, {NET}.y]")
+    assert len(xs) == 5 and (xs[0], ys[0]) == (xs[-1], ys[-1])  # 4 vertices, closed
+    caption = browser.evaluate("document.getElementById('drawing-caption').textContent")
+    assert "running this program on test 0 (seed 0, the shipped input ahc039/inputs/0000.txt)" in caption, caption
+    points, n = ahc039.parse_fish((data_dir("ahc039") / "inputs" / "0000.txt").read_bytes())
+    net = ("4\n" + "".join(f"{x} {y}\n" for x, y in zip(xs[:4], ys[:4]))).encode()
+    assert caption.endswith(f"score on that test {ahc039.polygon_score(points, n, net):.1f}"), caption
+    check_page(browser, shot, DISCOVERY_PLOTS | {"plot-drawing"}, diff=False)
+
+
+def test_an_ahc_run_draws_its_best_program_live_and_exported(browser, ahc_run, tmp_path: Path) -> None:
+    """The served page shows "drawing..." or the drawing, never waits for it, and redraws when the
+    viewer has run the best program; the offline export carries the drawing; the judge's binary is
+    reused (nothing compiles again)."""
+    run, cache = ahc_run
+    binaries = {path: path.stat().st_mtime_ns for path in cache.glob("*.bin")}
+    assert len(binaries) == 2  # the two programs the policy wrote
+    viewer = cli("view", str(run), "--port", "0", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        url = viewer.stdout.readline().strip()
+        browser.reset()
+        browser.open(url)
+        note = browser.evaluate("(document.getElementById('drawing-note') || {}).textContent || ''")
+        assert note == "" or note.startswith("drawing..."), note
+        browser.wait_for("document.getElementById('plot-drawing') && document.body.dataset.ready === '1'", timeout=60)
+        check_fishing_drawing(browser, tmp_path / "ahc-live.png")
+    finally:
+        viewer.terminate()
+        viewer.wait(timeout=10)
+    page = export(run, tmp_path / "ahc.html")
+    browser.reset()
+    with offline(browser):
+        browser.open(page.as_uri())
+        assert browser.requests() == [page.as_uri()], "the exported page fetched something"
+        check_fishing_drawing(browser, tmp_path / "ahc.png")
+    assert {path: path.stat().st_mtime_ns for path in cache.glob("*.bin")} == binaries
+
+
+def test_a_slow_program_leaves_the_page_drawing_and_answering(browser, ahc_run, tmp_path: Path) -> None:
+    """The best program sleeps 3 s before it answers: the served page shows "drawing...", the server
+    answers at once meanwhile, and the picture replaces the note when the run of the program ends."""
+    run = tmp_path / "slow"
+    shutil.copytree(ahc_run[0], run)
+    best = json.loads((run / "best.json").read_text())
+    best["state"]["code"] = best["state"]["code"].replace("int main() {", "#include <unistd.h>\nint main() {\n    sleep(3);", 1)
+    (run / "best.json").write_text(json.dumps(best))
+    viewer = cli("view", str(run), "--port", "0", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        url = viewer.stdout.readline().strip()
+        browser.reset()
+        browser.open(url)
+        assert browser.evaluate("document.getElementById('drawing-note').textContent").startswith("drawing...")
+        started = time.monotonic()
+        urllib.request.urlopen(url + "data.json", timeout=10).read()
+        assert time.monotonic() - started < 2, "the server waited for the program"
+        browser.wait_for("document.getElementById('drawing-caption') && document.body.dataset.ready === '1'", timeout=90)
+        assert browser.evaluate("document.getElementById('drawing-note')") is None
+        assert browser.evaluate("document.querySelectorAll('#plot-drawing g.trace path.js-line').length") == 1
+        assert browser.errors() == []
+    finally:
+        viewer.terminate()
+        viewer.wait(timeout=10)

@@ -445,10 +445,14 @@ def view_run(args: argparse.Namespace) -> int:
     from ttd_agent.view.reader import RunFiles
     from ttd_agent.view.server import ViewServer
 
-    view = RunView(RunFiles(args.run_dir), Prices(args.usd_per_m_input, args.usd_per_m_output, args.usd_per_gpu_hour))
+    view = RunView(RunFiles(args.run_dir), Prices(args.usd_per_m_input, args.usd_per_m_output, args.usd_per_gpu_hour),
+                   draw_inline=bool(args.html))  # an export waits for a program's drawing (AHC) to be made
     if args.html:
-        view.refresh()
-        Path(args.html).write_text(build_page(view.payload()), encoding="utf-8")
+        try:
+            view.refresh()
+            Path(args.html).write_text(build_page(view.payload()), encoding="utf-8")
+        finally:
+            view.close()
         console.print(f"wrote {escape(args.html)} (self-contained: opens without a network)", highlight=False)
         return 0
     plotly_js()  # fails now, in one line, when Plotly is missing
@@ -461,6 +465,7 @@ def view_run(args: argparse.Namespace) -> int:
         server.serve_forever()
     finally:
         server.server_close()
+        view.close()
     return 0
 
 

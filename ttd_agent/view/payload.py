@@ -3,6 +3,10 @@
 Every field is optional in the run: a run that has not finished, lost a file, or was written
 by a version that did not log something yet still gives a page, and `notes` says what is missing.
 Numbers are rounded to 7 significant digits: the page of a 10^5-evaluation run stays small.
+
+A problem whose states hold programs (AHC) draws its best state by running that program
+(`program_drawing`, seconds): the served page gets it from a background thread, cached per state id,
+and shows "drawing..." meanwhile; an export (`draw_inline`) waits for it.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import json
 import logging
 import math
 import re
+import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,12 +80,18 @@ class RunView:
     version: int = 0
     _problem: Any = None
     _problem_error: str | None = None
+    draw_inline: bool = False
+    """Run a program's drawing before the payload is returned (an export) instead of in the background."""
     _baselines: dict[int, dict[str, Any]] = field(default_factory=dict)
     _payload: dict[str, Any] | None = None
+    _drawings: dict[str, tuple[dict[str, Any] | None, str | None]] = field(default_factory=dict)
+    """Per state id: (drawing, None) or (None, the one-line note shown in its place)."""
+    _drawings_shown: int = 0
+    _drawing_thread: threading.Thread | None = None
 
     def refresh(self) -> bool:
-        """Poll the files; True (and a new version) when anything changed."""
-        if self.files.poll() or self._payload is None:
+        """Poll the files; True (and a new version) when anything changed, a drawing finished included."""
+        if self.files.poll() or self._payload is None or len(self._drawings) != self._drawings_shown:
             self.version += 1
             self._payload = None
             return True
@@ -92,8 +103,15 @@ class RunView:
         return self._payload
 
     # -- building ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the problem's sandbox, if making a drawing started one (a drawing still running then ends as a
+        note; its thread is a daemon)."""
+        if callable(getattr(self._problem, "close", None)):
+            self._problem.close()
+
     def _build(self) -> dict[str, Any]:
         files = self.files
+        self._drawings_shown = len(self._drawings)
         config = files.config.value if isinstance(files.config.value, dict) else {}
         notes: list[str] = []
         if not config:
@@ -205,9 +223,14 @@ class RunView:
         state = best["state"]
         result = {"id": state.get("id"), "reward": _round(state.get("reward")), "score": _round(state.get("score")),
                   "step": best.get("step"), "samples": best.get("samples"), "code": _text(state.get("code")),
-                  "construction": _text(state.get("construction")), "drawing": None}
+                  "construction": _text(state.get("construction")), "drawing": None, "drawing_note": None,
+                  "drawing_pending": False}
         drawing = getattr(problem, "drawing", None)
-        if callable(drawing) and state.get("construction") is not None:
+        run_program = getattr(problem, "program_drawing", None)
+        if callable(run_program) and state.get("construction") is None and isinstance(state.get("code"), str) \
+                and isinstance(state.get("id"), str):
+            result.update(self._program_drawing(run_program, state["id"], state["code"]))
+        elif callable(drawing) and state.get("construction") is not None:
             from ttd_envs.core.state import State
 
             try:
@@ -215,6 +238,32 @@ class RunView:
             except Exception as error:  # noqa: BLE001 - a drawing that fails falls back to text
                 notes.append(f"the problem's drawing failed ({type(error).__name__}: {error}); shown as text")
         return result
+
+    def _program_drawing(self, run_program: Any, state_id: str, code: str) -> dict[str, Any]:
+        """The drawing of a state's program once made; until then "pending", with one thread making it."""
+        if state_id not in self._drawings:
+            if self.draw_inline:
+                self._draw(run_program, state_id, code)
+            elif self._drawing_thread is None or not self._drawing_thread.is_alive():
+                self._drawing_thread = threading.Thread(target=self._draw, args=(run_program, state_id, code),
+                                                        name="ttd-view-drawing", daemon=True)
+                self._drawing_thread.start()
+        done = self._drawings.get(state_id)
+        if done is None:
+            return {"drawing_pending": True}
+        return {"drawing": done[0], "drawing_note": done[1]}
+
+    def _draw(self, run_program: Any, state_id: str, code: str) -> None:
+        from ttd_envs.core.drawing import NoDrawing
+
+        try:
+            self._drawings[state_id] = (run_program(code), None)
+        except NoDrawing as why:
+            self._drawings[state_id] = (None, str(why))
+        except Exception as error:  # noqa: BLE001 - a drawing that cannot be made is a note, never a dead page
+            log.warning("the drawing of state %s failed", state_id, exc_info=True)
+            self._drawings[state_id] = (None, f"no drawing: making it failed ({type(error).__name__}: "
+                                              f"{' '.join(str(error).split())[:200]})")
 
     def _classic(self, problem: Any, evaluations: int, seed: int) -> dict[str, Any]:
         """LABS: hill climbing and tabu search at the run's number of evaluations, as reward curves."""

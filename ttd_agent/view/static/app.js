@@ -291,11 +291,30 @@
       box.append(plotDiv("plot-drawing", true));
       plot("plot-drawing", d.series.map((s, i) => s.shape === "bar" ? {x: s.x, y: s.y, type: "bar", name: s.name, marker: {color: COLORS[i]}} :
         {x: s.x, y: s.y, mode: "lines", name: s.name, line: {shape: s.shape === "step" ? "hv" : "linear", color: COLORS[i]}}), layout(d.title, d.x_label, d.y_label));
+    } else if (d && d.kind === "plane") {
+      box.append(plotDiv("plot-drawing", true));
+      drawPlane(d);
+    } else if (best.drawing_pending) {
+      box.append(el("p", {class: "hint", id: "drawing-note"}, "drawing... (running this program on test 0, as the judge does; the page redraws when it is done)"));
+    } else if (best.drawing_note) {
+      box.append(el("p", {class: "hint", id: "drawing-note"}, best.drawing_note));
     } else {
       box.append(el("p", {class: "hint"}, "this problem has no drawing: its construction as text"));
     }
+    if (d && d.caption) box.append(el("p", {class: "hint", id: "drawing-caption"}, d.caption));
     const text = best.code || best.construction;
     if (text) box.append(el("pre", {class: "code"}, text));
+  }
+
+  // Point sets as markers and closed paths as filled outlines, at equal scale in the drawing's box.
+  function drawPlane(d) {
+    const [x0, y0, x1, y1] = d.box;
+    const traces = d.points.map((p, i) => ({x: p.x, y: p.y, name: p.name, mode: "markers", type: "scatter", hoverinfo: "skip",
+      marker: {size: 3, color: COLORS[i % COLORS.length], opacity: 0.6}}));
+    d.paths.forEach((p, i) => traces.push({x: p.x.concat(p.x.slice(0, 1)), y: p.y.concat(p.y.slice(0, 1)), name: p.name,
+      mode: "lines", type: "scatter", fill: "toself", fillcolor: "rgba(0,0,0,0.06)", line: {color: i ? COLORS[(i + 3) % COLORS.length] : "black", width: 2}}));
+    plot("plot-drawing", traces, layout(d.title, "x", "y", {shapes: [{type: "rect", x0: x0, y0: y0, x1: x1, y1: y1, line: {color: "#999", width: 1}}],
+      height: 560, width: 600, xaxis: {range: [x0, x1], constrain: "domain"}, yaxis: {range: [y0, y1], scaleanchor: "x"}}));
   }
 
   // -- cost ---------------------------------------------------------------------------------------------

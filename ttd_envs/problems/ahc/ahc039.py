@@ -10,6 +10,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from ttd_envs.core.drawing import closed_path, plane_drawing, point_set
 from ttd_envs.core.judge import JudgeReport, WrongAnswer
 from ttd_envs.records import record_for
 from ttd_envs.problems.ahc.common import MAX_INTEGER_CHARS, SHIPPED_SEEDS, AHCProblem, data_dir, parse_int
@@ -310,6 +311,15 @@ class AHC039(AHCProblem):
 
     def generate_input(self, seed: int) -> str:
         return generate(seed)
+
+    def output_drawing(self, problem_input: tuple[np.ndarray, int], output: bytes) -> dict[str, Any]:
+        """The two schools of fish and the net the output leaves (its last polygon; none: an empty net)."""
+        points, n = problem_input
+        polygon = parse_polygons(output)
+        paths = [] if polygon is None else [closed_path("net (the last polygon printed)", np.column_stack(polygon))]
+        return plane_drawing("the net and the fish", (0, 0, COORD_MAX, COORD_MAX),
+                             [point_set("mackerels (+1 each)", points[:n]), point_set("sardines (-1 each)", points[n:])],
+                             paths)
 
     def contest_info(self, report: JudgeReport) -> dict[str, Any]:
         """Rank and performance a total would earn in the real contest (its 150 tests were different

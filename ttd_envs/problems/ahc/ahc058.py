@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
 
+from ttd_envs.core.drawing import series, series_drawing
 from ttd_envs.core.judge import WrongAnswer
 from ttd_envs.records import record_for
 from ttd_envs.problems.ahc.common import AHCProblem, parse_int
@@ -120,10 +122,10 @@ def parse_actions(factory: Factory, output: bytes) -> list[tuple[int, int] | Non
     return actions
 
 
-def simulate(factory: Factory, actions: list[tuple[int, int] | None]) -> int:
+def simulate(factory: Factory, actions: list[tuple[int, int] | None], trace: list[int] | None = None) -> int:
     """Final apples S after replaying `actions` (exact integers). Per turn: pay C[i][j]*(P[i][j]+1)
     and raise P[i][j]; then level 0 adds sum_j A[j]*B[0][j]*P[0][j] apples and each level i >= 1,
-    in order, adds B[i][j]*P[i][j] to B[i-1][j]."""
+    in order, adds B[i][j]*P[i][j] to B[i-1][j]. `trace`, given, gets the apples after each turn."""
     n, levels = factory.n, factory.levels
     count = [[1] * n for _ in range(levels)]
     power = [[0] * n for _ in range(levels)]
@@ -143,6 +145,8 @@ def simulate(factory: Factory, actions: list[tuple[int, int] | None]) -> int:
             below, here, strength = count[i - 1], count[i], power[i]
             for j in range(n):
                 below[j] += here[j] * strength[j]
+        if trace is not None:
+            trace.append(apples)
     return apples
 
 
@@ -193,3 +197,12 @@ class AHC058(AHCProblem):
 
     def generate_input(self, seed: int) -> str:
         return generate(seed)
+
+    def output_drawing(self, problem_input: Factory, output: bytes) -> dict[str, Any]:
+        """log2 of the apples after each turn (the score is 100000 log2 of the last): a replay of the
+        output with the judge's own simulation, 500 turns, milliseconds."""
+        apples: list[int] = []
+        simulate(problem_input, parse_actions(problem_input, output), apples)
+        turns = np.arange(1, len(apples) + 1)
+        return series_drawing("apples by turn", "turn", "log2(apples + 1)",
+                              series("log2(apples + 1) after the turn", turns, [math.log2(a + 1) for a in apples]))

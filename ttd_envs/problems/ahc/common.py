@@ -3,7 +3,9 @@ test set, the prompt, and `evaluate` (extract -> compile -> run every test -> ju
 
 A subclass gives the statement, how to read an input, how to score an output (raising
 `WrongAnswer` with the rule broken), a generator for seeds beyond the shipped 150, and how the
-mean per-test score becomes a reward.
+mean per-test score becomes a reward. It may also say how one accepted output is drawn
+(`output_drawing`): an AHC state holds a program, not a construction, so `program_drawing` runs
+the program on test 0 the way `evaluate` does and hands that output to it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ttd_envs.core.drawing import NoDrawing
 from ttd_envs.core.judge import CompileOptions, CppJudge, JudgeReport, RunLimits, TestCase, WrongAnswer, summarize
 from ttd_envs.core.parsing import extract_code_block, missing_block_message
 from ttd_envs.core.text import unencodable
@@ -38,6 +41,14 @@ _MAIN = re.compile(r"\b(int|void)\s+main\s*\(", re.IGNORECASE)
 
 def data_dir(problem_id: str) -> Path:
     return Path(str(resources.files("ttd_envs") / "data" / "ahc" / problem_id))
+
+
+def _first_line(message: str | None, prefer: str = "", limit: int = 200) -> str:
+    """The first non-empty line of a verdict or compiler message that holds `prefer` (else the first
+    at all), cut to `limit` characters: a note on the page is one line."""
+    lines = [part.strip() for part in (message or "").splitlines() if part.strip()] or ["no message"]
+    line = next((part for part in lines if prefer and prefer in part), lines[0])
+    return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
 def parse_int(token: bytes, what: str) -> int:
@@ -112,6 +123,38 @@ class AHCProblem:
     def contest_info(self, report: JudgeReport) -> dict[str, Any]:
         return {}
 
+    def output_drawing(self, problem_input: Any, output: bytes) -> dict[str, Any]:
+        """A drawing (ttd_envs.core.drawing) of one accepted output; a contest without a simple
+        picture keeps this default."""
+        raise NoDrawing(f"{self.name} has no drawing of an output")
+
+    # -- the viewer's picture ------------------------------------------------------------------
+    def program_drawing(self, code: str) -> dict[str, Any]:
+        """Draw what `code` prints on test 0: compiled (or reused from the judge's binary cache) and run
+        in the judge's sandbox under the training limits, its output checked like in `evaluate`. The
+        drawing's caption names the test; a program that fails raises NoDrawing with one line saying why."""
+        seed = self.seeds[0]
+        test = self.test_case(seed)
+        made = f"the shipped input {self.problem_id}/inputs/{test.name}.txt" if seed < SHIPPED_SEEDS else "a generated input"
+        where = f"test 0 (seed {seed}, {made})"
+        compiled = self.judge.compile(code)
+        if compiled.binary is None:
+            raise NoDrawing(f"no drawing: the program does not compile ({_first_line(compiled.error, 'error:')})")
+        outputs: list[bytes] = []
+
+        def keep(case: TestCase, output: bytes) -> float:
+            outputs.append(output)
+            return self.check(case, output)
+
+        result = self.judge.run_test(compiled.binary, test, keep)
+        if not result.accepted:
+            raise NoDrawing(f"no drawing: on {where} the program got {result.verdict.value}: {_first_line(result.message)}")
+        drawing = self.output_drawing(self.parsed_input(test), outputs[0])
+        drawing["caption"] = (f"drawn from running this program on {where} in the judge's sandbox with the training "
+                              f"limits ({self.run_limits.cpu_s:g} s CPU); score on that test "
+                              f"{result.score:.{self.score_digits}f}")
+        return drawing
+
     # -- plumbing ----------------------------------------------------------------------------
     @property
     def judge(self) -> CppJudge:
@@ -137,18 +180,25 @@ class AHCProblem:
 
     def tests(self) -> list[TestCase]:
         """Seed k < 150 is the shipped file k (the reference's inputs); later seeds are generated."""
-        inputs = data_dir(self.problem_id) / "inputs"
-        return [TestCase(f"{s:04d}", inputs / f"{s:04d}.txt") if s < SHIPPED_SEEDS
-                else TestCase(f"{s:04d}", self.generate_input(s).encode()) for s in self.seeds]
+        return [self.test_case(seed) for seed in self.seeds]
 
-    def check(self, test: TestCase, output: bytes) -> float:
+    def test_case(self, seed: int) -> TestCase:
+        if seed < SHIPPED_SEEDS:
+            return TestCase(f"{seed:04d}", data_dir(self.problem_id) / "inputs" / f"{seed:04d}.txt")
+        return TestCase(f"{seed:04d}", self.generate_input(seed).encode())
+
+    def parsed_input(self, test: TestCase) -> Any:
+        """`parse_input` of a test, parsed once per problem."""
         with self._lock:
             parsed = self._parsed.get(test.name)
         if parsed is None:
-            data = test.input if isinstance(test.input, bytes) else Path(test.input).read_bytes()
-            parsed = self.parse_input(data)
+            parsed = self.parse_input(test.input if isinstance(test.input, bytes) else Path(test.input).read_bytes())
             with self._lock:
                 self._parsed[test.name] = parsed
+        return parsed
+
+    def check(self, test: TestCase, output: bytes) -> float:
+        parsed = self.parsed_input(test)
         try:
             return float(self.score_output(parsed, output))
         except WrongAnswer:
