@@ -61,13 +61,15 @@ def test_verify_cli_prints_the_table_value():
     assert "Together AI, 2026-03; repository togethercomputer/EinsteinArena-new-SOTA" in " ".join(out.split())
 
 
-# Constructions copied as data from togethercomputer/EinsteinArena-new-SOTA: (env id, env kwargs,
+# Constructions copied as data from togethercomputer/EinsteinArena-new-SOTA (Together AI's, and the
+# 604-vector kissing configuration of the EinsteinArena agents published there): (env id, env kwargs,
 # shipped file, the value its docs page and record entry give, whether it is the record to beat).
 TOGETHER = [
     ("ttd/ErdosOverlap-v0", {}, "baselines/erdos_together_600.json", 0.38087031058621895, True),
     ("ttd/AutocorrelationAC3-v0", {}, "baselines/ac3_together_400.json", 1.454554862698333, False),
     ("ttd/Heilbronn-v0", {"region": "convex", "n": 14}, "heilbronn_convex_14_together.json", 0.02783558051755369, True),
     ("ttd/MinMaxDistance-v0", {}, "minmax_2d_16_together.json", 12.889229907717517, True),
+    ("ttd/KissingNumber-v0", {}, "kissing_11_604_einsteinarena.json", 604.0, True),
 ]
 
 
@@ -80,7 +82,7 @@ def test_each_together_construction_verifies_to_its_documented_value(env_id, kwa
     assert capsys.readouterr().out.strip().splitlines()[-1] == repr(value)
     table = records.load_records(env_id)
     instance = {} if env_id == "ttd/MinMaxDistance-v0" else kwargs
-    entry = next(e for e in table.for_instance(instance) if e.who == "Together AI")
+    entry = next(e for e in table.for_instance(instance) if e.verified and "EinsteinArena-new-SOTA" in e.source)
     assert entry.verified and entry.value == value and entry.path() == path
     assert (table.best(instance, verified=True) is entry) == is_record
     page = next(p for p, names in DOC_PAGES.items() if records.table_name(env_id) in names)
