@@ -33,12 +33,12 @@ from ttd_envs.verify import main as verify_main
 RNG = np.random.default_rng(0)
 MATH_DATA = Path(str(resources.files("ttd_envs.data.math")))
 SHIPPED = [  # (env id, kwargs, file, score as the env page documents it)
-    ("ttd/MinMaxDistance-v0", {}, "minmax_2d_16_alphaevolve.json", 12.889266112034631),
+    ("ttd/MinMaxDistance-v0", {}, "minmax_2d_16_together.json", 12.889229907717517),
     ("ttd/MinMaxDistance-v0", {"n": 14, "d": 3}, "minmax_3d_14_alphaevolve.json", 4.1658497672256525),
     ("ttd/Heilbronn-v0", {}, "heilbronn_triangle_11_alphaevolve.json", 0.03652988988003006),
     ("ttd/Heilbronn-v0", {"region": "convex"}, "heilbronn_convex_13_alphaevolve.json", 0.030936889034895616),
-    ("ttd/Heilbronn-v0", {"region": "convex", "n": 14}, "heilbronn_convex_14_alphaevolve.json", 0.02783557145848212),
-    ("ttd/KissingNumber-v0", {}, "kissing_11_593_alphaevolve.json", 593.0),
+    ("ttd/Heilbronn-v0", {"region": "convex", "n": 14}, "heilbronn_convex_14_together.json", 0.02783558051755369),
+    ("ttd/KissingNumber-v0", {}, "kissing_11_604_einsteinarena.json", 604.0),
     ("ttd/CirclePackingRectangle-v0", {}, "circles_rectangle_21_alphaevolve.json", 2.3658323759108106),
 ]
 PROBLEMS = {"ttd/MinMaxDistance-v0": MinMaxDistance, "ttd/Heilbronn-v0": Heilbronn,
@@ -113,13 +113,15 @@ def test_records_are_only_claimed_in_their_own_direction():
 
 
 def test_record_to_beat_is_the_best_verified_value_and_names_a_better_claim():
-    kissing = KissingNumber().record
-    assert kissing.score == 593 and "better claim without a verified construction: 604" in kissing.holder
-    assert MinMaxDistance().record.score == 12.889266112034631  # AlphaEvolve's; Together AI's lower claim is named
-    assert "12.88922991" in MinMaxDistance().record.holder
+    kissing = KissingNumber().record  # the 604 file in Z[sqrt 2] passes the exact check; AlphaEvolve's 593 is earlier
+    assert kissing.score == 604 and kissing.holder.startswith("EinsteinArena agents") and "better claim" not in kissing.holder
+    assert MinMaxDistance().record.score == 12.889229907717517  # Together AI's, verified; Berthold's 12.88924 is worse
+    assert "better claim" not in MinMaxDistance().record.holder
     assert MinMaxDistance(n=14, d=3).record.score == 4.1658497672256525
-    assert CirclePackingRectangle().record.score == 2.3658323759108106
-    assert Heilbronn(region="convex", n=14).record.score == 0.02783557145848212
+    rectangle = CirclePackingRectangle().record  # Together AI's higher sum overlaps exactly: a claim, not the bar
+    assert rectangle.score == 2.3658323759108106 and "AlphaEvolve" in rectangle.holder
+    assert "better claim without a verified construction: 2.365832376 (Together AI, 2026-04" in rectangle.holder
+    assert Heilbronn(region="convex", n=14).record.score == 0.02783558051755369  # Together AI's, verified
     assert MinMaxDistance(n=20).record is None and KissingNumber(d=5).record is None
 
 
@@ -257,12 +259,15 @@ def test_record_state_reaches_the_program_as_a_global():
         env.reset(seed=0)
         answer = "```python\ndef construct_vectors():\n    return initial_vectors[:-1]\n```"
         _, reward, _, _, info = env.step(answer)
-        assert info["valid"] and reward == 592.0
+        assert info["valid"] and reward == 603.0  # the Z[sqrt 2] record less one vector, as (N, d, 2) pairs
     finally:
         env.close()
 
 
 def test_shipped_files_name_their_source():
-    for _, _, filename, _ in SHIPPED:
+    """Every shipped file (the SHIPPED rows and every verified table entry) names who published it."""
+    holders = {e.path().name: e.who for p in PROBLEMS.values() for e in load_records(p.name).entries if e.verified}
+    assert {filename for _, _, filename, _ in SHIPPED} <= holders.keys()
+    for filename, who in holders.items():
         data = json.loads((MATH_DATA / filename).read_text())
-        assert "AlphaEvolve" in data["source"]
+        assert who in data["source"], (filename, who)

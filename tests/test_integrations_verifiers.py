@@ -29,7 +29,7 @@ HOSTILE = {
     "spin": "```python\ndef run(**kw):\n    while True:\n        pass\n```",
     "no code": "I would rather not.",
 }
-ERDOS_RECORD_C5 = 0.38087532321771844
+ERDOS_RECORD_C5 = 0.38087031058621895  # initial="record": the best verified construction (Together AI, n = 600)
 
 
 def make_trace(task: TtdTask, reply: str) -> vf.Trace:

@@ -141,5 +141,5 @@ def test_parquet_rows_load_in_verls_dataset(tmp_path, tokenizer):
     assert item["data_source"] == "ttd/ErdosOverlap-v0"
     assert item["raw_prompt"][0]["role"] == "user" and "C5" in item["raw_prompt"][0]["content"]
     state = common.parse_state(item["extra_info"]["state"])
-    assert state.score == pytest.approx(0.38087532321771844, abs=1e-12)
+    assert state.score == pytest.approx(0.38087031058621895, abs=1e-12)  # initial="record": Together AI's n = 600
     assert json.loads(item["extra_info"]["env_kwargs"]) == {"initial": "record"}

@@ -104,6 +104,7 @@ def ac3_abs_score(values: Any) -> float:
 
 AC3_CONSTRUCTIONS: dict[str, Construction] = {
     "simpletes": Construction("baselines/ac3_simpletes_400.json", "SimpleTES (n = 400)", 1.4536754655951831),
+    "together": Construction("baselines/ac3_together_400.json", "Together AI (n = 400)", 1.454554862698333),
     "alphaevolve": Construction("baselines/ac3_alphaevolve_400.json", "AlphaEvolve (n = 400)", 1.4556427953745406),
 }
 
