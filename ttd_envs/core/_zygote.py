@@ -416,7 +416,9 @@ def _conceal_process_records() -> None:
     """Blank our command line and environment block in place (what /proc/PID/cmdline and environ
     read, in init and every Python program, which are forks of us): they would show the
     interpreter's host path and our config. Python keeps its own copies; `os.environ` changes
-    made later live elsewhere."""
+    made later live elsewhere. libc's `getenv` read that block, though: every variable goes back
+    into the C environment as a copy, or the native libraries the preload loads (OpenMP, OpenBLAS,
+    MKL) would never see their thread caps and start one thread per host CPU."""
     with open("/proc/self/stat") as handle:
         fields = handle.read().rpartition(")")[2].split()
     arg_start, arg_end, env_start, env_end = (int(v) for v in fields[45:49])  # fields 48-51 of stat(5)
@@ -424,6 +426,8 @@ def _conceal_process_records() -> None:
     ctypes.memset(arg_start, 0, arg_end - arg_start)
     name = b"ttd-sandbox"[:max(0, arg_end - arg_start - 1)]
     ctypes.memmove(arg_start, name, len(name))
+    for key, value in os.environ.items():
+        os.putenv(key, value)  # setenv: a new string, outside the blanked block
 
 
 def main(control_fd: int, config: dict) -> None:
