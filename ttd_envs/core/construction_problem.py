@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ttd_envs.core.exact import float_down, float_up
+from ttd_envs.core.exact import Bound, float_down, float_up
 from ttd_envs.core.problem import Record, TrainerDefaults
 from ttd_envs.core.program_problem import (
     InvalidConstruction,
@@ -27,7 +27,6 @@ from ttd_envs.core.program_problem import (
     previous_attempt_section,
     real_array,
 )
-from ttd_envs.core.rational import Bound
 from ttd_envs.core.state import State
 from ttd_envs.records import load_records
 

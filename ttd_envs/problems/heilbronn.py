@@ -24,9 +24,8 @@ from itertools import combinations
 import numpy as np
 
 from ttd_envs.core.construction_problem import ArrayConstructionProblem
-from ttd_envs.core.exact import convex_hull_area, fractions, orientation, sqrt_bounds
+from ttd_envs.core.exact import Bound, convex_hull_area, fractions, orientation, sqrt_bounds
 from ttd_envs.core.program_problem import InvalidConstruction
-from ttd_envs.core.rational import Bound
 
 DEFAULT_N = {"triangle": 11, "convex": 13}
 SQRT_DIGITS = 40

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from ttd_envs.core.construction_problem import ArrayConstructionProblem
+from ttd_envs.core.exact import Bound
 from ttd_envs.core.program_problem import InvalidConstruction
-from ttd_envs.core.rational import Bound
 
 MAX_VECTORS = 100_000
 SCREEN_MARGIN = 1e-9

@@ -18,9 +18,8 @@ from fractions import Fraction
 import numpy as np
 
 from ttd_envs.core.construction_problem import ArrayConstructionProblem
-from ttd_envs.core.exact import fractions
+from ttd_envs.core.exact import Bound, fractions
 from ttd_envs.core.program_problem import InvalidConstruction
-from ttd_envs.core.rational import Bound
 
 INITIAL_PROGRAM = '''```python
 def construct_points():
