@@ -217,6 +217,22 @@ def test_a_gain_within_the_tie_tolerance_is_a_tie_not_a_record(env_id, kwargs, f
     assert holds and "verdict today: tie" in report
 
 
+def test_kissing_certificates_keep_z_sqrt2_pairs_and_big_integers_exact():
+    """A state's construction goes into a certificate as the exact integers it was checked as: pairs
+    [a, b] stay pairs, integers past int64 stay Python ints (no instance of d = 2 has a record)."""
+    problem = KissingNumber(d=2)
+    surd = [[[2, 0], [0, 0]], [[0, 0], [2, 0]], [[-2, 0], [0, 0]], [[0, 0], [-2, 0]]]  # (±2, 0), (0, ±2·1)
+    big = [[3 ** 50, 0], [0, 3 ** 50], [-(3 ** 50), 0]]
+    for vectors, count in ((surd, 4), (big, 3)):
+        construction, score = problem.check(vectors)
+        certificate = json.loads(json.dumps(certificates.certify_state("ttd/KissingNumber-v0", problem, construction,
+                                                                       {"d": 2})))
+        assert certificate["construction"]["vectors"] == vectors and score == count
+        assert Fraction(certificate["score"]["lower"]) == count and certificate["score"]["exact"]
+        assert certificate["verdict"] == "no record to compare"
+        assert certificates.recheck(certificate, problem)[0]
+
+
 # -- what a tolerant float check would give away ---------------------------------------------------
 def test_heilbronn_triangle_rejects_a_point_outside_by_1e_minus_18():
     points = np.array(load_construction(MATH_DATA / "heilbronn_triangle_11_alphaevolve.json", "points"))
