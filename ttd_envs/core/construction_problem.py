@@ -1,7 +1,7 @@
 """The mechanism of the problems whose answer is one array checked exactly (point sets, vectors, circles).
 
 A subclass says what the array means (`key`, `shape`), how to check and score it exactly
-(`score_array`), and what its prompt says about the problem; the rest is written once here: the
+(`exact_array`), and what its prompt says about the problem; the rest is written once here: the
 record to beat and the shipped starting construction (both from the env's record table,
 `ttd_envs/data/records/<name>.json`), the program's inputs, reading a construction file for
 `python -m ttd_envs.verify`, the frame of the prompt, and certificates (`ttd_envs.certificates`):
