@@ -1,13 +1,14 @@
 """The exactly checked geometric problems (min/max distance, Heilbronn, kissing, circles in a
 rectangle): the exact scores against float references and the published values, the slack that a
-float check with a tolerance would give away, hostile returns, and the env contract through the
-real sandbox with each problem's initial program."""
+float check with a tolerance would give away, certificates (records, ties, tampering), hostile
+returns, and the env contract through the real sandbox with each problem's initial program."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import math
+from dataclasses import replace
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
@@ -20,6 +21,7 @@ from scipy.spatial import ConvexHull
 from scipy.spatial.distance import pdist
 
 import ttd_envs  # noqa: F401 - registers the ids
+from ttd_envs import certificates
 from ttd_envs.core.construction_problem import load_construction
 from ttd_envs.core.exact import convex_hull_area, float_down, float_up
 from ttd_envs.core.program_problem import InvalidConstruction
@@ -28,6 +30,7 @@ from ttd_envs.problems.heilbronn import Heilbronn
 from ttd_envs.problems.kissing_number import KissingNumber
 from ttd_envs.problems.min_max_distance import MinMaxDistance
 from ttd_envs.records import load_records, parse_table
+from ttd_envs.verify import EXIT_INVALID
 from ttd_envs.verify import main as verify_main
 
 RNG = np.random.default_rng(0)
@@ -143,6 +146,93 @@ def test_every_verified_record_entry_is_its_shipped_file_scored_by_our_verifier(
     for entry in verified:
         problem = problem_class(**entry.instance)
         assert problem.score_construction(json.loads(entry.path().read_text())) == entry.value, entry
+
+
+# -- certificates ----------------------------------------------------------------------------------
+FORGED_CONSTRUCTION = {  # what verify says of a certificate whose construction was edited after certifying
+    "ttd/MinMaxDistance-v0": "coincide", "ttd/Heilbronn-v0": "does not hold",
+    "ttd/KissingNumber-v0": "less than 60 degrees apart", "ttd/CirclePackingRectangle-v0": "overlap"}
+
+
+def plant_record(monkeypatch, problem, value: float) -> float:
+    """Make `value` the record of the problem's instance in the table certificates read (the real
+    table is untouched); returns the table's tie tolerance."""
+    real = load_records(problem.name)
+    planted = replace(real, entries=tuple(replace(e, value=value) if e.instance == problem.record_instance else e
+                                          for e in real.entries))
+    monkeypatch.setattr(certificates, "load_records", lambda _: planted)
+    return real.tie_tolerance
+
+
+def shifted(score: float, amount: float, problem) -> float:
+    """`score` made worse by `amount` in the problem's direction (a record the score beats by that much)."""
+    return score - amount if problem.higher_is_better else score + amount
+
+
+@pytest.mark.parametrize("env_id,kwargs,filename,score", SHIPPED)
+def test_a_planted_record_gets_a_certificate_that_verify_rechecks_and_a_tampered_one_is_refused(
+        env_id, kwargs, filename, score, monkeypatch, tmp_path, capsys):
+    problem = PROBLEMS[env_id](**kwargs)
+    plant_record(monkeypatch, problem, shifted(score, 1e-6 * score, problem))  # beaten by 1e-6 relative
+    out, args = tmp_path / "certificate.json", [f"--env-arg={k}={v}" for k, v in kwargs.items()]
+    assert verify_main([env_id, str(MATH_DATA / filename), *args, "--certify", str(out)]) == 0
+    certificate = json.loads(out.read_text())
+    assert certificate["verdict"] == "record" and certificate["env_kwargs"] == kwargs
+    assert certificate["instance"] == problem.record_instance
+    stated = certificate["score"]
+    never_flatters = (Fraction(score) <= Fraction(stated["upper"]) if problem.higher_is_better  # the float score
+                      else Fraction(score) >= Fraction(stated["lower"]))
+    assert never_flatters
+    assert stated["exact"] == (env_id != "ttd/Heilbronn-v0" or kwargs.get("region") == "convex")
+    assert stated["error_bound"] < 1e-38 and stated["float"] == pytest.approx(score, rel=1e-15)
+    capsys.readouterr()
+    assert verify_main([env_id, str(out)]) == 0  # the certificate carries its kwargs
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "certificate holds" in printed and "verdict today: record" in printed and printed.endswith(repr(score))
+    better = Fraction(stated["upper" if problem.higher_is_better else "lower"]) * (1 + (1 if problem.higher_is_better
+                                                                                      else -1) * Fraction(1, 10**6))
+    forged_score = dict(certificate, score=dict(stated, lower=str(float(better)), upper=str(float(better))))
+    forged_construction = json.loads(json.dumps(certificate))
+    rows = forged_construction["construction"][problem.key]
+    rows[1] = rows[0]  # a repeated point, vector or circle: the count is the same, the score is not
+    for name, forged, expected in (("score", forged_score, "does not hold"),
+                                   ("construction", forged_construction, FORGED_CONSTRUCTION[env_id])):
+        (tmp_path / f"{name}.json").write_text(json.dumps(forged))
+        assert verify_main([env_id, str(tmp_path / f"{name}.json")]) == EXIT_INVALID, name
+        assert expected in capsys.readouterr().err, name
+
+
+@pytest.mark.parametrize("env_id,kwargs,filename,score", SHIPPED)
+def test_a_gain_within_the_tie_tolerance_is_a_tie_not_a_record(env_id, kwargs, filename, score, monkeypatch):
+    """The construction beats the planted record as a float, by half the table's tie tolerance
+    (kissing: tolerance 0, so only an equal count is a tie): a tie."""
+    problem = PROBLEMS[env_id](**kwargs)
+    tolerance = plant_record(monkeypatch, problem, score)
+    planted = shifted(score, tolerance / 2, problem)
+    plant_record(monkeypatch, problem, planted)
+    assert planted == score or load_records(problem.name).better(score, planted)
+    construction, float_score = problem.check(load_construction(MATH_DATA / filename, problem.key))
+    certificate = certificates.certify_state(env_id, problem, construction, kwargs)  # the trainer's path
+    assert certificate["verdict"] == "tie" and float_score == score
+    assert abs(certificate["gain_over_record"]) <= tolerance
+    holds, report = certificates.recheck(json.loads(json.dumps(certificate)), problem)
+    assert holds and "verdict today: tie" in report
+
+
+def test_kissing_certificates_keep_z_sqrt2_pairs_and_big_integers_exact():
+    """A state's construction goes into a certificate as the exact integers it was checked as: pairs
+    [a, b] stay pairs, integers past int64 stay Python ints (no instance of d = 2 has a record)."""
+    problem = KissingNumber(d=2)
+    surd = [[[2, 0], [0, 0]], [[0, 0], [2, 0]], [[-2, 0], [0, 0]], [[0, 0], [-2, 0]]]  # (±2, 0), (0, ±2·1)
+    big = [[3 ** 50, 0], [0, 3 ** 50], [-(3 ** 50), 0]]
+    for vectors, count in ((surd, 4), (big, 3)):
+        construction, score = problem.check(vectors)
+        certificate = json.loads(json.dumps(certificates.certify_state("ttd/KissingNumber-v0", problem, construction,
+                                                                       {"d": 2})))
+        assert certificate["construction"]["vectors"] == vectors and score == count
+        assert Fraction(certificate["score"]["lower"]) == count and certificate["score"]["exact"]
+        assert certificate["verdict"] == "no record to compare"
+        assert certificates.recheck(certificate, problem)[0]
 
 
 # -- what a tolerant float check would give away ---------------------------------------------------

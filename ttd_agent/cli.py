@@ -320,10 +320,12 @@ def print_summary(trainer: Any, best: Any) -> None:
         if found and best.score is not None:
             gap = best.score - problem.record.score
             beaten = gap > 0 if problem.record.higher_is_better else gap < 0
-            table.add_row("gap to record", f"{gap:+.6g}" + ("  [bold green]record beaten[/]" if beaten else
-                                                           "  [green]record matched[/]" if gap == 0 else ""))
+            verdict, certificate = write_certificate(trainer, best) if beaten else (None, "")
+            table.add_row("gap to record", f"{gap:+.6g}" + (
+                "  [green]a tie with the record (within the table's tie tolerance)[/]" if verdict == "tie" else
+                "  [bold green]record beaten[/]" if beaten else "  [green]record matched[/]" if gap == 0 else ""))
             if beaten:
-                table.add_row("certificate", escape(write_certificate(trainer, best)))
+                table.add_row("certificate", escape(certificate))
     if found and isinstance(best.construction, str) and len(best.construction) <= 200:
         table.add_row("construction", escape(best.construction))
     from ttd_agent.classic_search import same_budget_rows  # classic search at the run's budget (LABS)
@@ -341,19 +343,21 @@ def print_summary(trainer: Any, best: Any) -> None:
     console.print(table)
 
 
-def write_certificate(trainer: Any, best: Any) -> str:
-    """Certify a best state that beats the record (ttd_envs.certificates): exact score, verdict, file."""
+def write_certificate(trainer: Any, best: Any) -> tuple[str | None, str]:
+    """Certify a best state that beats the record as a float (ttd_envs.certificates): (its verdict
+    from the exact score, or None when it cannot be certified; the summary's line about it)."""
     from ttd_envs import certificates
 
     try:
         certificate = certificates.certify_state(trainer.config.env, trainer.problem, best.construction,
                                                  trainer.config.env_kwargs)
     except (certificates.CertificateError, ValueError, KeyError) as exc:
-        return f"none: {exc}"
+        return None, f"none: {exc}"
     path = certificates.write(certificate, trainer.run_dir.path / "certificate.json")
-    return (f"{certificate['verdict']} (score in [{certificate['score']['lower']}, {certificate['score']['upper']}], "
-            f"tie tolerance {certificate['tie_tolerance']:g}); {path}; re-check: python -m ttd_envs.verify "
-            f"{trainer.config.env} {path}")
+    return certificate["verdict"], (
+        f"{certificate['verdict']} (score in [{certificate['score']['lower']}, {certificate['score']['upper']}], "
+        f"tie tolerance {certificate['tie_tolerance']:g}); {path}; re-check: python -m ttd_envs.verify "
+        f"{trainer.config.env} {path}")
 
 
 TTRL_RESUME_FLAGS = frozenset({"steps", "run_dir", "resume", "method", "config"})

@@ -27,7 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ttd_envs.core.rational import Bound, decimal_down, decimal_up
+from ttd_envs.core.exact import Bound, decimal_down, decimal_up
 from ttd_envs.records import RecordEntry, RecordTable, load_records
 
 KIND, FORMAT = "ttd-certificate", 1

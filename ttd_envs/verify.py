@@ -62,8 +62,8 @@ def recheck_certificate(env_id: str, certificate: dict[str, Any]) -> int:
     problem = make_math_problem(env_id, certificate.get("env_kwargs") or {})
     holds, report = certificates.recheck(certificate, problem)
     print(textwrap.fill(report, width=100, subsequent_indent="    "), file=sys.stdout if holds else sys.stderr)
-    if holds:
-        print(repr(certificate["score"]["float"]))
+    if holds:  # the last line is the score, as for a construction file
+        print(repr(problem.score_construction(certificate["construction"])))
     return 0 if holds else EXIT_INVALID
 
 

@@ -1,10 +1,13 @@
 """The mechanism of the problems whose answer is one array checked exactly (point sets, vectors, circles).
 
 A subclass says what the array means (`key`, `shape`), how to check and score it exactly
-(`score_array`), and what its prompt says about the problem; the rest is written once here: the
+(`exact_array`), and what its prompt says about the problem; the rest is written once here: the
 record to beat and the shipped starting construction (both from the env's record table,
 `ttd_envs/data/records/<name>.json`), the program's inputs, reading a construction file for
-`python -m ttd_envs.verify`, and the frame of the prompt. Any score the program reports is ignored.
+`python -m ttd_envs.verify`, the frame of the prompt, and certificates (`ttd_envs.certificates`):
+`exact_array` gives the score as an exact rational or a rigorous enclosure, and the float score is
+that bound rounded in the safe direction (down when higher is better, up when lower is). Any score
+the program reports is ignored.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ttd_envs.core.exact import Bound, float_down, float_up
 from ttd_envs.core.problem import Record, TrainerDefaults
 from ttd_envs.core.program_problem import (
     InvalidConstruction,
@@ -65,7 +69,9 @@ class ArrayConstructionProblem(PythonProgramProblem):
     def __init__(self, instance: dict[str, Any], initial: str = "empty", budget_s: float = 60.0,
                  timeout_s: float | None = None, cpus: int = 1) -> None:
         table, key = load_records(self.name), {} if instance == self.default_instance else instance
+        self.record_instance = key  # its row of the record table (what a certificate compares with)
         self.record: Record | None = table.record(key)
+        self.higher_is_better = table.higher_is_better
         best = table.best(key, verified=True)
         self.record_file = best.path() if best is not None else None
         if initial not in ("empty", "record"):
@@ -84,8 +90,9 @@ class ArrayConstructionProblem(PythonProgramProblem):
     def shape_text(self) -> str:
         return f"({', '.join(map(str, self.shape))})"
 
-    def score_array(self, array: np.ndarray) -> float:
-        """Check `array` (already of `shape`) exactly; return the score or raise InvalidConstruction."""
+    def exact_array(self, array: np.ndarray) -> Bound:
+        """Check `array` (already of `shape`) exactly; return its score as an exact rational or an
+        interval holding it, or raise InvalidConstruction."""
         raise NotImplementedError
 
     def statement(self) -> list[str]:
@@ -112,15 +119,33 @@ class ArrayConstructionProblem(PythonProgramProblem):
             return {}
         return {f"initial_{self.key}": np.asarray(state.construction)}
 
+    def score_array(self, array: np.ndarray) -> float:
+        """The exact score as a float that never flatters: rounded down when higher is better, up otherwise."""
+        bound = self.exact_array(array)
+        return float_down(bound.lower) if self.higher_is_better else float_up(bound.upper)
+
     def check(self, value: Any) -> tuple[np.ndarray, float]:
         array = self.to_array(value)
         return array, self.score_array(array)
 
-    def score_construction(self, data: Any) -> float:
-        """Score a construction file, `{"<key>": [...]}`, exactly as a program's return value."""
+    def stored_value(self, data: Any) -> Any:
+        """The `key` entry of a construction file's object, `{"<key>": [...]}`."""
         if not isinstance(data, dict) or self.key not in data:
             raise InvalidConstruction(f'expected a JSON object with a "{self.key}" list')
-        return self.check(data[self.key])[1]
+        return data[self.key]
+
+    def score_construction(self, data: Any) -> float:
+        """Score a construction file, `{"<key>": [...]}`, exactly as a program's return value."""
+        return self.check(self.stored_value(data))[1]
+
+    def exact_score(self, data: Any) -> Bound:
+        """A construction file's score as an exact rational or a rigorous enclosure (for certificates),
+        with the same checks as a program's return value."""
+        return self.exact_array(self.to_array(self.stored_value(data)))
+
+    def construction_data(self, construction: Any) -> dict[str, Any]:
+        """A State's construction (the checked array) as a construction file's object."""
+        return {self.key: np.asarray(construction).tolist()}
 
     def prompt(self, state: State) -> str:
         b = self.budget

@@ -36,18 +36,25 @@ class InvalidConstruction(ValueError):
         self.details = dict(details or {})
 
 
-def real_array(value: Any, what: str) -> np.ndarray:
-    """A float64 array from real numbers only. `np.asarray(x, dtype=float)` would silently turn
-    booleans into 0/1, drop the imaginary part of complex values and parse numeric strings; here
-    each of those, and ragged nesting or other objects, is an InvalidConstruction naming `what`."""
+def numeric_array(value: Any, what: str) -> np.ndarray:
+    """An integer or float array from real numbers only, not converted (an int64 or uint64 entry
+    above 2^53 stays exact). `np.asarray(x, dtype=float)` would silently turn booleans into 0/1,
+    drop the imaginary part of complex values and parse numeric strings; here each of those, and
+    ragged nesting or other objects, is an InvalidConstruction naming `what`."""
     try:
         array = np.asarray(value)
     except (TypeError, ValueError) as exc:
-        raise InvalidConstruction(f"{what} must be a numeric array ({exc})") from None
+        raise InvalidConstruction(f"{what} must be a numeric array: a flat sequence or equal-length rows of "
+                                  f"numbers ({exc})") from None
     if array.dtype.kind not in "iuf":
         kind = {"b": "booleans", "c": "complex numbers"}.get(array.dtype.kind, f"elements of type {array.dtype}")
         raise InvalidConstruction(f"{what} must hold real numbers; got {kind}")
-    return array.astype(np.float64)
+    return array
+
+
+def real_array(value: Any, what: str) -> np.ndarray:
+    """A float64 array from real numbers only (`numeric_array`, then cast)."""
+    return numeric_array(value, what).astype(np.float64)
 
 
 @dataclass(frozen=True)

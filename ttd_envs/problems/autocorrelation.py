@@ -30,6 +30,7 @@ import numpy as np
 from scipy.fft import irfft, next_fast_len, rfft
 
 from ttd_envs.core.drawing import series, series_drawing
+from ttd_envs.core.exact import Bound, convolve, dyadic_integers
 from ttd_envs.core.problem import TrainerDefaults
 from ttd_envs.core.program_problem import (
     DEFAULT_PRELOAD,
@@ -39,7 +40,6 @@ from ttd_envs.core.program_problem import (
     PythonProgramProblem,
     previous_attempt_section,
 )
-from ttd_envs.core.rational import Bound, convolve, dyadic_integers
 from ttd_envs.core.state import State
 from ttd_envs.records import prompt_line, record_for
 

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from scipy.fft import irfft, next_fast_len, rfft
 
+from ttd_envs.core.exact import convolve, dyadic_integers
 from ttd_envs.core.program_problem import InvalidConstruction
-from ttd_envs.core.rational import convolve, dyadic_integers
 from ttd_envs.problems.autocorrelation import Construction, _Autocorrelation, heights
 from ttd_envs.records import record_for
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ttd_envs.core.drawing import circles_drawing
+from ttd_envs.core.exact import Bound
 from ttd_envs.core.problem import TrainerDefaults
 from ttd_envs.core.program_problem import (
     InvalidConstruction,
@@ -30,7 +31,6 @@ from ttd_envs.core.program_problem import (
     previous_attempt_section,
     real_array,
 )
-from ttd_envs.core.rational import Bound
 from ttd_envs.core.state import State
 from ttd_envs.records import prompt_line, record_for
 

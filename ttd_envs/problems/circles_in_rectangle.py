@@ -7,7 +7,7 @@ valid when, exactly and with no tolerance,
     r_i > 0,   (x_i - x_j)^2 + (y_i - y_j)^2 >= (r_i + r_j)^2   (touching allowed),   W + H <= 2,
 
 and its score is sum_i r_i (higher is better; reward = the score), computed from the binary values
-of the floats and rounded down. No slack is given anywhere: a perimeter slack e is worth about 1.18e
+of the floats (exactly, in a certificate) and rounded down. No slack is given anywhere: a perimeter slack e is worth about 1.18e
 in the sum, which is the size of the published "improvements" (the AE repository notebook's
 np.isclose perimeter check admitted 2e-5). Zero radii are refused: they would be free circles.
 """
@@ -19,7 +19,7 @@ from fractions import Fraction
 import numpy as np
 
 from ttd_envs.core.construction_problem import ArrayConstructionProblem, finite_array
-from ttd_envs.core.exact import float_down, fractions
+from ttd_envs.core.exact import Bound, fractions
 from ttd_envs.core.program_problem import InvalidConstruction
 
 
@@ -71,8 +71,8 @@ class CirclePackingRectangle(ArrayConstructionProblem):
     def to_array(self, value: object) -> np.ndarray:
         return finite_array(value, self.shape, "the circles [x, y, r]")
 
-    def score_array(self, array: np.ndarray) -> float:
-        return float_down(check_rectangle_packing(array))
+    def exact_array(self, array: np.ndarray) -> Bound:
+        return Bound.exact(check_rectangle_packing(array))
 
     def reward_for(self, score: float) -> float:
         return score

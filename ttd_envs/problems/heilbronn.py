@@ -11,7 +11,9 @@ them); score = min triangle area / area(hull). It does not depend on position, s
 
 Both: higher is better, reward = the score. Triangle areas, the hull (monotone chain with exact
 orientation tests) and its area (shoelace) are exact rationals; three collinear or two repeated
-points are valid and score 0; points all on one line have no region and are invalid.
+points are valid and score 0; points all on one line have no region and are invalid. A
+certificate states the convex score as that rational, the triangle score as an interval around
+sqrt(exact square) about 1e-39 wide (`sqrt_bounds`, checked by squaring).
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from itertools import combinations
 import numpy as np
 
 from ttd_envs.core.construction_problem import ArrayConstructionProblem
-from ttd_envs.core.exact import convex_hull_area, float_down, fractions, orientation, sqrt_fraction
+from ttd_envs.core.exact import Bound, convex_hull_area, fractions, orientation, sqrt_bounds
 from ttd_envs.core.program_problem import InvalidConstruction
 
 DEFAULT_N = {"triangle": 11, "convex": 13}
+SQRT_DIGITS = 40
+"""The triangle score is sqrt of an exact rational: enclosed about 1e-39 wide relative, so a
+certificate's interval is far inside the 1e-14 tie tolerance."""
 
 
 def outside_triangle(x: Fraction, y: Fraction) -> bool:
@@ -88,11 +93,11 @@ class Heilbronn(ArrayConstructionProblem):
     def shape(self) -> tuple[int, ...]:
         return (self.n, 2)
 
-    def score_array(self, array: np.ndarray) -> float:
+    def exact_array(self, array: np.ndarray) -> Bound:
         exact = heilbronn_score(array, self.region)
         if self.region == "triangle":
-            return float_down(Fraction(sqrt_fraction(exact)))  # 40 digits, then rounded down
-        return float_down(exact)
+            return Bound(*sqrt_bounds(exact, SQRT_DIGITS))  # sqrt of the exact square, checked by squaring
+        return Bound.exact(exact)
 
     def reward_for(self, score: float) -> float:
         return score

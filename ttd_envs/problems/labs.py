@@ -28,10 +28,10 @@ import numba
 import numpy as np
 
 from ttd_envs.core.drawing import series, series_drawing
+from ttd_envs.core.exact import Bound
 from ttd_envs.core.parsing import last_fenced_block
 from ttd_envs.core.problem import EmbeddedSpec, Evaluation, TrainerDefaults
 from ttd_envs.core.program_problem import InvalidConstruction
-from ttd_envs.core.rational import Bound
 from ttd_envs.core.state import State
 from ttd_envs.records import record_for
 

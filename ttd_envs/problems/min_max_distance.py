@@ -7,7 +7,8 @@ For n points x_1..x_n in R^d the score is the squared ratio (Friedman's and Alph
 lower is better; reward = 1/R. R is invariant under translation, rotation and scaling, so there is
 no region and no absolute distinctness threshold: the points are valid when no two coincide
 (min distance > 0). Squared distances of the exact float values are rationals, so R is computed
-exactly and reported rounded up (an upper bound, as the problem asks for).
+exactly (a certificate states it as that rational) and reported rounded up (an upper bound, as the
+problem asks for).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fractions import Fraction
 import numpy as np
 
 from ttd_envs.core.construction_problem import ArrayConstructionProblem
-from ttd_envs.core.exact import float_up, fractions
+from ttd_envs.core.exact import Bound, fractions
 from ttd_envs.core.program_problem import InvalidConstruction
 
 INITIAL_PROGRAM = '''```python
@@ -71,8 +72,8 @@ class MinMaxDistance(ArrayConstructionProblem):
     def shape(self) -> tuple[int, ...]:
         return (self.n, self.d)
 
-    def score_array(self, array: np.ndarray) -> float:
-        return float_up(squared_distance_ratio(array))
+    def exact_array(self, array: np.ndarray) -> Bound:
+        return Bound.exact(squared_distance_ratio(array))
 
     def reward_for(self, score: float) -> float:
         return 1.0 / score

@@ -24,15 +24,15 @@ from typing import Any
 import numba
 import numpy as np
 
-from ttd_envs.core.exact import ln_bounds
+from ttd_envs.core.exact import Bound, ln_bounds
 from ttd_envs.core.problem import TrainerDefaults
 from ttd_envs.core.program_problem import (
     InvalidConstruction,
     ProgramBudget,
     PythonProgramProblem,
+    numeric_array,
     previous_attempt_section,
 )
-from ttd_envs.core.rational import Bound
 from ttd_envs.core.state import State
 from ttd_envs.records import prompt_line, record_for
 
@@ -78,13 +78,7 @@ def integer_set(values: Any, max_size: int = MAX_SIZE, max_value: int = MAX_VALU
         raise InvalidConstruction("the elements must be integers, not booleans")
     if isinstance(values, (list, tuple)) and any(isinstance(v, int) and abs(v) >= 2**62 for v in values):
         raise InvalidConstruction(f"an element is too large: the span must stay within max_value = {max_value}")
-    try:
-        array = np.asarray(values)
-    except (TypeError, ValueError) as exc:
-        raise InvalidConstruction(f"the set is not a flat sequence of integers ({exc})") from None
-    if array.dtype.kind not in "iuf":
-        kind = {"b": "booleans", "c": "complex numbers"}.get(array.dtype.kind, f"elements of type {array.dtype}")
-        raise InvalidConstruction(f"the elements must be integers; got {kind}")
+    array = numeric_array(values, "the set")
     if array.ndim != 1:
         raise InvalidConstruction(f"the set must be 1-D; got shape {array.shape}")
     if array.dtype.kind == "f":
