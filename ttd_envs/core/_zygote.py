@@ -123,7 +123,8 @@ def _program_main(job: dict, fds: dict[str, int], inputs: dict, private_uid: int
     _confine.drop_privileges(private_uid)
     prctl(PR_SET_DUMPABLE, 1)  # again: a change of uid resets it
     if _confine.seccomp_supported():
-        _confine.restrict_syscalls(deny_uncounted_memory=not job.get("cgroup_procs"), memfd=bool(job.get("memfd")))
+        _confine.restrict_syscalls(deny_uncounted_memory=not job.get("cgroup_procs"), memfd=bool(job.get("memfd")),
+                                   pinned=bool(job.get("cpus")))
     os.chdir(WORKDIR)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": WORKDIR, "TMPDIR": WORKDIR, "LANG": "C.UTF-8",
            **{k: str(job["threads"]) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -273,6 +274,8 @@ def _init_main(sock: socket.socket, isolation: list[str], private_uid: int | Non
         _confine.size_writable(int(job["limits"]["disk_bytes"]))
         if not job.get("cgroup_procs"):
             _confine.seal_proc()  # no clear_refs: the kernel's peaks init reads stay peaks
+        if job.get("cpus"):  # no cgroup CPU quota: the program inherits the mask and cannot widen it
+            os.sched_setaffinity(0, job["cpus"])
         fds.setdefault("stdin", os.open(os.devnull, os.O_RDONLY))
     except Exception as exc:  # noqa: BLE001 - report setup failures as data
         _write_status(status_fd, phase="setup_failed", error=str(exc))
@@ -281,7 +284,8 @@ def _init_main(sock: socket.socket, isolation: list[str], private_uid: int | Non
     if _confine.seccomp_supported():
         queues = "SysV or POSIX shared memory and message queues"
         uncounted = f"descriptor passing, {queues}; memfd granted" if job.get("memfd") else f"memfd, {queues}"
-        isolation.append("seccomp filter (no mount, namespaces, ptrace, bpf, keyrings"
+        affinity = ", sched_setaffinity" if job.get("cpus") else ""
+        isolation.append("seccomp filter (no mount, namespaces, ptrace, bpf, keyrings" + affinity
                          + (")" if job.get("cgroup_procs") else f", {uncounted})"))
     meter = NamespaceMeter(count_memfds=bool(job.get("memfd"))) if not job.get("cgroup_procs") else None
     if meter is not None:
