@@ -25,7 +25,6 @@ FLAGS = ("-std=gnu++20", "-O1")  # the contest's -O2 -march=native costs seconds
 @pytest.fixture(scope="module", params=SANDBOX_MODES)
 def box(request):
     sandbox = sandbox_in_mode(request.param, preload=())
-    sandbox.mode = request.param
     yield sandbox
     sandbox.close()
 
