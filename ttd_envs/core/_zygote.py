@@ -228,6 +228,9 @@ def _wait_accounting(program: int, limits: dict, meter: NamespaceMeter) -> tuple
     cpu_limit = float(limits["cpu_s"]) if limits.get("cpu_s") else None
     memory_limit = int(limits["memory_bytes"])
     peak = 0
+    # the first reading waits one period (or the program's exit): read at once, it took CPU from
+    # the just-forked program (the same CPU where the run is pinned), and most runs end before it
+    signal.sigtimedwait([signal.SIGCHLD], POLL_S)
     while True:
         while True:
             try:
@@ -368,8 +371,14 @@ def _runner_main(sock: socket.socket, plan: ViewPlan) -> None:
 @dataclass
 class _Spare:
     runner: int
-    init: int
     sock: socket.socket
+
+    def init_pid(self) -> int:
+        """The runner's report of its init's pid, read when the spare is handed out, not when it
+        is made: the zygote answers the next job meanwhile instead of waiting on the runner's
+        unshare. -1 if the runner died."""
+        reply = self.sock.recv(256)
+        return json.loads(reply)["init"] if reply else -1
 
 
 def _fork_spare(control: socket.socket, plan: ViewPlan) -> _Spare:
@@ -383,8 +392,7 @@ def _fork_spare(control: socket.socket, plan: ViewPlan) -> _Spare:
         finally:
             os._exit(1)
     theirs.close()
-    reply = ours.recv(256)
-    return _Spare(runner=pid, init=json.loads(reply)["init"] if reply else -1, sock=ours)
+    return _Spare(runner=pid, sock=ours)
 
 
 def serve(control: socket.socket, pool_size: int, plan: ViewPlan) -> None:
@@ -402,6 +410,7 @@ def serve(control: socket.socket, pool_size: int, plan: ViewPlan) -> None:
         spare = spares.pop(0)
         for attempt in range(2):
             try:
+                init = spare.init_pid()
                 socket.send_fds(spare.sock, [message], fds)
                 break
             except OSError:  # the spare died (e.g. killed from outside): make another
@@ -412,7 +421,7 @@ def serve(control: socket.socket, pool_size: int, plan: ViewPlan) -> None:
         for fd in fds:
             os.close(fd)
         spare.sock.close()
-        control.sendall(json.dumps({"runner": spare.runner, "init": spare.init}).encode())
+        control.sendall(json.dumps({"runner": spare.runner, "init": init}).encode())
         spares.append(_fork_spare(control, plan))
 
 

@@ -650,6 +650,8 @@ def _program_finished(status: bytearray) -> bool:
 
 
 def _kill_quietly(pid: int) -> None:
+    if pid <= 0:  # -1 (a spare that died before naming its init) would mean every process we may signal
+        return
     try:
         os.kill(pid, signal.SIGKILL)
     except OSError:
