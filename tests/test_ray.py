@@ -306,7 +306,7 @@ def test_the_ahc_judge_fanned_out_keeps_the_whole_judge_budget(two_nodes: TwoNod
         print(f"chunk verdicts {[v.value for v in verdicts]}; its tests took {spent:.2f} s against the 4 s budget")
         assert verdicts[0] is Verdict.AC and Verdict.TOTAL_TLE in verdicts, verdicts
         assert set(verdicts[2:]) <= {Verdict.TOTAL_TLE, Verdict.SKIPPED}, verdicts
-        assert spent < 4.0 + 1.0  # the budget plus one sandbox start-up and tear-down under load
+        assert spent < 4.0 + 2.0  # the budget plus one sandbox start-up and tear-down under load (as locally)
     assert not report.accepted
     assert "judge time limit exceeded" in report.describe_failure() and "4 s" in report.describe_failure()
 
