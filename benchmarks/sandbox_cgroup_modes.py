@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=40, help="timed runs per variant and round on the host")
     parser.add_argument("--guest-runs", type=int, default=20, help="the same in the guest")
+    parser.add_argument("--no-guest", action="store_true", help="the host's modes only (no QEMU boot)")
     args = parser.parse_args()
     load = os.getloadavg()[0]
     host = {("host, cgroup v1 (root)", "before"): (args.before, {}), ("host, cgroup v1 (root)", "after"): (HERE, {}),
@@ -65,8 +66,10 @@ def main() -> None:
     guest_modes = {("guest v2, root", "before"): ("root", args.before), ("guest v2, root", "after"): ("root", HERE),
                    ("guest v2, delegated uid", "before"): ("delegated", args.before),
                    ("guest v2, delegated uid", "after"): ("delegated", HERE)}
+    if args.no_guest:
+        guest_modes = {}
     times: dict[tuple[str, str], list[float]] = {key: [] for key in [*host, *guest_modes]}
-    guest = Guest.boot()
+    guest = None if args.no_guest else Guest.boot()
     try:
         for _ in range(args.rounds):
             for key, (root, kwargs) in host.items():
@@ -74,15 +77,18 @@ def main() -> None:
             for key, (mode, root) in guest_modes.items():
                 times[key] += _guest_times(guest, mode, root, args.guest_runs)
     finally:
-        guest.close()
+        if guest is not None:
+            guest.close()
+    where = ("On the host only (`--no-guest`)." if args.no_guest else
+             "In the guest `before` had no cgroups (init accounting) and `after` has v2 cgroups. The guest is QEMU "
+             "in software emulation, about 10x slower than the host: compare ratios there, not milliseconds.")
     text = ("Sandbox overhead per run before and after issue 23 (per-run cgroups on v2, a CPU limit for every "
-            f"run): a trivial numpy `run_python`, {args.rounds} alternating rounds, each variant in its own "
-            f"process; before = `{args.before}`. In the guest `before` had no cgroups (init accounting) and "
-            "`after` has v2 cgroups. The guest is QEMU in software emulation, about 10x slower than the host: "
-            f"compare ratios there, not milliseconds. Host load average when started: {load:.1f}.\n\n"
+            f"run): a trivial numpy `run_python`, {args.rounds} alternating rounds of {args.runs} runs, each "
+            f"variant in its own process; before = `{args.before}`. {where} Host load average when started: "
+            f"{load:.1f}.\n\n"
             + markdown_table(["where, mode", "variant", "runs", "p50 (ms)", "p95 (ms)", "p50 vs before"], _rows(times)))
     print(text)
-    write_section("sandbox_cgroup_modes", text)
+    write_section("sandbox_cgroup_modes_host" if args.no_guest else "sandbox_cgroup_modes", text)
 
 
 if __name__ == "__main__":

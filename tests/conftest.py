@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from ttd_envs.core._zygote import UID_BASE
-from ttd_envs.core.sandbox import Sandbox
+from ttd_envs.core.sandbox import Limits, Sandbox, SandboxResult
 
 
 @pytest.fixture(scope="session")
@@ -197,12 +197,33 @@ usable cgroups) and the unprivileged mode. The fallback attacks (tests/fallback_
 
 
 def sandbox_in_mode(mode: str, **sandbox_kwargs: object) -> PrivilegedSandbox | UnprivilegedSandbox:
-    """A sandbox in `mode`; skipping is not an option: the hostile suites must run in both."""
+    """A sandbox in `mode` (kept as its `.mode`); skipping is not an option: the hostile suites
+    must run in both."""
     if os.geteuid() != 0:
         raise RuntimeError("the hostile suites create an unprivileged user and need root (as in CI)")
     if mode == "root-fallback":
-        return PrivilegedSandbox(**sandbox_kwargs, cgroups=False)
-    return (PrivilegedSandbox if mode == "root" else UnprivilegedSandbox)(**sandbox_kwargs)
+        box = PrivilegedSandbox(**sandbox_kwargs, cgroups=False)
+    else:
+        box = (PrivilegedSandbox if mode == "root" else UnprivilegedSandbox)(**sandbox_kwargs)
+    box.mode = mode
+    return box
+
+
+def _run_python(sandbox: Sandbox, source: str, limits: Limits) -> SandboxResult:
+    return sandbox.run_python(source, "run", limits=limits)
+
+
+def _mechanism(sandbox: Sandbox) -> str:
+    return sandbox.mechanism
+
+
+def run_recorded(box: PrivilegedSandbox | UnprivilegedSandbox, source: str, limits: Limits,
+                 ran: set[tuple[str, str]]) -> SandboxResult:
+    """Run `source`'s `run()` in `box` (a `sandbox_in_mode`) and add (mode, mechanism) to `ran`:
+    the hostile suites report which modes ran."""
+    result = box.call(_run_python, source, limits)
+    ran.add((box.mode, box.call(_mechanism)))
+    return result
 
 
 def stray_processes(sandbox: Sandbox) -> list[int]:

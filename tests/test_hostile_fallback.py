@@ -12,7 +12,7 @@ from pathlib import Path
 
 import fallback_attacks as attacks
 import pytest
-from conftest import FALLBACK_MODES, sandbox_in_mode, stray_processes, sysv_segments
+from conftest import FALLBACK_MODES, run_recorded, sandbox_in_mode, stray_processes, sysv_segments
 
 import ttd_envs
 from ttd_envs.core import cgroups
@@ -27,15 +27,9 @@ JUDGE_LIMITS = RunLimits(cpu_s=2.0, wall_s=10, memory_bytes=attacks.ATTACK_LIMIT
 RAN: set[tuple[str, str]] = set()
 
 
-def _open(mode: str, grants: Grants = Grants()):
-    sandbox = sandbox_in_mode(mode, preload=(), grants=grants)
-    sandbox.mode = mode
-    return sandbox
-
-
 @pytest.fixture(scope="module", params=FALLBACK_MODES)
 def box(request):
-    sandbox = _open(request.param)
+    sandbox = sandbox_in_mode(request.param, preload=())
     yield sandbox
     sandbox.close()
 
@@ -43,24 +37,15 @@ def box(request):
 @pytest.fixture(scope="module", params=FALLBACK_MODES)
 def memfd_box(request):
     """A problem with the GPU problems' memfd grant."""
-    sandbox = _open(request.param, Grants(memfd=True))
+    sandbox = sandbox_in_mode(request.param, preload=(), grants=Grants(memfd=True))
     yield sandbox
     sandbox.close()
-
-
-def _run(sandbox, source: str, limits: Limits) -> SandboxResult:
-    return sandbox.run_python(source, "run", limits=limits)
-
-
-def _mechanism(sandbox) -> str:
-    return sandbox.mechanism
 
 
 def attack(box, source: str, limits: Limits = LIMITS) -> SandboxResult:
     """Run `source` in `box` and check the host kept nothing of it."""
     shm_before = sysv_segments()
-    result = box.call(_run, source, limits)
-    RAN.add((box.mode, box.call(_mechanism)))
+    result = run_recorded(box, source, limits, RAN)
     assert result.isolation and "accounted by init" in " ".join(result.isolation), result.isolation
     assert sysv_segments() == shm_before, "the run left SysV shared memory on the host"
     assert box.call(stray_processes) == [], "a process of the run outlived it"

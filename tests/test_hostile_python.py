@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import SANDBOX_MODES, sandbox_in_mode, stray_processes, sysv_segments
+from conftest import SANDBOX_MODES, run_recorded, sandbox_in_mode, stray_processes, sysv_segments
 
 import ttd_envs
 from ttd_envs.core import cgroups
@@ -32,17 +32,8 @@ MARK = "ttdmark"
 @pytest.fixture(scope="module", params=SANDBOX_MODES)
 def box(request):
     sandbox = sandbox_in_mode(request.param, preload=("numpy",))
-    sandbox.mode = request.param
     yield sandbox
     sandbox.close()
-
-
-def _run(sandbox, source: str, limits: Limits) -> SandboxResult:
-    return sandbox.run_python(source, "run", limits=limits)
-
-
-def _mechanism(sandbox) -> str:
-    return sandbox.mechanism
 
 
 def _host_snapshot() -> dict[str, set[str]]:
@@ -54,8 +45,7 @@ def _host_snapshot() -> dict[str, set[str]]:
 def run_attack(box, source: str, limits: Limits = LIMITS) -> SandboxResult:
     """Run `source` in `box`, record the mode and mechanism, and check the host kept nothing."""
     before, shm_before = _host_snapshot(), sysv_segments()
-    result = box.call(_run, source, limits)
-    RAN.add((box.mode, box.call(_mechanism)))
+    result = run_recorded(box, source, limits, RAN)
     assert _host_snapshot() == before, "the run left files on the host"
     assert sysv_segments() == shm_before, "the run left SysV shared memory on the host"
     assert box.call(stray_processes) == [], "a process of the run outlived it"

@@ -22,6 +22,7 @@ from conftest import descendants, process_table
 from ttd_agent.executor import Executor
 from ttd_agent.policy.base import LossConfig, Sample, TrainItem
 from ttd_agent.trainer import DiscoveryConfig, DiscoveryTrainer
+from ttd_envs.core.judge import Verdict
 from ttd_envs.core.problem import Evaluation, TrainerDefaults
 from ttd_envs.core.state import State
 from ttd_envs.registration import make_problem
@@ -281,6 +282,33 @@ def test_the_ahc_judge_fanned_out_gives_the_local_verdicts_and_reward(two_nodes:
     assert remote.valid and (remote.reward, remote.score) == (here.reward, here.score)
     assert garbage_spread.first_failure.name == garbage_here.first_failure.name == "0000"
     assert garbage_spread.first_failure.message == garbage_here.first_failure.message
+
+
+def test_the_ahc_judge_fanned_out_keeps_the_whole_judge_budget(two_nodes: TwoNodes) -> None:
+    """Each test sleeps 1.5 s, within its own 3 s wall limit; two chunks of 4 tests need 6 s each
+    against a 4 s budget for the whole evaluation: each chunk's third test is cut (TOTAL_TLE), as
+    in the local judge, instead of every test passing after 6 s."""
+    from ttd_agent.ray_executor import judge_across_cluster
+
+    problem = make_problem("ttd/AHC039-v0", num_tests=8, workers=1, cpu_limit_s=0.5, wall_limit_s=3.0,
+                           total_wall_s=4.0)
+    sleeper = "#include <unistd.h>\nint main() { usleep(1500000); return 0; }\n"  # empty output: valid, scores 1
+    try:
+        warm = judge_across_cluster(problem, "int main() { return 0; }\n", chunks=2)  # workers and sandboxes up
+        report = judge_across_cluster(problem, sleeper, chunks=2)
+    finally:
+        problem.close()
+    assert warm.accepted, warm.describe_failure()
+    chunks = [report.results[:4], report.results[4:]]
+    for chunk in chunks:
+        verdicts = [r.verdict for r in chunk]
+        spent = sum(r.wall_s for r in chunk)
+        print(f"chunk verdicts {[v.value for v in verdicts]}; its tests took {spent:.2f} s against the 4 s budget")
+        assert verdicts[0] is Verdict.AC and Verdict.TOTAL_TLE in verdicts, verdicts
+        assert set(verdicts[2:]) <= {Verdict.TOTAL_TLE, Verdict.SKIPPED}, verdicts
+        assert spent < 4.0 + 2.0  # the budget plus one sandbox start-up and tear-down under load (as locally)
+    assert not report.accepted
+    assert "judge time limit exceeded" in report.describe_failure() and "4 s" in report.describe_failure()
 
 
 def test_the_driver_killed_mid_run_resumes_on_the_cluster(two_nodes: TwoNodes, tmp_path: Path) -> None:

@@ -173,6 +173,7 @@ def test_cpu_limit_and_binary_mode(sandbox, tmp_path):
     result = sandbox.run_binary("/bin/sh", argv=("-c", "while :; do :; done"),
                                 limits=Limits(wall_s=10, cpu_s=1))
     # RLIMIT_CPU is checked on tick-granular accounting, so rusage may read a little under 1 s
+    print(f"busy shell stopped at {result.cpu_s} s CPU (limit 1 s, accepted >= 0.9 s): {result.error}")
     assert not result.ok and "SIGXCPU" in result.error and result.cpu_s >= 0.9
     result = sandbox.run_binary("/bin/sh", argv=("-c", "exit 3"), limits=Limits(wall_s=5))
     assert not result.ok and result.exit_code == 3

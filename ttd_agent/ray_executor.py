@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ttd_agent.executor import _guarded
-from ttd_envs.core.judge import JudgeReport, TestCase, TestResult, Verdict
+from ttd_envs.core.judge import JudgeBudget, JudgeReport, TestCase, TestResult, Verdict
 from ttd_envs.core.problem import Evaluation, Problem
 from ttd_envs.core.state import State
 
@@ -402,8 +402,9 @@ def _install_binary(judge: Any, source: str, key: str, binary: bytes) -> Path:
 
 
 def judge_chunk(token: str, problem: Any, source: str, key: str, binary: bytes, tests: list[TestCase],
-                stop_early: bool) -> list[TestResult]:
-    """Runs on a Ray worker: one slice of the tests, in order, each in this node's sandbox."""
+                stop_early: bool, budget: JudgeBudget) -> list[TestResult]:
+    """Runs on a Ray worker: one slice of the tests, in order, each in this node's sandbox, within
+    the whole evaluation's `budget` (the local judge's TOTAL_TLE)."""
     problem = _problem_in_worker(token, problem)
     judge = problem.judge
     path = _install_binary(judge, source, key, binary)
@@ -412,7 +413,7 @@ def judge_chunk(token: str, problem: Any, source: str, key: str, binary: bytes, 
         if stop_early and any(not r.accepted for r in results):
             results.append(TestResult(test.name, Verdict.SKIPPED, message="not run: an earlier test failed"))
             continue
-        results.append(judge.run_test(path, test, problem.check))
+        results.append(judge.run_within(budget, path, test, problem.check))
     return results
 
 
@@ -420,7 +421,9 @@ def judge_across_cluster(problem: Any, source: str, *, chunks: int | None = None
     """Compile `source` here, then judge `problem.tests()` as `chunks` Ray tasks (default: one per
     CPU of the cluster), each on one CPU. Verdicts and scores are those of the local judge: a test's
     run does not depend on where it runs. With `stop_early`, each chunk skips its tests after its
-    own first failure, so SKIPPED counts may differ from a local run; the first failure does not."""
+    own first failure, so SKIPPED counts may differ from a local run; the first failure does not.
+    The judge's wall-clock budget (`CppJudge.total_budget_s`, with one lane per chunk) starts once
+    the program is compiled and bounds every chunk, as it bounds the local judge's threads."""
     ray = import_ray()
     started = time.perf_counter()
     judge = problem.judge
@@ -436,7 +439,8 @@ def judge_across_cluster(problem: Any, source: str, *, chunks: int | None = None
     token = f"{type(problem).__name__}:{id(problem)}:{os.getpid()}"
     shared = [ray.put(x) for x in (problem, compiled.binary.read_bytes())]
     task = ray.remote(judge_chunk).options(num_cpus=1, max_retries=1, scheduling_strategy="SPREAD")
-    refs = [task.remote(token, shared[0], source, judge.cache_key(source), shared[1], part, problem.stop_early)
+    budget = judge.start_budget(len(tests), len(slices))
+    refs = [task.remote(token, shared[0], source, judge.cache_key(source), shared[1], part, problem.stop_early, budget)
             for part in slices]
     try:
         report.results = list(itertools.chain.from_iterable(ray.get(refs)))

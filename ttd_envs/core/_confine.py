@@ -262,6 +262,8 @@ _UNCOUNTED_MEMORY_X86_64 = {"shmget": 29, "msgget": 68, "mq_open": 240, "memfd_c
 # where memfds are granted without a cgroup, init counts those in the run's descriptor tables and
 # maps; a memfd in flight in a socket (SCM_RIGHTS) is in neither, so descriptors may not travel
 _DESCRIPTOR_PASSING_X86_64 = {"sendmsg": 46, "sendmmsg": 307}
+# where init pinned the run to its CPUs (no cgroup CPU quota), the program may not widen the mask
+_AFFINITY_X86_64 = {"sched_setaffinity": 203}
 _CLONE, _CLONE3 = 56, 435
 _PRCTL, _PR_SET_DUMPABLE = 157, 4
 _CLONE_NEW_NAMESPACES = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000 | 0x80
@@ -274,10 +276,11 @@ def _instruction(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("HBBI", code, jt, jf, k)
 
 
-def seccomp_program(deny_uncounted_memory: bool, memfd: bool = False) -> bytes:
+def seccomp_program(deny_uncounted_memory: bool, memfd: bool = False, pinned: bool = False) -> bytes:
     """The BPF filter, x86_64 only: any other architecture's syscalls are killed outright.
-    `memfd` (with `deny_uncounted_memory`): memfd_create allowed, descriptor passing refused."""
-    denied = dict(_DENIED_X86_64)
+    `memfd` (with `deny_uncounted_memory`): memfd_create allowed, descriptor passing refused.
+    `pinned`: sched_setaffinity refused."""
+    denied = dict(_DENIED_X86_64) | (_AFFINITY_X86_64 if pinned else {})
     if deny_uncounted_memory:
         denied.update(_UNCOUNTED_MEMORY_X86_64)
         if memfd:
@@ -307,9 +310,9 @@ def seccomp_supported() -> bool:
     return platform.machine() == "x86_64"
 
 
-def restrict_syscalls(deny_uncounted_memory: bool, memfd: bool = False) -> None:
+def restrict_syscalls(deny_uncounted_memory: bool, memfd: bool = False, pinned: bool = False) -> None:
     """Install the filter (no_new_privs must be set); it holds across exec and fork."""
-    program = seccomp_program(deny_uncounted_memory, memfd)
+    program = seccomp_program(deny_uncounted_memory, memfd, pinned)
     buffer = ctypes.create_string_buffer(program, len(program))
     fprog = _SockFprog(len(program) // 8, ctypes.addressof(buffer))
     _check(prctl(PR_SET_SECCOMP, 2, ctypes.byref(fprog)), "install the seccomp filter")

@@ -123,7 +123,8 @@ def _program_main(job: dict, fds: dict[str, int], inputs: dict, private_uid: int
     _confine.drop_privileges(private_uid)
     prctl(PR_SET_DUMPABLE, 1)  # again: a change of uid resets it
     if _confine.seccomp_supported():
-        _confine.restrict_syscalls(deny_uncounted_memory=not job.get("cgroup_procs"), memfd=bool(job.get("memfd")))
+        _confine.restrict_syscalls(deny_uncounted_memory=not job.get("cgroup_procs"), memfd=bool(job.get("memfd")),
+                                   pinned=bool(job.get("cpus")))
     os.chdir(WORKDIR)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": WORKDIR, "TMPDIR": WORKDIR, "LANG": "C.UTF-8",
            **{k: str(job["threads"]) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -227,6 +228,9 @@ def _wait_accounting(program: int, limits: dict, meter: NamespaceMeter) -> tuple
     cpu_limit = float(limits["cpu_s"]) if limits.get("cpu_s") else None
     memory_limit = int(limits["memory_bytes"])
     peak = 0
+    # the first reading waits one period (or the program's exit): read at once, it took CPU from
+    # the just-forked program (the same CPU where the run is pinned), and most runs end before it
+    signal.sigtimedwait([signal.SIGCHLD], POLL_S)
     while True:
         while True:
             try:
@@ -273,6 +277,8 @@ def _init_main(sock: socket.socket, isolation: list[str], private_uid: int | Non
         _confine.size_writable(int(job["limits"]["disk_bytes"]))
         if not job.get("cgroup_procs"):
             _confine.seal_proc()  # no clear_refs: the kernel's peaks init reads stay peaks
+        if job.get("cpus"):  # no cgroup CPU quota: the program inherits the mask and cannot widen it
+            os.sched_setaffinity(0, job["cpus"])
         fds.setdefault("stdin", os.open(os.devnull, os.O_RDONLY))
     except Exception as exc:  # noqa: BLE001 - report setup failures as data
         _write_status(status_fd, phase="setup_failed", error=str(exc))
@@ -281,7 +287,8 @@ def _init_main(sock: socket.socket, isolation: list[str], private_uid: int | Non
     if _confine.seccomp_supported():
         queues = "SysV or POSIX shared memory and message queues"
         uncounted = f"descriptor passing, {queues}; memfd granted" if job.get("memfd") else f"memfd, {queues}"
-        isolation.append("seccomp filter (no mount, namespaces, ptrace, bpf, keyrings"
+        affinity = ", sched_setaffinity" if job.get("cpus") else ""
+        isolation.append("seccomp filter (no mount, namespaces, ptrace, bpf, keyrings" + affinity
                          + (")" if job.get("cgroup_procs") else f", {uncounted})"))
     meter = NamespaceMeter(count_memfds=bool(job.get("memfd"))) if not job.get("cgroup_procs") else None
     if meter is not None:
@@ -364,8 +371,14 @@ def _runner_main(sock: socket.socket, plan: ViewPlan) -> None:
 @dataclass
 class _Spare:
     runner: int
-    init: int
     sock: socket.socket
+
+    def init_pid(self) -> int:
+        """The runner's report of its init's pid, read when the spare is handed out, not when it
+        is made: the zygote answers the next job meanwhile instead of waiting on the runner's
+        unshare. -1 if the runner died."""
+        reply = self.sock.recv(256)
+        return json.loads(reply)["init"] if reply else -1
 
 
 def _fork_spare(control: socket.socket, plan: ViewPlan) -> _Spare:
@@ -379,8 +392,7 @@ def _fork_spare(control: socket.socket, plan: ViewPlan) -> _Spare:
         finally:
             os._exit(1)
     theirs.close()
-    reply = ours.recv(256)
-    return _Spare(runner=pid, init=json.loads(reply)["init"] if reply else -1, sock=ours)
+    return _Spare(runner=pid, sock=ours)
 
 
 def serve(control: socket.socket, pool_size: int, plan: ViewPlan) -> None:
@@ -398,6 +410,7 @@ def serve(control: socket.socket, pool_size: int, plan: ViewPlan) -> None:
         spare = spares.pop(0)
         for attempt in range(2):
             try:
+                init = spare.init_pid()
                 socket.send_fds(spare.sock, [message], fds)
                 break
             except OSError:  # the spare died (e.g. killed from outside): make another
@@ -408,7 +421,7 @@ def serve(control: socket.socket, pool_size: int, plan: ViewPlan) -> None:
         for fd in fds:
             os.close(fd)
         spare.sock.close()
-        control.sendall(json.dumps({"runner": spare.runner, "init": spare.init}).encode())
+        control.sendall(json.dumps({"runner": spare.runner, "init": init}).encode())
         spares.append(_fork_spare(control, plan))
 
 

@@ -333,10 +333,13 @@ def _kill_members(path: str) -> None:
 
 
 class _Remover:
-    """One daemon thread that removes run cgroups once their processes are gone."""
+    """One daemon thread that removes run cgroups once their processes are gone. It lingers
+    `LINGER_S` for the next submission: starting a thread per run cost ~1 ms of the run's time."""
+
+    LINGER_S = 2.0
 
     def __init__(self) -> None:
-        self._pending: list[tuple[str, float]] = []
+        self._pending: list[tuple[str, float]] = []  # submitted, or being tried by the thread
         self._lock = threading.Condition()
         self._running = False  # set and cleared under the lock, so no submission is ever orphaned
 
@@ -352,10 +355,12 @@ class _Remover:
         while True:
             with self._lock:
                 if not self._pending:
+                    self._lock.notify_all()  # for `settle`
+                    self._lock.wait_for(lambda: self._pending, timeout=self.LINGER_S)
+                if not self._pending:
                     self._running = False
-                    self._lock.notify_all()
                     return
-                pending, self._pending = self._pending, []
+                pending = list(self._pending)
             left = []
             for path, since in pending:
                 try:
@@ -370,14 +375,15 @@ class _Remover:
                         log.warning("could not remove the run cgroup %s: it still holds processes", path)
                     else:
                         left.append((path, since))
-            with self._lock:
-                self._pending = left + self._pending
-            time.sleep(0.005)
+            with self._lock:  # what was tried goes; what failed, and what came meanwhile, stays
+                self._pending = left + self._pending[len(pending):]
+            if left:
+                time.sleep(0.005)
 
     def settle(self, timeout_s: float = 10.0) -> None:
         """Wait until every submitted cgroup is removed (or given up on)."""
         with self._lock:
-            self._lock.wait_for(lambda: not self._running, timeout=timeout_s)
+            self._lock.wait_for(lambda: not self._pending, timeout=timeout_s)
 
 
 _remover = _Remover()

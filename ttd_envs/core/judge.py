@@ -135,6 +135,19 @@ class TestCase:
 Checker = Callable[[TestCase, bytes], float]
 
 
+@dataclass(frozen=True)
+class JudgeBudget:
+    """The wall-clock budget of one evaluation's tests together (see `CppJudge.start_budget`).
+    `deadline` is wall-clock time (`time.time()`), not a per-process clock: the judge's Ray tasks
+    check it in other processes and on other nodes (whose clocks a cluster keeps in step)."""
+
+    deadline: float
+    message: str
+
+    def left_s(self) -> float:
+        return self.deadline - time.time()
+
+
 @dataclass
 class TestResult:
     name: str
@@ -314,6 +327,20 @@ class CppJudge:
         rounds = -(-tests // max(1, workers))
         return TOTAL_WALL_FACTOR * self.limits.cpu_s * rounds + TOTAL_WALL_SLACK_S
 
+    def start_budget(self, tests: int, workers: int) -> JudgeBudget:
+        """Start the clock of `total_budget_s` for `tests` tests on `workers` parallel lanes."""
+        budget = self.total_budget_s(tests, workers)
+        return JudgeBudget(time.time() + budget, (
+            f"judge time limit exceeded: the {tests} tests together passed the judge's {budget:g} s "
+            f"wall-clock budget ({self.limits.cpu_s:g} s CPU per test; does the program sleep or wait?)"))
+
+    def run_within(self, budget: JudgeBudget, binary: Path, test: TestCase, checker: Checker) -> TestResult:
+        """`run_test`, cut to what is left of `budget`; a test that starts past it is TOTAL_TLE, not run."""
+        left = budget.left_s()
+        if left <= 0:
+            return TestResult(test.name, Verdict.TOTAL_TLE, message=f"{budget.message}; not run")
+        return self.run_test(binary, test, checker, wall_cap_s=left, budget_message=budget.message)
+
     def run_test(self, binary: Path, test: TestCase, checker: Checker, *, wall_cap_s: float | None = None,
                  budget_message: str = "") -> TestResult:
         """Run one test and decide its verdict (see the module docstring for the policy).
@@ -379,19 +406,12 @@ class CppJudge:
             report.elapsed_s = time.perf_counter() - started
             return report
         failed = threading.Event()
-        budget = self.total_budget_s(len(tests), workers)
-        deadline = time.perf_counter() + budget
-        message = (f"judge time limit exceeded: the {len(tests)} tests together passed the judge's {budget:g} s "
-                   f"wall-clock budget ({self.limits.cpu_s:g} s CPU per test; does the program sleep or wait?)")
+        budget = self.start_budget(len(tests), workers)
 
         def one(test: TestCase) -> TestResult:
             if stop_early and failed.is_set():
                 return TestResult(test.name, Verdict.SKIPPED, message="not run: an earlier test failed")
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                failed.set()
-                return TestResult(test.name, Verdict.TOTAL_TLE, message=f"{message}; not run")
-            result = self.run_test(compiled.binary, test, checker, wall_cap_s=left, budget_message=message)
+            result = self.run_within(budget, compiled.binary, test, checker)
             if not result.accepted:
                 failed.set()
             return result

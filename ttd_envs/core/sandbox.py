@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ttd_envs.core import cgroups, wire
+from ttd_envs.core import cgroups, cpu_pinning, wire
 
 log = logging.getLogger(__name__)
 
@@ -324,12 +324,17 @@ class Sandbox:
         group: cgroups.RunCgroup | None = None
         why = ""
         spawned = False
+        pinned: list[int] = []
         try:
             if self.use_cgroups:
                 group, why = _run_cgroup(limits, self.threads)
             else:
                 why = self._no_cgroup_reason
             limits = _cpu_time_capped(limits, self.threads, group)
+            shared = False
+            if group is None or not group.cpu_quota:
+                pinned, shared = cpu_pinning.take(self.threads)
+            job["cpus"] = pinned
             job["limits"] = asdict(limits)
             job["threads"] = self.threads
             job["env"] = {**self.grants.env, **self.grants.loader_env()}  # children and exec'd binaries
@@ -368,6 +373,8 @@ class Sandbox:
             pipes = []
             result = self._collect(readers, (init, runner), limits, started, job["source"] is not None, group)
             result.isolation[:0] = [group.mechanism if group else why, _cpu_line(limits, self.threads, group)]
+            if pinned:
+                result.isolation.insert(2, _affinity_line(pinned, shared))
         finally:
             for r, w in pipes:
                 os.close(r)
@@ -376,6 +383,7 @@ class Sandbox:
                 os.close(fd)
             if group is not None:
                 group.remove()
+            cpu_pinning.give_back(pinned)
             if spawned:
                 with self._lock:
                     self._in_flight -= 1
@@ -585,6 +593,12 @@ def _cpu_line(limits: Limits, cpus: int, group: cgroups.RunCgroup | None) -> str
     return f"CPU limit: {cpus} CPU(s), whole-run CPU time capped at {limits.cpu_s:g} s (no cgroup CPU quota)"
 
 
+def _affinity_line(cpus: list[int], shared: bool) -> str:
+    """Stable across runs (which CPUs differs): the count, and whether another run shares them."""
+    whose = "that other runs may use too (not enough free CPUs)" if shared else "of its own"
+    return f"CPU affinity: pinned to {len(cpus)} CPU(s) {whose} (sched_setaffinity refused)"
+
+
 def _cgroups_available() -> bool:
     return cgroups.available()
 
@@ -636,6 +650,8 @@ def _program_finished(status: bytearray) -> bool:
 
 
 def _kill_quietly(pid: int) -> None:
+    if pid <= 0:  # -1 (a spare that died before naming its init) would mean every process we may signal
+        return
     try:
         os.kill(pid, signal.SIGKILL)
     except OSError:

@@ -67,7 +67,8 @@ class AHCProblem:
     num_tests: run seeds 0..num_tests-1 (default 150, the shipped inputs; more are generated);
     seeds: an explicit seed list instead; workers: tests run in parallel (default: CPU count);
     cache_dir: where compiled binaries are kept; compile_timeout_s; cpu_limit_s (per test, CPU
-    time); wall_limit_s (kills sleeping programs); stop_early: skip the rest after a failure.
+    time); wall_limit_s (kills sleeping programs); stop_early: skip the rest after a failure;
+    total_wall_s: the wall-clock budget of all tests together (default: `CppJudge.total_budget_s`).
     """
 
     name: str
@@ -87,7 +88,8 @@ class AHCProblem:
 
     def __init__(self, num_tests: int = SHIPPED_SEEDS, seeds: Sequence[int] | None = None, workers: int | None = None,
                  cache_dir: str | os.PathLike[str] | None = None, compile_timeout_s: float = 60.0,
-                 cpu_limit_s: float = 2.0, wall_limit_s: float | None = None, stop_early: bool = True) -> None:
+                 cpu_limit_s: float = 2.0, wall_limit_s: float | None = None, stop_early: bool = True,
+                 total_wall_s: float | None = None) -> None:
         if seeds is None:
             if int(num_tests) < 1:
                 raise ValueError(f"num_tests must be >= 1, got {num_tests}")
@@ -97,14 +99,15 @@ class AHCProblem:
             raise ValueError(f"seeds must be distinct non-negative integers, got {list(seeds)[:10]}")
         if workers is not None and int(workers) < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
-        if cpu_limit_s <= 0 or compile_timeout_s <= 0:
-            raise ValueError("cpu_limit_s and compile_timeout_s must be positive")
+        if cpu_limit_s <= 0 or compile_timeout_s <= 0 or (total_wall_s is not None and total_wall_s <= 0):
+            raise ValueError("cpu_limit_s, compile_timeout_s and total_wall_s must be positive")
         self.workers = int(workers) if workers is not None else max(1, min(os.cpu_count() or 1, 16))
         self.cache_dir = cache_dir
         self.compile_options = CompileOptions(timeout_s=float(compile_timeout_s))
         self.run_limits = RunLimits(cpu_s=float(cpu_limit_s), wall_s=wall_limit_s, memory_bytes=1 * GiB,
                                     output_bytes=self.output_bytes)
         self.stop_early = stop_early
+        self.total_wall_s = total_wall_s
         self._judge: CppJudge | None = None
         self._parsed: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -161,8 +164,8 @@ class AHCProblem:
         with self._lock:
             if self._judge is None:
                 self._judge = CppJudge(Sandbox(preload=(), spares=self.workers), options=self.compile_options,
-                                       limits=self.run_limits,
-                                       cache_dir=self.cache_dir)
+                                       limits=self.run_limits, cache_dir=self.cache_dir,
+                                       total_wall_s=self.total_wall_s)
             return self._judge
 
     def close(self) -> None:
