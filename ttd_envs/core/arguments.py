@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 
@@ -23,3 +24,10 @@ def env_arg(text: str) -> tuple[str, Any]:
         return key, json.loads(value)
     except json.JSONDecodeError:
         return key, value
+
+
+def one_of(name: str, value: str, choices: Sequence[str]) -> str:
+    """`value` if it is one of `choices`, else a ValueError that lists them (an env kwarg's check)."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ttd_envs.core.arguments import one_of
 from ttd_envs.core.exact import Bound, float_down, float_up
 from ttd_envs.core.problem import Record, TrainerDefaults
 from ttd_envs.core.program_problem import (
@@ -74,11 +75,10 @@ class ArrayConstructionProblem(PythonProgramProblem):
         self.higher_is_better = table.higher_is_better
         best = table.best(key, verified=True)
         self.record_file = best.path() if best is not None else None
-        if initial not in ("empty", "record"):
-            raise ValueError(f"initial must be 'empty' or 'record'; got {initial!r}")
+        one_of("initial", initial, ("empty", "record"))
         if initial == "record" and self.record_file is None:
             raise ValueError(f"{self.name} ships no construction for these settings: use initial='empty'")
-        super().__init__(ProgramBudget(budget_s, timeout_s or budget_s * 1.5 + 10, cpus=cpus))
+        super().__init__(ProgramBudget.searching(budget_s, timeout_s, cpus=cpus))
         self.initial = initial
 
     # -- what a subclass provides ----------------------------------------------------------------

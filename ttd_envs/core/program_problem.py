@@ -71,6 +71,12 @@ class ProgramBudget:
         if not 0 < self.budget_s < self.timeout_s:
             raise ValueError(f"need 0 < budget_s < timeout_s, got budget_s={self.budget_s}, timeout_s={self.timeout_s}")
 
+    @classmethod
+    def searching(cls, budget_s: float, timeout_s: float | None = None, **limits: Any) -> ProgramBudget:
+        """A search program's budget: unless `timeout_s` is given, the kill comes at 1.5 budget + 10 s,
+        time enough to return what it found when its own clock says stop."""
+        return cls(budget_s, timeout_s or budget_s * 1.5 + 10, **limits)
+
 
 class PythonProgramProblem:
     """Base class: subclasses set `entry`, and implement `program_inputs`, `check`, `reward_for`."""

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from scipy.fft import irfft, next_fast_len, rfft
 
+from ttd_envs.core.arguments import one_of
 from ttd_envs.core.drawing import series, series_drawing
 from ttd_envs.core.exact import Bound, convolve, dyadic_integers
 from ttd_envs.core.problem import TrainerDefaults
@@ -224,10 +225,8 @@ class _Autocorrelation(PythonProgramProblem):
 
     def __init__(self, initial: str = "random", budget_s: float = 300.0, timeout_s: float | None = None,
                  max_len: int = MAX_HEIGHTS, cpus: int = 2) -> None:
-        choices = ("random", "empty", "record", *self.constructions)
-        if initial not in choices:
-            raise ValueError(f"initial must be one of {', '.join(map(repr, choices))}; got {initial!r}")
-        super().__init__(ProgramBudget(budget_s, timeout_s or budget_s * 1.5 + 10, cpus=cpus))
+        one_of("initial", initial, ("random", "empty", "record", *self.constructions))
+        super().__init__(ProgramBudget.searching(budget_s, timeout_s, cpus=cpus))
         self.initial = initial
         self.max_len = max_len
         self.result_bytes = 8 * max_len + RESULT_SLACK_BYTES  # float64 heights; 0.8 MB at the default

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ttd_envs.core.arguments import one_of
 from ttd_envs.core.drawing import circles_drawing
 from ttd_envs.core.exact import Bound
 from ttd_envs.core.problem import TrainerDefaults
@@ -119,11 +120,10 @@ class CirclePacking(PythonProgramProblem):
 
     def __init__(self, initial: str = "empty", budget_s: float = 120.0, timeout_s: float | None = None,
                  tolerance: float = TOLERANCE, cpus: int = 1) -> None:
-        if initial not in ("empty", "record"):
-            raise ValueError(f"initial must be 'empty' or 'record'; got {initial!r}")
+        one_of("initial", initial, ("empty", "record"))
         if tolerance < 0:
             raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-        super().__init__(ProgramBudget(budget_s, timeout_s or budget_s * 1.5 + 10, cpus=cpus))
+        super().__init__(ProgramBudget.searching(budget_s, timeout_s, cpus=cpus))
         self.initial = initial
         self.tolerance = tolerance
 

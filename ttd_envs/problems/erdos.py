@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy.fft import irfft, next_fast_len, rfft
 
+from ttd_envs.core.arguments import one_of
 from ttd_envs.core.drawing import series, series_drawing
 from ttd_envs.core.exact import Bound, convolve, dyadic_integers
 from ttd_envs.core.problem import TrainerDefaults
@@ -138,9 +139,8 @@ class ErdosOverlap(PythonProgramProblem):
 
     def __init__(self, initial: Literal["random", "record", "empty"] = "random", budget_s: float = 300.0,
                  timeout_s: float | None = None, max_points: int = 100_000, cpus: int = 2) -> None:
-        if initial not in ("random", "record", "empty"):
-            raise ValueError(f"initial must be 'random', 'record' or 'empty', got {initial!r}")
-        super().__init__(ProgramBudget(budget_s, timeout_s or budget_s * 1.5 + 10, cpus=cpus))
+        one_of("initial", initial, ("random", "record", "empty"))
+        super().__init__(ProgramBudget.searching(budget_s, timeout_s, cpus=cpus))
         self.initial = initial
         self.max_points = max_points
         self.result_bytes = 8 * max_points + RESULT_SLACK_BYTES  # float64 samples; 0.8 MB at the default

@@ -27,6 +27,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from ttd_envs.core.arguments import one_of
 from ttd_envs.core.drawing import series, series_drawing
 from ttd_envs.core.exact import Bound
 from ttd_envs.core.parsing import last_fenced_block
@@ -268,8 +269,7 @@ class LABS:
         if not MIN_N <= n <= MAX_N:
             raise ValueError(f"n must be in {MIN_N}..{MAX_N}, got {n} (N = 1 has no lags and every sequence of "
                              f"N = 2 has E = 1, so there is nothing to discover below {MIN_N})")
-        if initial not in ("random", "all-plus"):
-            raise ValueError(f"initial must be 'random' or 'all-plus'; got {initial!r}")
+        one_of("initial", initial, ("random", "all-plus"))
         self.n = n
         self.initial = initial
         self.optimal_energy, self.optimum_proven = reference_energy(n)

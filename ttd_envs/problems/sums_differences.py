@@ -24,6 +24,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from ttd_envs.core.arguments import one_of
 from ttd_envs.core.exact import Bound, ln_bounds
 from ttd_envs.core.problem import TrainerDefaults
 from ttd_envs.core.program_problem import (
@@ -180,12 +181,10 @@ class SumsDifferences(PythonProgramProblem):
 
     def __init__(self, initial: str = "empty", budget_s: float = 120.0, timeout_s: float | None = None,
                  max_size: int = MAX_SIZE, max_value: int = MAX_VALUE, cpus: int = 1) -> None:
-        choices = ("empty", "record", *CONSTRUCTIONS)
-        if initial not in choices:
-            raise ValueError(f"initial must be one of {', '.join(map(repr, choices))}; got {initial!r}")
+        one_of("initial", initial, ("empty", "record", *CONSTRUCTIONS))
         if not (0 < max_size <= MAX_SIZE and 0 < max_value <= MAX_VALUE):
             raise ValueError(f"need 0 < max_size <= {MAX_SIZE} and 0 < max_value <= {MAX_VALUE}")
-        super().__init__(ProgramBudget(budget_s, timeout_s or budget_s * 1.5 + 10, cpus=cpus))
+        super().__init__(ProgramBudget.searching(budget_s, timeout_s, cpus=cpus))
         self.initial, self.max_size, self.max_value = initial, max_size, max_value
         self.result_bytes = 8 * max_size + (64 << 10)
 

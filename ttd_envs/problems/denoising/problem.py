@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ttd_envs.core.arguments import one_of
 from ttd_envs.core.problem import Evaluation, TrainerDefaults
 from ttd_envs.core.program_problem import (
     DEFAULT_PRELOAD,
@@ -150,11 +151,10 @@ class Denoising(PythonProgramProblem):
                  budget_s: float = 300.0, timeout_s: float | None = None, cpus: int = 2, memory_gb: float = 8.0,
                  poisson_gate: float = POISSON_GATE) -> None:
         require_bio("ttd/Denoising-v0")
-        if initial not in ("magic", "empty"):
-            raise ValueError(f"initial must be 'magic' or 'empty', got {initial!r}")
+        one_of("initial", initial, ("magic", "empty"))
         if not 0.0 < poisson_gate <= 1.0:
             raise ValueError(f"poisson_gate must lie in (0, 1], got {poisson_gate}")
-        super().__init__(ProgramBudget(budget_s, timeout_s or budget_s * 1.5 + 10, memory_bytes=int(memory_gb * GiB),
+        super().__init__(ProgramBudget.searching(budget_s, timeout_s, memory_bytes=int(memory_gb * GiB),
                                        cpus=cpus))
         self.dataset, self.layer, self.subset = dataset, layer, dict(subset) if subset else None
         self.split_seed, self.data_seed = split_seed, data_seed
