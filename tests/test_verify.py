@@ -105,3 +105,11 @@ def test_a_training_runs_best_state_is_verified_with_the_runs_options(tmp_path, 
     (run / "config.json").write_text("{damaged")
     assert main(["ttd/LABS-v0", str(run)]) == EXIT_USAGE
     assert "config.json is damaged" in capsys.readouterr().err
+
+
+def test_a_missing_argument_is_one_line_naming_help(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["ttd/LABS-v0"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == EXIT_USAGE and err.count("\n") == 1
+    assert err.startswith("error: the following arguments are required: file") and "--help" in err

@@ -17,7 +17,6 @@ when they do not hold), and its verdict is recomputed against today's record tab
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import textwrap
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ttd_envs import certificates
-from ttd_envs.core.arguments import env_arg
+from ttd_envs.core.arguments import OneLineParser, env_arg
 from ttd_envs.core.program_problem import InvalidConstruction
 from ttd_envs.registration import problem_class
 
@@ -93,7 +92,7 @@ def recheck_certificate(env_id: str, certificate: dict[str, Any]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ttd_envs.verify", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m ttd_envs.verify", description=__doc__.split("\n\n")[0])
     parser.add_argument("env_id", help=f"one of: {', '.join(MATH_ENVS)}")
     parser.add_argument("file", help='construction JSON: {"sequence": [...]}, {"circles": [[x, y, r], ...]}, '
                         '{"points": [...]} or {"vectors": [...]}; or a training run\'s directory or best.json')
