@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                        "(choose another --port or --host)\n")
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"serving {args.env_id} on http://{shown}:{port} (OpenEnv HTTP + WebSocket, up to "
-          f"{args.max_sessions} sessions); Ctrl-C stops", flush=True)
+    print(f"serving {args.env_id} on http://{shown}:{port} ({args.max_sessions} sessions at most; Ctrl-C stops)",
+          flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     try:
         server.run(sockets=[sock])
