@@ -11,6 +11,7 @@ import pytest
 
 from ttd_envs.answers import (AnswerJudge, _exact_number, canonicalize, extract_answer, extract_boxed,
                               latex_to_source)
+from timing import within
 
 DATA = Path(__file__).resolve().parent.parent / "ttd_envs" / "data" / "ttrl"
 
@@ -182,7 +183,8 @@ def test_exponent_tower_answers_within_the_limit(judge):
     started = time.perf_counter()
     assert not judge.equivalent("9^{9^{9^{9}}}", "5")
     assert judge.equivalent("9^{9^{9^{9}}}", "9^{9^{9^{9}}}")  # same written form: one bin
-    assert time.perf_counter() - started < judge.timeout_s
+    within(time.perf_counter() - started, judge.timeout_s, "two judgements of an exponent tower (the guard "
+           "answers in ms; only a sympy evaluation would reach the time limit)")
 
 
 @pytest.mark.slow
@@ -191,7 +193,7 @@ def test_slow_expression_is_cut_at_the_time_limit_and_the_judge_recovers(judge):
     key = judge.vote_key("(2^{100000})^{100000}")  # passes the tower guard, too big for sympy
     elapsed = time.perf_counter() - started
     assert key == ("text", "(2^{100000})^{100000}")
-    assert elapsed < judge.timeout_s + 1.0
+    within(elapsed, judge.timeout_s + 3.0, "an expression cut at the judge's time limit (+ a worker restart)")
     assert judge.equivalent(r"\frac{3\sqrt{3}}{4}", r"\frac34\sqrt3")  # the restarted worker works
 
 

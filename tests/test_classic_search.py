@@ -100,8 +100,9 @@ def test_annealing_tries_only_what_its_proposal_proposes() -> None:
 
 
 def test_a_run_summary_shows_each_classic_search_at_the_runs_budget() -> None:
-    rows = dict(same_budget_rows(LABS(n=20), 700, seed=2))
-    assert rows["hill climbing (score)"] == str(hill_climb(20, 700, seed=2).best_energy)
-    assert rows["tabu search (score)"] == str(tabu_search(20, 700, seed=2).best_energy)
-    assert "700 evaluations" in rows["classic search"]
-    assert same_budget_rows(object(), 700, seed=2) == [], "only LABS has classic baselines"
+    rows = dict(same_budget_rows(LABS(n=20), 1_992, 8, seed=2))
+    assert rows["hill climbing (score)"] == str(hill_climb(20, 2_000, seed=2).best_energy)
+    assert rows["tabu search (score)"] == str(tabu_search(20, 2_000, seed=2).best_energy)
+    assert "2,000 evaluations" in rows["classic search"], "the same thousands separator as the samples"
+    assert "(1,992 samples + 8 initial states)" in rows["classic search"], "the two counts reconciled"
+    assert same_budget_rows(object(), 692, 8, seed=2) == [], "only LABS has classic baselines"

@@ -32,6 +32,7 @@ from ttd_envs.problems.denoising.datasets import (  # noqa: E402
 from ttd_envs.problems.denoising.metrics import DenoisingMetrics, reference_metrics  # noqa: E402
 from ttd_envs.problems.denoising.problem import magic_source, reference_key, shipped_references  # noqa: E402
 from ttd_envs.problems.denoising.reference import measure  # noqa: E402
+from timing import within  # noqa: E402
 
 
 def fenced(code: str) -> str:
@@ -291,7 +292,7 @@ def test_full_step_on_synthetic_pbmc_with_magic_within_budget() -> None:
         assert 0.18 <= round(shipped["mse_norm"], 2) <= 0.23 and 0.98 <= round(shipped["poisson_norm"], 2) <= 0.99
         _, reward, _, _, step = env.step(fenced(info["state"].code))
         assert step["valid"], step["error"]
-        assert step["elapsed_s"] < 120
+        within(step["elapsed_s"], 120, "MAGIC, the initial program, on synthetic-pbmc")
         assert reward == pytest.approx(shipped["mse_norm"], rel=1e-6)
         assert step["poisson_norm"] == pytest.approx(shipped["poisson_norm"], rel=1e-6)
     finally:

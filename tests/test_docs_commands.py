@@ -56,3 +56,25 @@ def test_every_command_of_adding_a_problem_runs(tmp_path: Path) -> None:
     joined = "\n".join(outputs)
     # the tiny LM is taught golomb.py's example_answer(), so `best` shows a valid ruler program (docs say so)
     assert "MaxCut" in joined and "def ruler():" in joined and "[0, 1, 3, 7, 15" in joined
+
+
+def section_python(doc: Path, heading: str) -> list[str]:
+    """The ```python blocks between `heading` and the next heading of its level."""
+    text = doc.read_text().split(f"\n{heading}\n", 1)[1]
+    text = re.split(rf"\n{heading.split()[0]} ", text, maxsplit=1)[0]
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+@pytest.mark.slow
+def test_the_trl_example_of_integrations_runs_as_written_on_a_cpu(tmp_path: Path) -> None:
+    """Offline, in an empty directory: the page's own snippet, not a copy of it, trains 2 steps."""
+    pytest.importorskip("trl", reason="needs the trl extra: pip install -e '.[trl]'")
+    (code,) = section_python(ROOT / "docs" / "integrations.md", "## TRL")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "HF_HOME": str(tmp_path / "hf-home")}
+    code += "\nprint('global_step', trainer.state.global_step)\n"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert "global_step 2" in done.stdout
+    assert (tmp_path / "tiny-lm" / "config.json").is_file() and (tmp_path / "out").is_dir()

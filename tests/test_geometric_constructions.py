@@ -32,6 +32,7 @@ from ttd_envs.problems.min_max_distance import MinMaxDistance
 from ttd_envs.records import load_records, parse_table
 from ttd_envs.verify import EXIT_INVALID
 from ttd_envs.verify import main as verify_main
+from timing import within
 
 RNG = np.random.default_rng(0)
 MATH_DATA = Path(str(resources.files("ttd_envs.data.math")))
@@ -335,7 +336,8 @@ def test_initial_program_steps_to_a_valid_reward_and_check_env_passes(env_id, kw
         env.reset(seed=0)
         _, reward, terminated, _, info = env.step(env.unwrapped.problem.initial_program())
         assert info["valid"], info["error"]
-        assert reward > 0 and terminated and info["elapsed_s"] < 20
+        assert reward > 0 and terminated
+        within(info["elapsed_s"], 20, f"{env_id}'s initial program, with a 20 s budget")
         hostile = "```python\ndef " + env.unwrapped.problem.entry + "():\n    return float('nan')\n```"
         _, reward, _, _, info = env.step(hostile)
         assert reward == 0.0 and not info["valid"] and info["error"]

@@ -4,11 +4,16 @@ same rewards, scores and done flags as gym.make on the same actions."""
 from __future__ import annotations
 
 import json
+import re
+import select
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import gymnasium as gym
 import pytest
@@ -16,8 +21,10 @@ import pytest
 pytest.importorskip("openenv.core", reason="needs the openenv extra: pip install -e '.[openenv]'")
 
 import ttd_envs  # noqa: E402,F401
-from ttd_envs.integrations.openenv import TtdAction, TtdEnvClient, TtdEnvironment  # noqa: E402
+from ttd_envs.core.env import DiscoveryEnv  # noqa: E402
+from ttd_envs.integrations.openenv import TtdAction, TtdEnvClient, TtdEnvironment, main  # noqa: E402
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
 ANSWERS = ["+++--+-+-+", "+-", "++++++++++", "--+-+++--+", "no sequence here"]
 
 
@@ -76,3 +83,76 @@ def test_client_gets_the_same_rewards_as_gym_make(server):
 def test_vote_env_is_refused_with_a_reason():
     with pytest.raises(ValueError, match="majority vote"):
         TtdEnvironment("ttd/MathVote-v0")
+
+
+def _serve(args: list[str], cwd) -> tuple[subprocess.Popen, str]:
+    """Start the server as a user would; its first line says where it listens (port 0: a free one)."""
+    process = subprocess.Popen([sys.executable, "-m", "ttd_envs.integrations.openenv", *args, "--port", "0"], cwd=cwd,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ready, _, _ = select.select([process.stdout], [], [], 90)
+    if not ready:
+        process.kill()
+        pytest.fail(f"the server printed nothing in 90 s: {process.stderr.read()[-2000:]}")
+    first = process.stdout.readline()
+    match = re.search(r"on (http://127\.0\.0\.1:\d+) ", first)
+    assert match, f"no address in its first line: {first!r} {process.stderr.read()[-2000:] if not first else ''}"
+    return process, match.group(1)
+
+
+@pytest.mark.slow
+def test_a_problem_file_is_served_with_its_address_and_ctrl_c_stops_it_cleanly(tmp_path):
+    shutil.copy(EXAMPLES / "maxcut.py", tmp_path / "maxcut.py")
+    process, url = _serve(["maxcut.py:MaxCut", "--env-arg", "vertices=10"], cwd=tmp_path)
+    try:
+        sys.path.insert(0, str(tmp_path))
+        from maxcut import MaxCut
+
+        reference = DiscoveryEnv(MaxCut(vertices=10))
+        with TtdEnvClient(base_url=url).sync() as client:
+            for answer in ("0101010101", "0000011111", "01"):
+                assert client.reset(seed=3).observation.prompt == reference.reset(seed=3)[0]
+                _, reward, _, _, info = reference.step(answer)
+                result = client.step(TtdAction(answer=answer))
+                assert (result.reward, result.observation.valid) == (pytest.approx(reward), info["valid"])
+        assert info["valid"] is False and result.observation.error == info["error"]
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        sys.path.remove(str(tmp_path))
+        process.kill()
+    assert process.returncode == 0 and out.strip() == "stopped", (out, err)
+    assert "Traceback" not in err
+
+
+def test_bad_arguments_and_a_busy_port_are_one_line_errors(capsys):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    cases = {("ttd/LABS-v0", "--env-arg", "n=abc"): "n must be an integer",
+             ("ttd/MathVote-v0",): "majority vote",
+             ("nothere.py:Problem",): "no such file",
+             (f"{EXAMPLES / 'maxcut.py'}:Nope",): "has no attribute 'Nope'",
+             ("ttd/LABS-v0", "--max-turns", "0"): "--max-turns must be >= 1",
+             ("ttd/LABS-v0", "--port", "70000"): "--port must be in 0..65535",
+             ("ttd/LABS-v0", "--port", str(busy.getsockname()[1])): "cannot listen on 127.0.0.1:"}
+    with busy:
+        for argv, expected in cases.items():
+            with pytest.raises(SystemExit) as stopped:
+                main(list(argv))
+            captured = capsys.readouterr()
+            assert stopped.value.code in (1, 2) and captured.out == "", argv
+            assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
+            assert expected in captured.err, (argv, captured.err)
+
+
+def test_help_names_the_command_and_explains_each_option(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit) as stopped:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert stopped.value.code == 0 and out.startswith("usage: python -m ttd_envs.integrations.openenv ")
+    assert max(map(len, out.splitlines())) <= 80
+    flat = " ".join(out.split())
+    for text in ("FILE.py:ProblemClass", "--host HOST address to listen on", "--port PORT TCP port",
+                 "--max-turns MAX_TURNS attempts per episode", "--max-sessions MAX_SESSIONS concurrent"):
+        assert text in flat, text

@@ -11,6 +11,7 @@ from gymnasium.utils.env_checker import check_env
 
 import ttd_envs  # noqa: F401  (registers the ids)
 from ttd_envs.problems.mathvote import MathAnswer, MathVoteEnv, load_questions, make_vote_env
+from timing import within
 
 
 @pytest.fixture
@@ -89,7 +90,8 @@ def test_hostile_responses_never_raise_and_stay_within_the_time_limit(vote_env):
                "x" * 300_000, "\\boxed{(2^{100000})^{100000}}"]
     started = time.perf_counter()
     _, rewards, _, _, info = vote_env.step(hostile)
-    assert time.perf_counter() - started < 2 * vote_env.judge.timeout_s + 1.0
+    within(time.perf_counter() - started, 2 * vote_env.judge.timeout_s + 3.0,
+           "6 hostile answers, two of them cut at the judge's time limit (+ worker restarts)")
     assert np.isfinite(rewards).all() and info["answer"][1] is None
 
 

@@ -193,3 +193,15 @@ def test_exact_scores_agree_with_the_float_scorers():
         problem = verify.make_math_problem(table.env_id)
         bound = problem.exact_score(json.loads(entry.path().read_text()))
         assert abs(float(bound.lower) - entry.value) < 1e-14 and bound.lower == bound.upper, name
+
+
+def test_the_denoising_row_compares_records_in_the_metric_the_env_scores():
+    """The env's score is mse_norm (what `ttd-agent envs` shows): the row's record and its human
+    baseline are both mse_norm values; the headline metric is named wherever it is quoted."""
+    row = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `ttd/Denoising-v0`"))
+    entries = {entry.who.split()[0]: entry.value for entry in records.load_records("Denoising").entries}
+    assert f"mse_norm (normalised MSE), 0 outside the Poisson gate; record {entries['TTT-Discover']:.2f}" in row
+    assert f"vs MAGIC {entries['MAGIC']:.2f}" in row
+    headline = row.split("headline", 1)
+    assert len(headline) == 2 and "mse_norm" in headline[1] and "poisson_norm" in headline[1]
+    assert "0.71" not in headline[0] and "0.64" not in headline[0], "headline values quoted as mse_norm"

@@ -13,6 +13,7 @@ import gymnasium as gym
 import pytest
 
 from ttd_envs.core.sandbox import Limits
+from timing import at_least
 
 SECRET = "ttd-secret-4242-do-not-leak"
 
@@ -172,8 +173,9 @@ def test_cpu_limit_and_binary_mode(sandbox, tmp_path):
     assert result.ok and result.stdout_bytes == b"echo me"
     result = sandbox.run_binary("/bin/sh", argv=("-c", "while :; do :; done"),
                                 limits=Limits(wall_s=10, cpu_s=1))
-    # RLIMIT_CPU is checked on tick-granular accounting, so rusage may read a little under 1 s
-    print(f"busy shell stopped at {result.cpu_s} s CPU (limit 1 s, accepted >= 0.9 s): {result.error}")
-    assert not result.ok and "SIGXCPU" in result.error and result.cpu_s >= 0.9
+    # RLIMIT_CPU is checked on tick-granular accounting, so rusage may read under 1 s: 0.84 s was
+    # seen at load 16 on 2 cores; SIGXCPU is what shows that the CPU limit stopped it
+    assert not result.ok and "SIGXCPU" in result.error, result.error
+    at_least(result.cpu_s, 0.7, "CPU time of a busy loop stopped at a 1 s CPU limit")
     result = sandbox.run_binary("/bin/sh", argv=("-c", "exit 3"), limits=Limits(wall_s=5))
     assert not result.ok and result.exit_code == 3

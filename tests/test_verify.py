@@ -82,3 +82,34 @@ def test_unreadable_file_and_unknown_env_are_usage_errors(tmp_path, capsys):
     assert main(["ttd/AutocorrelationAC1-v0", str(tmp_path / "missing.json")]) == EXIT_USAGE
     assert main(["ttd/AHC039-v0", str(DATA / "ttt_ac1_sequence.json")]) == EXIT_USAGE
     assert "not a math env" in capsys.readouterr().err
+
+
+def test_a_training_runs_best_state_is_verified_with_the_runs_options(tmp_path, capsys):
+    """What run.sh leaves (a run directory) verifies as it is, at the run's n, and names what is wrong."""
+    from ttd_agent.trainer import DiscoveryConfig, DiscoveryTrainer
+
+    run = tmp_path / "run"
+    DiscoveryTrainer(DiscoveryConfig(env="ttd/LABS-v0", env_kwargs={"n": 20}, groups_per_step=2, group_size=4,
+                                     steps=1, embedded={"d_model": 16, "n_layer": 1, "n_head": 2},
+                                     edit_prior=False, run_dir=str(run))).run()
+    best = json.loads((run / "best.json").read_text())["state"]
+    for given in (run, run / "best.json"):
+        assert main(["ttd/LABS-v0", str(given)]) == 0
+        out = capsys.readouterr().out
+        assert float(out.strip().splitlines()[-1]) == best["score"] and len(best["construction"]) == 20
+        assert "record: 26 " in out, "the record of the run's n (E* = 26 at N = 20), not of the default 32"
+    assert main(["ttd/LABS-v0", str(run), "--env-arg", "n=32"]) == EXIT_INVALID
+    assert "has 20 signs but n = 32; for that length give --env-arg n=20" in capsys.readouterr().err
+    assert main(["ttd/ErdosOverlap-v0", str(run)]) == EXIT_USAGE
+    assert "best state of a ttd/LABS-v0 run, not of ttd/ErdosOverlap-v0" in capsys.readouterr().err
+    (run / "config.json").write_text("{damaged")
+    assert main(["ttd/LABS-v0", str(run)]) == EXIT_USAGE
+    assert "config.json is damaged" in capsys.readouterr().err
+
+
+def test_a_missing_argument_is_one_line_naming_help(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["ttd/LABS-v0"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == EXIT_USAGE and err.count("\n") == 1
+    assert err.startswith("error: the following arguments are required: file") and "--help" in err

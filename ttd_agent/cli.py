@@ -298,14 +298,14 @@ def print_summary(trainer: Any, best: Any) -> None:
 
     problem, run = trainer.problem, trainer.run_dir.path
     found = best is not None and best.reward is not None and not best.is_initial
-    table = Table(title=f"{escape(trainer.config.env)}: after {trainer.samples} samples", show_header=False,
+    table = Table(title=f"{escape(trainer.config.env)}: after {trainer.samples:,} samples", show_header=False,
                   title_justify="left")
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     if not found:
         valid, errors = _rollout_outcomes(trainer)
         table.add_row("result", "no answer beat the initial state" if valid else
-                      f"no valid answer in {trainer.samples} samples")
+                      f"no valid answer in {trainer.samples:,} samples")
         for error, count in errors:
             table.add_row(f"error x{count}", escape(error))
     if best is not None and best.reward is not None:
@@ -330,8 +330,7 @@ def print_summary(trainer: Any, best: Any) -> None:
         table.add_row("construction", escape(best.construction))
     from ttd_agent.classic_search import same_budget_rows  # classic search at the run's budget (LABS)
 
-    initial_states = trainer.config.groups_per_step  # scored before the first step
-    for name, value in same_budget_rows(problem, trainer.samples + initial_states, trainer.config.seed):
+    for name, value in same_budget_rows(problem, trainer.samples, trainer.initial_states, trainer.config.seed):
         table.add_row(name, escape(value))
     from ttd_agent.policy.base import usage_summary  # tokens, and a server's retried and failed requests
 

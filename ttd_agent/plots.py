@@ -26,6 +26,12 @@ def _save(plt: Any, fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
+def _note_nothing_drawn(ax: Any, text: str) -> None:
+    """Say in the picture why it is empty, instead of leaving a bare axis."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=11,
+            bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "grey"})
+
+
 def plot_reward_distribution(rollouts: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     """One column of points per step (valid rollouts), with the step's mean and max.
 
@@ -46,6 +52,11 @@ def plot_reward_distribution(rollouts: Sequence[dict[str, Any]], path: Path, tit
     maxes = [rewards[(steps == s) & valid].max() if np.any((steps == s) & valid) else np.nan for s in present]
     ax.plot(present, means, color="tab:orange", label="mean of valid")
     ax.plot(present, maxes, color="tab:red", label="max")
+    if not valid.any():
+        ax.set_xlim(present.min() - 0.5, present.max() + 0.5)
+        ax.set_ylim(0, 1)
+        _note_nothing_drawn(ax, f"no valid answer yet: all {steps.size} rollouts failed\n"
+                                "(their errors: the run's summary, or rollouts.jsonl)")
     ax.set_xlabel("training step")
     ax.set_ylabel("reward")
     ax.set_title(title)
@@ -63,6 +74,9 @@ def plot_best_so_far(curves: dict[str, tuple[Sequence[int], Sequence[float]]], p
         ax.step(samples, best, where="post", label=label)
     if target is not None:
         ax.axhline(target, color="black", linestyle="--", linewidth=1, label=target_label)
+    if not any(np.isfinite(np.asarray(best, dtype=float)).any() for _, best in curves.values()):
+        ax.set_xlim(0, max([1, *(x for samples, _ in curves.values() for x in samples)]))
+        _note_nothing_drawn(ax, "no valid answer yet: no best reward to draw")
     ax.set_xlabel("samples")
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -518,9 +518,28 @@ class DiscoveryTrainer:
         plot_reward_distribution(rollouts, self.run_dir.plots / "reward_distribution.png",
                                  f"{self.config.env}: rewards per step")
         samples, best = zip(*self.best_curve) if self.best_curve else ((0,), (float("nan"),))
-        plot_best_so_far({"best so far": (list(samples) + [self.samples], list(best) + [best[-1]])},
-                         self.run_dir.plots / "best_so_far.png", f"{self.config.env}: best reward vs samples",
-                         target=record_reward(self.problem), target_label="record (as a reward)")
+        curves = {"best so far": (list(samples) + [self.samples], list(best) + [best[-1]])}
+        plot_best_so_far(curves | self.classic_curves(), self.run_dir.plots / "best_so_far.png",
+                         f"{self.config.env}: best reward vs samples", target=record_reward(self.problem),
+                         target_label="record (as a reward)")
+
+    @property
+    def initial_states(self) -> int:
+        """States scored before the first step (one per group), so a run spends samples + these."""
+        return self.config.groups_per_step
+
+    def classic_curves(self) -> dict[str, tuple[list[int], list[float]]]:
+        """The classic searches the summary compares against (LABS), at this run's evaluations so
+        far, as rewards; x is their evaluations less the run's initial states, the run's samples."""
+        from ttd_agent.classic_search import same_budget_searches
+
+        curves = {}
+        for name, result in same_budget_searches(self.problem, self.samples + self.initial_states,
+                                                 self.config.seed).items():
+            points = [(max(used - self.initial_states, 0), self.problem.reward_for(e)) for used, e in result.curve]
+            curves[f"{name} (same evaluations)"] = ([x for x, _ in points] + [self.samples],
+                                                    [y for _, y in points] + [points[-1][1]])
+        return curves
 
     def run(self, on_step: Callable[[StepResult], None] | None = None) -> State:
         """Train until `steps`; returns the best state found. Safe to interrupt: --resume continues."""

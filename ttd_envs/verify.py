@@ -3,7 +3,9 @@ ENV_ID FILE.json`.
 
 Files use the shipped fixtures' formats: `{"sequence": [...]}` for ErdosOverlap and the
 autocorrelation envs (and LABS, as a "+-" string), `{"circles": [[x, y, r], ...]}` for circle
-packing. The last line printed is the score (the problem's own number, full precision). An invalid
+packing. FILE may also be a training run's directory or its `best.json` (what `./scripts/run.sh`
+and `ttd-agent train` write): its best state is scored with the run's env options from its
+`config.json` (`--env-arg` overrides them). The last line printed is the score (the problem's own number, full precision). An invalid
 construction exits with status 1 and the reason on stderr; an unreadable file or unknown id exits
 with status 2.
 
@@ -15,7 +17,6 @@ when they do not hold), and its verdict is recomputed against today's record tab
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import textwrap
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ttd_envs import certificates
-from ttd_envs.core.arguments import env_arg
+from ttd_envs.core.arguments import OneLineParser, env_arg
 from ttd_envs.core.program_problem import InvalidConstruction
 from ttd_envs.registration import problem_class
 
@@ -35,13 +36,36 @@ EXIT_INVALID, EXIT_USAGE = 1, 2
 
 
 def score_file(env_id: str, path: str | Path, env_kwargs: dict[str, Any] | None = None) -> float:
-    """The score of the construction in `path` under `env_id` with `env_kwargs` (default settings).
+    """The score of the construction in `path` (a file, or a run's best state: `read_construction`)
+    under `env_id` with `env_kwargs` (default settings).
 
     Raises InvalidConstruction (the construction breaks a rule), or OSError / ValueError (the file
     cannot be read as JSON) / KeyError (not a math env id, or settings it refuses).
     """
-    data = json.loads(Path(path).read_text())
-    return make_math_problem(env_id, env_kwargs).score_construction(data)
+    data, kwargs = read_construction(env_id, path, env_kwargs or {})
+    return make_math_problem(env_id, kwargs).score_construction(data)
+
+
+def read_construction(env_id: str, path: str | Path, env_kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """(construction data, env kwargs) of a construction file, or of a run's `best.json` or run
+    directory: its best state's construction, with the run's options updated by `env_kwargs`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.json"
+    data = json.loads(path.read_text())
+    if not (isinstance(data, dict) and isinstance(data.get("state"), dict) and "env" in data):
+        return data, env_kwargs
+    if data["env"] != env_id:
+        raise KeyError(f"{path} holds the best state of a {data['env']} run, not of {env_id}")
+    config = path.parent / "config.json"
+    try:
+        run_kwargs = (json.loads(config.read_text()).get("env_kwargs") or {}) if config.exists() else {}
+    except (ValueError, AttributeError) as exc:
+        raise ValueError(f"{config} is damaged ({exc}); give the env's options with --env-arg") from None
+    kwargs = {**run_kwargs, **env_kwargs}
+    construction = data["state"].get("construction")
+    to_data = getattr(make_math_problem(env_id, kwargs), "construction_data", None)
+    return (construction if to_data is None else to_data(construction)), kwargs
 
 
 def make_math_problem(env_id: str, env_kwargs: dict[str, Any] | None = None) -> Any:
@@ -68,21 +92,20 @@ def recheck_certificate(env_id: str, certificate: dict[str, Any]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ttd_envs.verify", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m ttd_envs.verify", description=__doc__.split("\n\n")[0])
     parser.add_argument("env_id", help=f"one of: {', '.join(MATH_ENVS)}")
     parser.add_argument("file", help='construction JSON: {"sequence": [...]}, {"circles": [[x, y, r], ...]}, '
-                        '{"points": [...]} or {"vectors": [...]}')
+                        '{"points": [...]} or {"vectors": [...]}; or a training run\'s directory or best.json')
     parser.add_argument("--env-arg", action="append", type=env_arg, default=[], metavar="KEY=VALUE",
                         help="an env kwarg, e.g. --env-arg n=14 --env-arg d=3 for MinMaxDistance in 3-D")
     parser.add_argument("--certify", metavar="OUT.json", help="also write a certificate of the construction there")
     args = parser.parse_args(argv)
     try:
-        data = json.loads(Path(args.file).read_text())
+        data, kwargs = read_construction(args.env_id, args.file, dict(args.env_arg))
         if certificates.is_certificate(data):
             return recheck_certificate(args.env_id, data)
-        score = score_file(args.env_id, args.file, dict(args.env_arg))
+        score = make_math_problem(args.env_id, kwargs).score_construction(data)
         if args.certify:
-            kwargs = dict(args.env_arg)
             certificate = certificates.certify(args.env_id, make_math_problem(args.env_id, kwargs), data, kwargs)
             certificates.write(certificate, args.certify)
     except InvalidConstruction as exc:
@@ -97,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"cannot read {args.file} as JSON: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    record = make_math_problem(args.env_id, dict(args.env_arg)).record
+    record = make_math_problem(args.env_id, kwargs).record
     print(f"{args.env_id}: valid construction from {args.file}")
     if record is not None:
         print(textwrap.fill(f"record: {record.describe()}", width=80, subsequent_indent="    "))

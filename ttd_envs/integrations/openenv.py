@@ -3,6 +3,7 @@
 Serve one env locally (a plain process; the same app runs in a container):
 
     python -m ttd_envs.integrations.openenv ttd/LABS-v0 --port 8000 --env-arg n=24
+    python -m ttd_envs.integrations.openenv my_problem.py:MyProblem      # a problem of your own
 
 and from the training side (TRL, SkyRL, TorchRL, ... or plain Python):
 
@@ -19,7 +20,7 @@ sandbox) is shared between sessions. ttd/MathVote-v0 (a group reward) is not ser
 
 from __future__ import annotations
 
-import argparse
+import socket
 from typing import Any
 from uuid import uuid4
 
@@ -28,7 +29,7 @@ from openenv.core.env_client import EnvClient
 from openenv.core.env_server import Action, Environment, Observation, State, create_app
 from pydantic import Field
 
-from ttd_envs.core.arguments import env_arg
+from ttd_envs.core.arguments import OneLineParser, env_arg
 from ttd_envs.core.env import DiscoveryEnv
 from ttd_envs.integrations import common
 
@@ -81,7 +82,7 @@ class TtdEnvironment(Environment[TtdAction, TtdObservation, State]):
 def make_app(env_id: str, max_turns: int = 1, env_kwargs: dict[str, Any] | None = None,
              max_concurrent_envs: int = 8) -> Any:
     """The FastAPI app serving `env_id` (OpenEnv's HTTP + WebSocket protocol)."""
-    common.problem_for(env_id, env_kwargs)  # bad options fail here, not in the first session
+    TtdEnvironment(env_id, max_turns, env_kwargs)  # a bad id, option or max_turns fails here, not in a session
     return create_app(lambda: TtdEnvironment(env_id, max_turns, env_kwargs), TtdAction, TtdObservation,
                       env_name=env_id.replace("/", "-"), max_concurrent_envs=max_concurrent_envs)
 
@@ -99,21 +100,67 @@ class TtdEnvClient(EnvClient[TtdAction, TtdObservation, State]):
         return State(**payload)
 
 
-def main(argv: list[str] | None = None) -> None:
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound and listening, so the address printed is the one served (port 0: a free one)."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
-    parser = argparse.ArgumentParser(description="Serve a ttd env with OpenEnv's protocol.")
-    parser.add_argument("env_id", choices=[i for i in common.known_env_ids() if not common.is_group_env(i)])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--max-turns", type=int, default=1)
-    parser.add_argument("--max-sessions", type=int, default=8)
+    parser = OneLineParser(prog="python -m ttd_envs.integrations.openenv",
+                           description="Serve one ttd env with OpenEnv's protocol (HTTP + WebSocket), for "
+                                       "TRL, SkyRL, TorchRL or any OpenEnv client: each session gets its own "
+                                       "env; the problem's sandbox is shared. See docs/integrations.md.")
+    parser.add_argument("env_id", metavar="ENV",
+                        help="a ttd env id (see `ttd-agent envs`; not ttd/MathVote-v0), FILE.py:ProblemClass, "
+                             "or module:ProblemClass")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: %(default)s; 0.0.0.0 for every interface)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s; 0 picks a free one)")
+    parser.add_argument("--max-turns", type=int, default=1,
+                        help="attempts per episode, each from the newest valid state (default: %(default)s)")
+    parser.add_argument("--max-sessions", type=int, default=8,
+                        help="concurrent WebSocket sessions, one env each (default: %(default)s)")
     parser.add_argument("--env-arg", type=env_arg, action="append", default=[], metavar="KEY=VALUE",
-                        help="an env option (JSON values are parsed: n=24, initial=record)")
+                        help="an env option, repeatable (JSON values are parsed: n=24, initial=record)")
     args = parser.parse_args(argv)
-    app = make_app(args.env_id, args.max_turns, dict(args.env_arg), args.max_sessions)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be in 0..65535, got {args.port}")
+    for flag, value in (("--max-turns", args.max_turns), ("--max-sessions", args.max_sessions)):
+        if value < 1:
+            parser.error(f"{flag} must be >= 1, got {value}")
+    try:
+        app = make_app(args.env_id, args.max_turns, dict(args.env_arg), args.max_sessions)
+    except Exception as error:  # a user's FILE.py may raise anything on import; one line, not a traceback
+        text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        parser.exit(2, f"error: {text}\n")
+    try:
+        sock = listening_socket(args.host, args.port)
+    except OSError as error:
+        parser.exit(1, f"error: cannot listen on {args.host}:{args.port}: {error.strerror or error} "
+                       "(choose another --port or --host)\n")
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving {args.env_id} on http://{shown}:{port} ({args.max_sessions} sessions at most; Ctrl-C stops)",
+          flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shuts down gracefully, then re-raises the signal
+        pass
+    print("stopped", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

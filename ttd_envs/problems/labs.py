@@ -318,8 +318,12 @@ class LABS:
                 raise InvalidConstruction(f"the optimum table has no sequence of length {self.n}")
         if not isinstance(data, dict) or "sequence" not in data:
             raise InvalidConstruction('expected a JSON object with a "sequence" string of +/- characters')
+        text = data["sequence"]
+        if isinstance(text, str) and len(text.strip()) != self.n and not _BAD_CHAR.search(text.strip()):
+            raise InvalidConstruction(f"the sequence has {len(text.strip())} signs but n = {self.n}; for that "
+                                      f"length give --env-arg n={len(text.strip())}")
         try:
-            seq, _ = parse_answer(data["sequence"], self.n)
+            seq, _ = parse_answer(text, self.n)
         except AnswerError as exc:
             raise InvalidConstruction(str(exc)) from None
         return float(energy(seq))
