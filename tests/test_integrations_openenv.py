@@ -22,7 +22,7 @@ pytest.importorskip("openenv.core", reason="needs the openenv extra: pip install
 
 import ttd_envs  # noqa: E402,F401
 from ttd_envs.core.env import DiscoveryEnv  # noqa: E402
-from ttd_envs.integrations.openenv import TtdAction, TtdEnvClient, TtdEnvironment, main  # noqa: E402
+from ttd_envs.integrations.openenv import QuietClientGoodbye, TtdAction, TtdEnvClient, TtdEnvironment, main  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
 ANSWERS = ["+++--+-+-+", "+-", "++++++++++", "--+-+++--+", "no sequence here"]
@@ -156,3 +156,19 @@ def test_help_names_the_command_and_explains_each_option(capsys, monkeypatch):
     for text in ("FILE.py:ProblemClass", "--host HOST address to listen on", "--port PORT TCP port",
                  "--max-turns MAX_TURNS attempts per episode", "--max-sessions MAX_SESSIONS concurrent"):
         assert text in flat, text
+
+
+def test_a_client_that_closed_first_ends_its_websocket_quietly_and_http_errors_still_surface():
+    """OpenEnv closes a WebSocket the client already closed; starlette raises WebSocketDisconnect
+    there, which uvicorn logged as a traceback (the Ctrl-C test above saw it under load)."""
+    import asyncio
+
+    from starlette.websockets import WebSocketDisconnect
+
+    async def closes_late(scope, receive, send):
+        raise WebSocketDisconnect(code=1006)
+
+    guarded = QuietClientGoodbye(closes_late)
+    asyncio.run(guarded({"type": "websocket"}, None, None))  # no exception: an ordinary goodbye
+    with pytest.raises(WebSocketDisconnect):
+        asyncio.run(guarded({"type": "http"}, None, None))

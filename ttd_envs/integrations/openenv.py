@@ -28,6 +28,7 @@ from openenv.core.client_types import StepResult
 from openenv.core.env_client import EnvClient
 from openenv.core.env_server import Action, Environment, Observation, State, create_app
 from pydantic import Field
+from starlette.websockets import WebSocketDisconnect
 
 from ttd_envs.core.arguments import OneLineParser, env_arg
 from ttd_envs.core.env import DiscoveryEnv
@@ -83,8 +84,27 @@ def make_app(env_id: str, max_turns: int = 1, env_kwargs: dict[str, Any] | None 
              max_concurrent_envs: int = 8) -> Any:
     """The FastAPI app serving `env_id` (OpenEnv's HTTP + WebSocket protocol)."""
     TtdEnvironment(env_id, max_turns, env_kwargs)  # a bad id, option or max_turns fails here, not in a session
-    return create_app(lambda: TtdEnvironment(env_id, max_turns, env_kwargs), TtdAction, TtdObservation,
-                      env_name=env_id.replace("/", "-"), max_concurrent_envs=max_concurrent_envs)
+    app = create_app(lambda: TtdEnvironment(env_id, max_turns, env_kwargs), TtdAction, TtdObservation,
+                     env_name=env_id.replace("/", "-"), max_concurrent_envs=max_concurrent_envs)
+    app.add_middleware(QuietClientGoodbye)
+    return app
+
+
+class QuietClientGoodbye:
+    """OpenEnv's WebSocket endpoint closes the socket after a session even when the client has
+    closed it first; starlette then raises WebSocketDisconnect and uvicorn logs a 40-line
+    traceback for an ordinary goodbye (seen under load, when the client's close wins the race).
+    The session is destroyed by then: nothing is lost by ending the connection quietly."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except WebSocketDisconnect:
+            if scope["type"] != "websocket":
+                raise
 
 
 class TtdEnvClient(EnvClient[TtdAction, TtdObservation, State]):
