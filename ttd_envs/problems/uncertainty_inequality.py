@@ -387,10 +387,10 @@ def double_roots(values: Any, max_roots: int = MAX_ROOTS) -> np.ndarray:
     z = np.sort(_finite_vector(values, "the double roots", max_roots))
     low, high = ROOT_RANGE
     if z[0] <= 0:
-        raise InvalidConstruction(f"the double roots must be positive (g has its simple root at 0); got {z[0]!r}")
+        raise InvalidConstruction(f"the double roots must be positive (g has its simple root at 0); got {float(z[0])!r}")
     if z[0] < low or z[-1] > high:
         bad = z[0] if z[0] < low else z[-1]
-        raise InvalidConstruction(f"every double root must lie in [{low:g}, {high:g}]; got {bad!r}")
+        raise InvalidConstruction(f"every double root must lie in [{low:g}, {high:g}]; got {float(bad)!r}")
     if np.any(np.diff(z) == 0):
         raise InvalidConstruction("the double roots must be distinct: a repeated root makes the conditions singular")
     return z
