@@ -14,6 +14,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import ttd_envs  # noqa: F401 - registers the ids
+from benchmarks.uncertainty_exact import sympy_reference_bound
 from ttd_envs import certificates
 from ttd_envs.core.program_problem import InvalidConstruction
 from ttd_envs.core.rational import dyadic_integers
@@ -82,26 +83,13 @@ def test_the_hermite_basis_is_physicists_hermite_in_t():
 
 # -- against an independent reference ------------------------------------------------------------------
 def test_laguerre_bound_matches_alphaevolves_sympy_method():
-    """AlphaEvolve's verifier: sympy Laguerre polynomials L_2j^(-1/2), an exact LU solve, exact
-    division by x prod (x - z)^2, real_roots, and the largest root where the quotient changes sign."""
     sympy = pytest.importorskip("sympy")
-    x = sympy.symbols("x")
-    z = [sympy.Rational(v) for v in AE_6]
-    basis = [sympy.assoc_laguerre(2 * j, sympy.Rational(-1, 2), x).expand() for j in range(2 * len(z) + 2)]
-    rows = [[b.subs(x, 0) for b in basis], [sympy.diff(b, x).subs(x, 0) for b in basis]]
-    for zi in z:
-        rows += [[b.subs(x, zi) for b in basis], [sympy.diff(b, x).subs(x, zi) for b in basis]]
-    alpha = sympy.Matrix(rows).LUsolve(sympy.Matrix([0, 1] + [0] * (2 * len(z))))
-    g = sympy.expand(sum(a * b for a, b in zip(alpha, basis)))
-    quotient, remainder = sympy.div(g, x * sympy.prod([(x - zi) ** 2 for zi in z]), x)
-    assert remainder == 0
-    roots = [r.evalf(60) for r in sympy.Poly(quotient, x).real_roots() if r > 0]
-    reference = max(roots) / (2 * sympy.pi)  # the quotient's roots are simple here
+    reference = sympy_reference_bound(AE_6)
     problem = UncertaintyInequality()
     bound = problem.exact_score({"roots": AE_6})
-    assert abs(float(bound.lower) - float(reference)) < 1e-15
-    assert sympy.Rational(bound.lower.numerator, bound.lower.denominator) <= reference.evalf(60) <= \
+    assert sympy.Rational(bound.lower.numerator, bound.lower.denominator) <= reference <= \
         sympy.Rational(bound.upper.numerator, bound.upper.denominator)
+    assert abs(float(bound.lower) - float(reference)) < 1e-15
     assert problem.score_construction({"roots": AE_6}) == 0.3282706174313453
 
 

@@ -39,6 +39,7 @@ from ttd_envs.core.program_problem import (
     InvalidConstruction,
     ProgramBudget,
     PythonProgramProblem,
+    budget_and_record_lines,
     previous_attempt_section,
     real_array,
 )
@@ -632,12 +633,7 @@ class UncertaintyInequality(PythonProgramProblem):
             "Already defined: `np` (numpy) and `evaluate_bound(values)`, the scorer of your reward (exact, so slow: "
             "about 0.01 s at 6 roots, 0.7 s at 13; it raises ValueError saying why for an invalid answer). For a "
             "fast search write your own float version and call `evaluate_bound` on the finalists.",
-            f"Finish within budget_s = {b.budget_s:g} s on {b.cpus} CPU(s); at {b.timeout_s:g} s the program is "
-            "killed and scores 0. No file or network access.",
-            "",
-            prompt_line(self.name),
-            "",
-            "## Current state",
+            *budget_and_record_lines(b, prompt_line(self.name)),
         ]
         if state.construction is not None:
             parts.append(f"A global `{self.construction_input}` (numpy float64 array, {len(state.construction)} "
