@@ -58,6 +58,7 @@ def _polynomial(roots: list[Fraction]) -> list[int]:
     ([Fraction(1), Fraction(1000), Fraction(1000) + Fraction(1, 10 ** 9)], Fraction(1000) + Fraction(1, 10 ** 9)),
     ([Fraction(2), Fraction(5), Fraction(5)], Fraction(2)),  # a double root beyond is no sign change
     ([Fraction(2), Fraction(5), Fraction(5), Fraction(5)], Fraction(5)),  # a triple root is
+    ([Fraction(1)] * 2 + [Fraction(3)] + [Fraction(4)] * 3 + [Fraction(6)] * 4, Fraction(4)),  # Yun's split
     ([Fraction(3, 2)], Fraction(3, 2)),  # a dyadic root comes back exactly
     ([Fraction(-7), Fraction(1, 3)], Fraction(1, 3)),
     ([Fraction(1, 10 ** 6), Fraction(-4)], Fraction(1, 10 ** 6)),
@@ -217,6 +218,7 @@ def test_initial_program_steps_to_a_valid_reward_and_hostile_programs_score_zero
             "return [5.0, 5.0]": "distinct",
             "return [-3.0, 5.0]": "positive",
             "return {'roots': [3.0]}": "real numbers",
+            "return np.linspace(1.0, 100.0, 10**6)": "output limit exceeded",  # killed before it is read
             "import time\n    time.sleep(60)": "",
         }
         for body, message in hostile.items():

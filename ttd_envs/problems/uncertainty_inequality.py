@@ -53,7 +53,7 @@ ROOT_RANGE = (1e-3, 300.0)
 """Allowed double roots (EA caps them at 300); the floor keeps the exact integers small."""
 COEFFICIENT_RANGE = 2.0 ** -200, 2.0 ** 200
 REFINE_BITS = 120
-"""The last sign change is enclosed in an interval 2^-120 wide relative to the root bound."""
+"""The last sign change is enclosed in an interval 2^-120 times its size wide."""
 MAX_DEPTH = 4000
 
 
@@ -124,7 +124,7 @@ def _evaluate_dyadic(p: Poly, numerator: int, bits: int) -> int:
 
 def _root_bound_bits(p: Poly) -> int:
     """b with every root of p below 2^b in magnitude (Fujiwara: 2 max_i |a_(d-i) / a_d|^(1/i))."""
-    d, top = len(p) - 1, abs(p[-1]).bit_length() - 1
+    top = abs(p[-1]).bit_length() - 1
     exponents = [-(-(abs(a).bit_length() - top) // i) for i, a in enumerate(reversed(p[:-1]), start=1) if a]
     return max(exponents, default=0) + 1
 
@@ -239,6 +239,19 @@ def _qderivative(p: QPoly) -> QPoly:
     return [i * a for i, a in enumerate(p)][1:] or [Fraction(0)]
 
 
+def _qsubtract(p: QPoly, q: QPoly) -> QPoly:
+    size = max(len(p), len(q))
+    return _qtrim([(p[i] if i < len(p) else 0) - (q[i] if i < len(q) else 0) for i in range(size)])
+
+
+def _qmultiply(p: QPoly, q: QPoly) -> QPoly:
+    out = [Fraction(0)] * (len(p) + len(q) - 1)
+    for i, a in enumerate(p):
+        for j, b in enumerate(q):
+            out[i + j] += a * b
+    return out
+
+
 def odd_multiplicity_part(p: Poly) -> Poly:
     """The square-free integer polynomial whose roots are the roots of odd multiplicity of p: the
     points where p changes sign. Square-free p (the generic case) is returned as it is; otherwise
@@ -247,30 +260,19 @@ def odd_multiplicity_part(p: Poly) -> Poly:
     if _is_squarefree(p):
         return p
     f = [Fraction(a) for a in p]
-    a = _qgcd(f, _qderivative(f))
-    b, c = _qdivmod(f, a)[0], _qdivmod(_qderivative(f), a)[0]
-    d = [x - y for x, y in zip(c + [Fraction(0)] * len(b), _qderivative(b) + [Fraction(0)] * len(c))]
+    common = _qgcd(f, _qderivative(f))
+    b = _qdivmod(f, common)[0]  # Yun: b_i is the product of the factors of multiplicity >= i
+    d = _qsubtract(_qdivmod(_qderivative(f), common)[0], _qderivative(b))
     odd, multiplicity = [Fraction(1)], 1
-    while len(_qtrim(b)) > 1:
-        factor = _qgcd(b, _qtrim(d))
+    while len(b) > 1:
+        factor = _qgcd(b, d)  # the factors of multiplicity exactly `multiplicity`
         if multiplicity % 2:
-            odd = [Fraction(x) for x in _multiply_q(odd, factor)]
-        b = _qdivmod(b, factor)[0]
-        c = _qdivmod(_qtrim(d), factor)[0]
-        db = _qderivative(b)
-        size = max(len(c), len(db))
-        d = [x - y for x, y in zip(c + [Fraction(0)] * (size - len(c)), db + [Fraction(0)] * (size - len(db)))]
+            odd = _qmultiply(odd, factor)
+        b = _qtrim(_qdivmod(b, factor)[0])
+        d = _qsubtract(_qdivmod(d, factor)[0], _qderivative(b))
         multiplicity += 1
     denominator = math.lcm(*(x.denominator for x in odd))
     return _content_free([int(x * denominator) for x in odd])
-
-
-def _multiply_q(p: QPoly, q: QPoly) -> QPoly:
-    out = [Fraction(0)] * (len(p) + len(q) - 1)
-    for i, a in enumerate(p):
-        for j, b in enumerate(q):
-            out[i + j] += a * b
-    return out
 
 
 # -- the two families ------------------------------------------------------------------------------
@@ -303,7 +305,7 @@ def _solve(matrix: list[list[int]], rhs: list[int]) -> tuple[list[int], int] | N
 
 
 def _exp_e_row(odd: int, top: int, shift: int) -> list[int]:
-    """Row `odd` of 2^? e^{cE} on monomials u^0..u^top, c = 2^(shift+1), where E = u D^2 + D/2 maps
+    """Row `odd` of e^{cE} on the monomials u^0..u^top, c = 2^(shift+1), where E = u D^2 + D/2 maps
     u^p to p (p - 1/2) u^(p-1): e^{cE} u^p has coefficient 2^(shift m) C(p, m) (2p-1)(2p-3)...(2p-2m+1)
     at u^(p-m)."""
     row = [0] * (top + 1)
