@@ -243,5 +243,15 @@ def test_a_hermite_program_scores_through_the_sandbox():
         env.close()
 
 
+def test_the_tiny_models_example_answers_are_valid():
+    for route in ("laguerre", "hermite"):
+        problem = UncertaintyInequality(route=route, budget_s=3.0, timeout_s=8.0)
+        try:
+            evaluation = problem.evaluate(problem.example_answer(), problem.initial_state(np.random.default_rng(0)))
+            assert evaluation.valid and 0.3 < evaluation.score < 0.4, (route, evaluation.error)
+        finally:
+            problem.close()
+
+
 def test_laguerre_score_is_what_programs_get():
     assert laguerre_score(list(reversed(AE_6))) == 0.3282706174313453  # order does not matter

@@ -556,6 +556,11 @@ class UncertaintyInequality(PythonProgramProblem):
     def program_kwargs(self) -> dict[str, Any]:
         return {"seed": 42, "budget_s": self.budget.budget_s}
 
+    def example_answer(self) -> str:
+        """A valid answer for `--model tiny`: two double roots (bound 0.387) or AlphaEvolve's form."""
+        values = "[4.0, 6.0]" if self.route == "laguerre" else "[0.33, -0.0116, -8.9e-05]"
+        return f"```python\ndef {self.entry}(*args, **kwargs):\n    return {values}\n```"
+
     def preset_modules(self) -> dict[str, str]:
         return {"np": "numpy", "evaluate_bound": f"ttd_envs.problems.uncertainty_inequality:{self.spec.scorer}"}
 
