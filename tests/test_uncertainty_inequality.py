@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from fractions import Fraction
 
 import gymnasium as gym
@@ -136,6 +137,15 @@ def test_the_record_certificate_rechecks_and_a_forgery_does_not(tmp_path, capsys
     moved = certificate["construction"]["roots"][:-1] + [141.1]
     holds, report = certificates.recheck(dict(certificate, construction={"roots": moved}), UncertaintyInequality())
     assert not holds and "does not hold" in report
+
+
+def test_a_planted_older_record_is_beaten_and_the_certificate_says_so(monkeypatch):
+    real = load_records("UncertaintyInequality")
+    planted = replace(real, entries=tuple(replace(e, value=max(e.value, 0.3189)) for e in real.entries))
+    monkeypatch.setattr(certificates, "load_records", lambda _: planted)
+    data = {"roots": load_construction("together_13")[1]}
+    certificate = certificates.certify(ENV_ID, UncertaintyInequality(), data)
+    assert certificate["verdict"] == "record" and 4e-5 < certificate["gain_over_record"] < 5e-5
 
 
 # -- hostile returns -------------------------------------------------------------------------------------
