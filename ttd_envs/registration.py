@@ -53,6 +53,7 @@ ENVS: tuple[EnvEntry, ...] = (
     EnvEntry("ttd/KissingNumber-v0", "ttd_envs.problems.kissing_number:KissingNumber"),
     EnvEntry("ttd/CirclePackingRectangle-v0", "ttd_envs.problems.circles_in_rectangle:CirclePackingRectangle"),
     EnvEntry("ttd/SumsDifferences-v0", "ttd_envs.problems.sums_differences:SumsDifferences"),
+    EnvEntry("ttd/UncertaintyInequality-v0", "ttd_envs.problems.uncertainty_inequality:UncertaintyInequality"),
 )
 
 

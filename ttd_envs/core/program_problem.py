@@ -191,6 +191,13 @@ def _bounded(message: str, limit: int = 2000) -> str:
     return message if len(message) <= limit else message[:limit] + " [... message truncated]"
 
 
+def budget_and_record_lines(budget: ProgramBudget, record_line: str) -> list[str]:
+    """The end of a contract section: the time the program has, the record to beat, then the heading
+    of the current state (shared by the prompts that say nothing more about the budget)."""
+    return [f"Finish within budget_s = {budget.budget_s:g} s on {budget.cpus} CPU(s); at {budget.timeout_s:g} s "
+            "the program is killed and scores 0. No file or network access.", "", record_line, "", "## Current state"]
+
+
 def previous_attempt_section(state: State, *, value_name: str, digits: int, language: str = "python") -> str:
     """The part of a prompt that shows the state's program, how its value moved, and its output."""
     if not state.code:

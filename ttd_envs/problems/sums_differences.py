@@ -31,6 +31,7 @@ from ttd_envs.core.program_problem import (
     InvalidConstruction,
     ProgramBudget,
     PythonProgramProblem,
+    budget_and_record_lines,
     numeric_array,
     previous_attempt_section,
 )
@@ -249,12 +250,7 @@ class SumsDifferences(PythonProgramProblem):
             f"spanning at most {self.max_value} (max − min). Floats are accepted only when whole and below 2^53.",
             "Already defined: `np` (numpy) and `evaluate_set(u)`, the scorer of your reward (it raises ValueError, "
             "saying why, for an invalid set; a set of n elements costs about n²/2 steps, e.g. 1 s at n = 30 000).",
-            f"Finish within budget_s = {b.budget_s:g} s on {b.cpus} CPU(s); at {b.timeout_s:g} s the program is "
-            "killed and scores 0. No file or network access.",
-            "",
-            prompt_line(self.name),
-            "",
-            "## Current state",
+            *budget_and_record_lines(b, prompt_line(self.name)),
         ]
         if state.construction is not None:
             parts.append(f"A global `initial_set` (numpy int64 array, {len(state.construction)} elements) holds the "
