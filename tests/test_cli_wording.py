@@ -39,3 +39,15 @@ def test_env_help_names_the_file_form(tmp_path):
     text = " ".join(done.stdout.split())
     assert "FILE.py:ProblemClass" in text and "module:ProblemClass" in text, text
     assert all(len(line) <= 80 for line in done.stdout.splitlines())
+
+
+def test_a_mistyped_env_id_gets_the_close_ids_in_one_short_line(tmp_path):
+    done = cli("train", "--env", "ttd/Labs-v0", cwd=tmp_path)
+    lines = (done.stderr + done.stdout).strip().splitlines()
+    print(lines)
+    assert done.returncode != 0 and len(lines) == 1
+    assert "did you mean 'ttd/LABS-v0'?" in lines[0] and "ttd-agent envs" in lines[0]
+    assert len(lines[0]) < 160, len(lines[0])  # it listed all 18 ids, about 500 columns
+    far = cli("train", "--env", "ttd/Nope-v0", cwd=tmp_path)
+    said = far.stderr + far.stdout
+    assert "did you mean" not in said and "ttd-agent envs" in said, said

@@ -263,9 +263,9 @@ def train_discovery(args: argparse.Namespace, given: set[str]) -> int:
                       f"resuming {run}: it has no checkpoint yet, so it starts again from step 0",
                       highlight=False)
     console.print(f"[bold]{escape(cfg.env)}[/] with {escape(str(cfg.model))}: {cfg.steps} steps x "
-                  f"{cfg.groups_per_step} groups x {cfg.group_size} samples, objective {cfg.objective}, "
-                  f"reuse {cfg.reuse}", highlight=False)
-    console.print(f"run dir {escape(str(trainer.run_dir.path))}", highlight=False)
+                  f"{cfg.groups_per_step} groups x {cfg.group_size} samples", highlight=False)
+    console.print(f"objective {cfg.objective}, reuse {cfg.reuse}; run dir {escape(str(trainer.run_dir.path))}",
+                  highlight=False)
     with _progress() as progress:
         task = progress.add_task("train", total=cfg.steps, completed=trainer.step, status="")
 
