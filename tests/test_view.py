@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from browser import Browser, needs_chromium
+from ttd_agent.view.page import PAGE_TRACES
 
 pytest.importorskip("plotly", reason="the viewer needs the [view] extra (plotly)")
 pytestmark = [needs_chromium, pytest.mark.timeout(240)]
@@ -314,6 +315,7 @@ def test_page_of_a_hundred_thousand_evaluations_loads_in_two_seconds(tmp_path: P
         loaded_ms = float(chrome.evaluate("document.body.dataset.loadedMs"))  # the first screen drawn
         drawn_ms = float(chrome.evaluate("document.body.dataset.drawnMs"))  # every section drawn
         assert chrome.errors() == []
+        assert sorted(chrome.evaluate("Object.keys(Plotly.PlotSchema.get().traces)")) == sorted(PAGE_TRACES)
         assert chrome.evaluate("document.querySelectorAll('#plot-tree path.point').length") > 100
         assert chrome.evaluate("document.querySelectorAll('#diff .chg, #diff .add, #diff .del').length") > 0
         drawn = dict(chrome.evaluate(DRAWN_PLOTS))

@@ -5,20 +5,67 @@ which ships its browser bundle `plotly.min.js`; the page's own script and style 
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
 PLOTLY_HINT = "the run viewer draws with Plotly: pip install 'ttd[view]' (or pip install plotly)"
 
+PAGE_TRACES = frozenset({"scatter", "bar", "box"})
+"""The Plotly trace types app.js draws; scatter is in Plotly's core, the others are registered."""
+
+_MODULE = re.compile(r"var ([\w$]+)=([\w$]+)\(\([\w$]+,[\w$]+\)=>\{")
+_REGISTER = re.compile(r"\.register\(\[((?:[\w$]+\(\),)*[\w$]+\(\))\]\)")
+_NAMED_MODULE = re.compile(r'moduleType:"(?:trace|component)",name:"(\w+)"')
+_CALL = re.compile(r"([\w$]+)\(\)")
+
 
 @lru_cache(maxsize=1)
 def plotly_js() -> str:
-    """The browser bundle the `plotly` package ships (read once per process)."""
+    """Plotly's browser bundle with only the trace types of `PAGE_TRACES` registered (read once per process)."""
     try:
-        return (resources.files("plotly") / "package_data" / "plotly.min.js").read_text(encoding="utf-8")
+        bundle = (resources.files("plotly") / "package_data" / "plotly.min.js").read_text(encoding="utf-8")
     except (ModuleNotFoundError, FileNotFoundError) as error:
         raise ImportError(PLOTLY_HINT) from error
+    return partial_bundle(bundle, PAGE_TRACES)
+
+
+def partial_bundle(bundle: str, keep: frozenset[str]) -> str:
+    """`bundle` registering only the trace types and components in `keep`, like Plotly's own partial
+    bundles. The full bundle runs all 47 of its trace and component modules when it loads (maps, 3-D,
+    WebGL), which is half of its start-up time in the browser; the bundle wraps each module in a lazy
+    function, so a module left out of the final `register([...])` call never runs. A module whose name
+    cannot be read is kept, and the bundle comes back whole when its shape is not the one expected or a
+    type in `keep` is not found: the price of a surprise is speed, never a missing plot."""
+    registers = list(_REGISTER.finditer(bundle))
+    if not registers:
+        return bundle
+    register = registers[-1]
+    starts = {found.group(1): found.start() for found in _MODULE.finditer(bundle)}
+    ends = dict(zip(sorted(starts.values()), sorted(starts.values())[1:] + [len(bundle)]))
+    modules = [call[:-2] for call in register.group(1).split(",")]
+    if any(module not in starts for module in modules):
+        return bundle
+    names = [_module_name(bundle, module, starts, ends) for module in modules]
+    if not (keep - {"scatter"}) <= set(names):
+        return bundle
+    kept = [module for module, name in zip(modules, names) if name is None or name in keep]
+    calls = ",".join(f"{module}()" for module in kept)
+    return bundle[:register.start(1)] + calls + bundle[register.end(1):]
+
+
+def _module_name(bundle: str, module: str, starts: dict[str, int], ends: dict[int, int], depth: int = 0) -> str | None:
+    """The trace or component name a module registers: read from its own text, or from the module it
+    wraps (an entry point re-exports a trace's index, which may extend another module)."""
+    text = bundle[starts[module]:ends[starts[module]]]
+    named = _NAMED_MODULE.findall(text)
+    if len(named) == 1:
+        return named[0]
+    if named or depth == 3:
+        return None
+    wrapped = [call for call in _CALL.findall(text[text.index("{") + 1:]) if call in starts and call != module]
+    return _module_name(bundle, wrapped[0], starts, ends, depth + 1) if wrapped else None
 
 
 def _static(name: str) -> str:
