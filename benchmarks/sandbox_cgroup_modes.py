@@ -80,8 +80,10 @@ def main() -> None:
         if guest is not None:
             guest.close()
     where = ("On the host only (`--no-guest`)." if args.no_guest else
-             "In the guest `before` had no cgroups (init accounting) and `after` has v2 cgroups. The guest is QEMU "
-             "in software emulation, about 10x slower than the host: compare ratios there, not milliseconds.")
+             "The host rows share the CPUs with the running guest (its QEMU keeps one core busy): `--no-guest` "
+             "measures a quiet host. In the guest `before` had no cgroups (init accounting) and `after` has v2 "
+             "cgroups. The guest is QEMU in software emulation, 15-20x slower than the host: compare ratios there, "
+             "not milliseconds.")
     text = ("Sandbox overhead per run before and after issue 23 (per-run cgroups on v2, a CPU limit for every "
             f"run): a trivial numpy `run_python`, {args.rounds} alternating rounds of {args.runs} runs, each "
             f"variant in its own process; before = `{args.before}`. {where} Host load average when started: "

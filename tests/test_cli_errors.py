@@ -246,6 +246,16 @@ def test_best_prints_the_program_raw_and_names_best_code_txt(tmp_path):
     assert json.dumps(list(range(100))) in done.stdout.splitlines()
 
 
+def test_best_prints_a_text_construction_as_it_is(tmp_path):
+    """A LABS sequence is text: printed bare, ready to paste back, not as a quoted JSON string."""
+    signs = "+-" * 30 + "+"
+    state = {"id": "s1", "code": None, "reward": 0.8, "score": 7.5, "construction": signs}
+    (tmp_path / "best.json").write_text(json.dumps({"env": "ttd/LABS-v0", "step": 3, "samples": 12, "state": state}))
+    done = run_cli(["best", str(tmp_path)], env={"COLUMNS": "40"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == signs
+
+
 def test_best_of_a_ttrl_run_says_so(capsys, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"dataset": "aime24", "votes": 4, "keep": 2}))
     line = one_error_line(capsys, ["best", str(tmp_path)])

@@ -24,6 +24,7 @@ from ttd_envs.problems.sums_differences import (
 )
 from ttd_envs.records import load_records
 from ttd_envs.verify import main as verify_main
+from program_steps import assert_refused
 from timing import within
 
 RNG = np.random.default_rng(0)
@@ -147,10 +148,6 @@ def test_initial_program_steps_to_a_valid_reward_and_hostile_programs_score_zero
             "return [0, 2**80]": "",
             "import time\n    time.sleep(60)": "",
         }
-        for body, message in hostile.items():
-            env.reset(seed=0)
-            _, reward, _, _, info = env.step(f"```python\ndef construct_set(**kwargs):\n    {body}\n```")
-            assert reward == 0.0 and not info["valid"] and info["error"], body
-            assert message in info["error"], (body, info["error"])
+        assert_refused(env, "construct_set", hostile)
     finally:
         env.close()

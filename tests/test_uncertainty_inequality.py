@@ -33,6 +33,7 @@ from ttd_envs.problems.uncertainty_inequality import (
 )
 from ttd_envs.records import load_records
 from ttd_envs.verify import main as verify_main
+from program_steps import assert_refused
 
 ENV_ID = "ttd/UncertaintyInequality-v0"
 AE_6 = load_construction("alphaevolve_6")[1]
@@ -231,11 +232,7 @@ def test_initial_program_steps_to_a_valid_reward_and_hostile_programs_score_zero
             "return np.linspace(1.0, 100.0, 10**6)": "output limit exceeded",  # killed before it is read
             "import time\n    time.sleep(60)": "",
         }
-        for body, message in hostile.items():
-            env.reset(seed=0)
-            _, reward, _, _, info = env.step(f"```python\ndef propose_roots(**kwargs):\n    {body}\n```")
-            assert reward == 0.0 and not info["valid"] and info["error"], body
-            assert message in info["error"], (body, info["error"])
+        assert_refused(env, "propose_roots", hostile)
     finally:
         env.close()
 

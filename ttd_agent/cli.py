@@ -421,7 +421,7 @@ def show_best(run_dir: str) -> int:
         _raw(state["code"])
     construction = state.get("construction")
     if construction is not None:
-        text = json.dumps(construction)
+        text = construction if isinstance(construction, str) else json.dumps(construction)  # a LABS sequence unquoted
         console.print("construction:", highlight=False)
         _raw(text if len(text) <= 2000 else text[:2000] + f" ... ({len(text)} chars; all in {run.best_file})")
     return 0

@@ -90,7 +90,7 @@ def problem_class(env_id: str) -> Any:
         if entry.env_id == env_id:
             return load_target(entry.target)
     known = [e.env_id for e in ENVS if not e.vector_env]
-    close = [known[i] for i in _close_names(env_id, known)]
+    close = _close_names(env_id, known)
     guess = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
     raise KeyError(f"unknown discovery env id {env_id!r}{guess} (`ttd-agent envs` lists all {len(known)}, "
                    "or give FILE.py:ProblemClass)")
@@ -100,14 +100,12 @@ class UnknownOption(TypeError, ValueError):
     """A make() kwarg (`--env-arg`) the problem does not take."""
 
 
-def _close_names(env_id: str, known: list[str]) -> list[int]:
-    """Indices of the ids whose names look like `env_id`'s, compared without 'ttd/' and '-vN' (which
-    every id shares) and without case."""
-    def name(text: str) -> str:
-        return text.removeprefix("ttd/").rsplit("-v", 1)[0].lower()
-
-    names = [name(k) for k in known]
-    return [names.index(n) for n in difflib.get_close_matches(name(env_id), names, n=3, cutoff=0.6)]
+def _close_names(env_id: str, known: list[str]) -> list[str]:
+    """The ids whose names look like `env_id`'s, compared without 'ttd/' and '-vN' (which every id
+    shares) and without case."""
+    by_name = {k.removeprefix("ttd/").rsplit("-v", 1)[0].lower(): k for k in known}
+    name = env_id.removeprefix("ttd/").rsplit("-v", 1)[0].lower()
+    return [by_name[n] for n in difflib.get_close_matches(name, list(by_name), n=3, cutoff=0.6)]
 
 
 def make_problem(env_id: str, **kwargs: Any) -> Any:

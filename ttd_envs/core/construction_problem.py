@@ -25,7 +25,7 @@ from ttd_envs.core.program_problem import (
     InvalidConstruction,
     ProgramBudget,
     PythonProgramProblem,
-    previous_attempt_section,
+    prompt_with_previous_attempt,
     real_array,
 )
 from ttd_envs.core.state import State
@@ -166,7 +166,4 @@ class ArrayConstructionProblem(PythonProgramProblem):
                          f"construction, with {self.value_name} {state.score:.12g}. You may start from it.")
         else:
             parts.append("There is no construction yet: write code that builds one from scratch.")
-        attempt = previous_attempt_section(state, value_name=self.value_name, digits=10)
-        if attempt:
-            parts += ["", attempt]
-        return "\n".join(parts)
+        return prompt_with_previous_attempt(parts, state, value_name=self.value_name, digits=10)

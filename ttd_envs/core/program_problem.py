@@ -210,3 +210,9 @@ def previous_attempt_section(state: State, *, value_name: str, digits: int, lang
         lines += ["Its output (tail):", "```text", state.stdout.rstrip(), "```"]
     lines.append("Improve on it. A different idea is welcome if the current one has stalled.")
     return "\n".join(lines)
+
+
+def prompt_with_previous_attempt(parts: list[str], state: State, *, value_name: str, digits: int) -> str:
+    """The prompt `parts` make, then the previous program's section when the state has one."""
+    attempt = previous_attempt_section(state, value_name=value_name, digits=digits)
+    return "\n".join([*parts, "", attempt] if attempt else parts)

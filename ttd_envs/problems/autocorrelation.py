@@ -39,7 +39,7 @@ from ttd_envs.core.program_problem import (
     InvalidConstruction,
     ProgramBudget,
     PythonProgramProblem,
-    previous_attempt_section,
+    prompt_with_previous_attempt,
 )
 from ttd_envs.core.state import State
 from ttd_envs.records import prompt_line, record_for
@@ -321,10 +321,7 @@ class _Autocorrelation(PythonProgramProblem):
         else:
             parts.append("There is no construction yet (`height_sequence_1` is not defined): write optimisation "
                          "code that builds one from scratch.")
-        attempt = previous_attempt_section(state, value_name=self.bound_name, digits=10)
-        if attempt:
-            parts += ["", attempt]
-        return "\n".join(parts)
+        return prompt_with_previous_attempt(parts, state, value_name=self.bound_name, digits=10)
 
 
 class AutocorrelationAC1(_Autocorrelation):

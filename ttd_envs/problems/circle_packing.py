@@ -29,7 +29,7 @@ from ttd_envs.core.program_problem import (
     InvalidConstruction,
     ProgramBudget,
     PythonProgramProblem,
-    previous_attempt_section,
+    prompt_with_previous_attempt,
     real_array,
 )
 from ttd_envs.core.state import State
@@ -203,10 +203,7 @@ class CirclePacking(PythonProgramProblem):
         else:
             parts.append("There is no packing yet: write code that builds one from scratch (for example a "
                          "hexagonal or row-based start followed by constrained optimisation of centres and radii).")
-        attempt = previous_attempt_section(state, value_name="sum of radii", digits=6)
-        if attempt:
-            parts += ["", attempt]
-        return "\n".join(parts)
+        return prompt_with_previous_attempt(parts, state, value_name="sum of radii", digits=6)
 
 
 def _gap(gap: float) -> str:

@@ -28,7 +28,7 @@ from ttd_envs.core.program_problem import (
     InvalidConstruction,
     ProgramBudget,
     PythonProgramProblem,
-    previous_attempt_section,
+    prompt_with_previous_attempt,
     real_array,
 )
 from ttd_envs.core.state import State
@@ -239,10 +239,7 @@ class ErdosOverlap(PythonProgramProblem):
                          f"with C5 = {state.score:.10f}. You may start from it.")
         else:
             parts.append("There is no construction yet: write optimisation code from scratch.")
-        attempt = previous_attempt_section(state, value_name="C5 bound", digits=6)
-        if attempt:
-            parts += ["", attempt]
-        return "\n".join(parts)
+        return prompt_with_previous_attempt(parts, state, value_name="C5 bound", digits=6)
 
 
 def load_record_construction() -> np.ndarray:

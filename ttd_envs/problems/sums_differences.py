@@ -33,7 +33,7 @@ from ttd_envs.core.program_problem import (
     PythonProgramProblem,
     budget_and_record_lines,
     numeric_array,
-    previous_attempt_section,
+    prompt_with_previous_attempt,
 )
 from ttd_envs.core.state import State
 from ttd_envs.records import prompt_line, record_for
@@ -258,7 +258,4 @@ class SumsDifferences(PythonProgramProblem):
         else:
             parts.append("There is no set yet: write code that builds one from scratch (digit constructions in a "
                          "base b — all integers whose base-b digits lie in a chosen digit set — work well).")
-        attempt = previous_attempt_section(state, value_name="theta", digits=10)
-        if attempt:
-            parts += ["", attempt]
-        return "\n".join(parts)
+        return prompt_with_previous_attempt(parts, state, value_name="theta", digits=10)

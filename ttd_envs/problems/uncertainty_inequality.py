@@ -41,7 +41,7 @@ from ttd_envs.core.program_problem import (
     ProgramBudget,
     PythonProgramProblem,
     budget_and_record_lines,
-    previous_attempt_section,
+    prompt_with_previous_attempt,
     real_array,
 )
 from ttd_envs.core.state import State
@@ -645,7 +645,4 @@ class UncertaintyInequality(PythonProgramProblem):
                          f"values) holds the current {self.spec.what}, with bound {state.score:.10f}. You may start from it.")
         else:
             parts.append(f"There is no construction yet: write code that finds {self.spec.what} from scratch.")
-        attempt = previous_attempt_section(state, value_name="C4 bound", digits=10)
-        if attempt:
-            parts += ["", attempt]
-        return "\n".join(parts)
+        return prompt_with_previous_attempt(parts, state, value_name="C4 bound", digits=10)
