@@ -107,6 +107,17 @@ def test_a_training_runs_best_state_is_verified_with_the_runs_options(tmp_path, 
     assert "config.json is damaged" in capsys.readouterr().err
 
 
+def test_the_bare_signs_that_best_prints_verify_as_a_labs_sequence(tmp_path, capsys):
+    """`ttd-agent best` prints a LABS sequence as bare signs: that text, saved, verifies."""
+    signs = "+++++--++-+-+"  # a Barker sequence: energy 6 at n = 13
+    (tmp_path / "best.txt").write_text(signs + "\n")
+    assert main(["ttd/LABS-v0", str(tmp_path / "best.txt"), "--env-arg", "n=13"]) == 0
+    assert float(capsys.readouterr().out.strip().splitlines()[-1]) == 6.0
+    (tmp_path / "damaged.txt").write_text(signs + "x")
+    assert main(["ttd/LABS-v0", str(tmp_path / "damaged.txt"), "--env-arg", "n=13"]) == EXIT_USAGE
+    assert "cannot read" in capsys.readouterr().err
+
+
 def test_a_missing_argument_is_one_line_naming_help(capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["ttd/LABS-v0"])

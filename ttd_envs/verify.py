@@ -2,7 +2,8 @@
 ENV_ID FILE.json`.
 
 Files use the shipped fixtures' formats: `{"sequence": [...]}` for ErdosOverlap and the
-autocorrelation envs (and LABS, as a "+-" string), `{"circles": [[x, y, r], ...]}` for circle
+autocorrelation envs (and LABS, as a "+-" string, or a file of the bare signs that `ttd-agent best`
+prints), `{"circles": [[x, y, r], ...]}` for circle
 packing. FILE may also be a training run's directory or its `best.json` (what `./scripts/run.sh`
 and `ttd-agent train` write): its best state is scored with the run's env options from its
 `config.json` (`--env-arg` overrides them). The last line printed is the score (the problem's own number, full precision). An invalid
@@ -18,6 +19,7 @@ when they do not hold), and its verdict is recomputed against today's record tab
 from __future__ import annotations
 
 import json
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -33,6 +35,8 @@ MATH_ENVS = ("ttd/ErdosOverlap-v0", "ttd/AutocorrelationAC1-v0", "ttd/Autocorrel
              "ttd/KissingNumber-v0", "ttd/CirclePackingRectangle-v0",
              "ttd/LABS-v0", "ttd/AutocorrelationAC3-v0", "ttd/UncertaintyInequality-v0", "ttd/SumsDifferences-v0")
 EXIT_INVALID, EXIT_USAGE = 1, 2
+BARE_SIGNS = re.compile(r"[+-]+")
+"""A LABS sequence as `ttd-agent best` prints it: not JSON, read as `{"sequence": ...}`."""
 
 
 def score_file(env_id: str, path: str | Path, env_kwargs: dict[str, Any] | None = None) -> float:
@@ -52,7 +56,13 @@ def read_construction(env_id: str, path: str | Path, env_kwargs: dict[str, Any])
     path = Path(path)
     if path.is_dir():
         path = path / "best.json"
-    data = json.loads(path.read_text())
+    text = path.read_text()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        if not BARE_SIGNS.fullmatch(text.strip()):
+            raise
+        return {"sequence": text.strip()}, env_kwargs
     if not (isinstance(data, dict) and isinstance(data.get("state"), dict) and "env" in data):
         return data, env_kwargs
     if data["env"] != env_id:
