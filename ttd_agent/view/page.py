@@ -15,7 +15,7 @@ PLOTLY_HINT = "the run viewer draws with Plotly: pip install 'ttd[view]' (or pip
 PAGE_TRACES = frozenset({"scatter", "bar", "box"})
 """The Plotly trace types app.js draws; scatter is in Plotly's core, the others are registered."""
 
-_MODULE = re.compile(r"var ([\w$]+)=([\w$]+)\(\([\w$]+,[\w$]+\)=>\{")
+_MODULE = re.compile(r"var ([\w$]+)=[\w$]+\(\([\w$]+,[\w$]+\)=>\{")  # esbuild's lazy module wrapper
 _REGISTER = re.compile(r"\.register\(\[((?:[\w$]+\(\),)*[\w$]+\(\))\]\)")
 _NAMED_MODULE = re.compile(r'moduleType:"(?:trace|component)",name:"(\w+)"')
 _CALL = re.compile(r"([\w$]+)\(\)")
@@ -33,8 +33,8 @@ def plotly_js() -> str:
 
 def partial_bundle(bundle: str, keep: frozenset[str]) -> str:
     """`bundle` registering only the trace types and components in `keep`, like Plotly's own partial
-    bundles. The full bundle runs all 47 of its trace and component modules when it loads (maps, 3-D,
-    WebGL), which is half of its start-up time in the browser; the bundle wraps each module in a lazy
+    bundles. The full bundle runs every trace and component module when it loads (47 in plotly.js 4.1: maps,
+    3-D, WebGL), which is half of its start-up time in the browser; the bundle wraps each module in a lazy
     function, so a module left out of the final `register([...])` call never runs. A module whose name
     cannot be read is kept, and the bundle comes back whole when its shape is not the one expected or a
     type in `keep` is not found: the price of a surprise is speed, never a missing plot."""
@@ -43,7 +43,8 @@ def partial_bundle(bundle: str, keep: frozenset[str]) -> str:
         return bundle
     register = registers[-1]
     starts = {found.group(1): found.start() for found in _MODULE.finditer(bundle)}
-    ends = dict(zip(sorted(starts.values()), sorted(starts.values())[1:] + [len(bundle)]))
+    offsets = sorted(starts.values())
+    ends = dict(zip(offsets, [*offsets[1:], len(bundle)]))  # a module's text runs to the next one
     modules = [call[:-2] for call in register.group(1).split(",")]
     if any(module not in starts for module in modules):
         return bundle
