@@ -198,6 +198,7 @@ AC1_CONSTRUCTIONS: dict[str, Construction] = {
 }
 
 AC2_CONSTRUCTIONS: dict[str, Construction] = {
+    "together": Construction("baselines/ac2_together_100000.json", "Together AI (n = 100000)", 0.9612055422690102),
     "alphaevolve": Construction("baselines/ac2_alphaevolve_50000.json", "AlphaEvolve (n = 50000)",
                                 0.9610210777840243),
     "ttt_discover": Construction("ttt_ac2_sequence.json", "TTT-Discover (n = 50000)", 0.9591797711482716),
@@ -357,7 +358,7 @@ class AutocorrelationAC1(_Autocorrelation):
 class AutocorrelationAC2(_Autocorrelation):
     """ttd/AutocorrelationAC2-v0: raise the lower bound on the second autocorrelation constant C2.
 
-    Kwargs as AC1; `initial` names come from AC2_CONSTRUCTIONS ("record" is AlphaEvolve's, the best
+    Kwargs as AC1; `initial` names come from AC2_CONSTRUCTIONS ("record" is Together AI's, the best
     verified one; higher claims without a public construction are in the record table). Reward C.
     """
 
@@ -368,7 +369,7 @@ class AutocorrelationAC2(_Autocorrelation):
     exact = staticmethod(ac2_exact)
     score_function = "ttd_envs.problems.autocorrelation:ac2_score"
     constructions = AC2_CONSTRUCTIONS
-    record_name = "alphaevolve"
+    record_name = "together"
     record = record_for("AutocorrelationAC2")
     bound_name = "lower bound on C2"
     goal = "maximise"
