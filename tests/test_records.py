@@ -71,6 +71,7 @@ TOGETHER = [
     ("ttd/MinMaxDistance-v0", {}, "minmax_2d_16_together.json", 12.889229907717517, True),
     ("ttd/KissingNumber-v0", {}, "kissing_11_604_einsteinarena.json", 604.0, True),
     ("ttd/AutocorrelationAC2-v0", {}, "baselines/ac2_together_100000.json", 0.9612055422690102, True),
+    ("ttd/AutocorrelationAC1-v0", {}, "baselines/ac1_together_30000.json", 1.5028628587053108, True),
 ]
 
 

@@ -17,6 +17,7 @@ DATA = Path(str(resources.files("ttd_envs.data.math")))
 ROOT = Path(__file__).resolve().parents[1]
 
 FIXTURES = [
+    ("ttd/AutocorrelationAC1-v0", "baselines/ac1_together_30000.json", 1.5028628587053108),
     ("ttd/AutocorrelationAC1-v0", "ttt_ac1_sequence.json", 1.5028628982558263),
     ("ttd/AutocorrelationAC1-v0", "baselines/ac1_alphaevolve_v2_1319.json", 1.503163554681561),
     ("ttd/AutocorrelationAC1-v0", "baselines/ac1_thetaevolve_1319.json", 1.5031324359797773),

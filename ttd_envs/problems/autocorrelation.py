@@ -184,6 +184,7 @@ class Construction:
 
 
 AC1_CONSTRUCTIONS: dict[str, Construction] = {
+    "together": Construction("baselines/ac1_together_30000.json", "Together AI (n = 30000)", 1.5028628587053108),
     "ttt_discover": Construction("ttt_ac1_sequence.json", "TTT-Discover (n = 30000)", 1.5028628982558263),
     "thetaevolve": Construction("baselines/ac1_thetaevolve_1319.json", "ThetaEvolve (n = 1319)",
                                 1.5031324359797773),
@@ -339,7 +340,7 @@ class AutocorrelationAC1(_Autocorrelation):
     exact = staticmethod(ac1_exact)
     score_function = "ttd_envs.problems.autocorrelation:ac1_score"
     constructions = AC1_CONSTRUCTIONS
-    record_name = "ttt_discover"
+    record_name = "together"
     record = record_for("AutocorrelationAC1")
     bound_name = "upper bound on C1"
     goal = "minimise"
