@@ -17,7 +17,6 @@ DATA = Path(str(resources.files("ttd_envs.data.math")))
 ROOT = Path(__file__).resolve().parents[1]
 
 FIXTURES = [
-    ("ttd/AutocorrelationAC1-v0", "baselines/ac1_together_30000.json", 1.5028628587053108),
     ("ttd/AutocorrelationAC1-v0", "ttt_ac1_sequence.json", 1.5028628982558263),
     ("ttd/AutocorrelationAC1-v0", "baselines/ac1_alphaevolve_v2_1319.json", 1.503163554681561),
     ("ttd/AutocorrelationAC1-v0", "baselines/ac1_thetaevolve_1319.json", 1.5031324359797773),
@@ -26,7 +25,6 @@ FIXTURES = [
     ("ttd/AutocorrelationAC1-v0", "baselines/ac1_prev_human_208.json", 1.5097201507458793),
     ("ttd/AutocorrelationAC2-v0", "ttt_ac2_sequence.json", 0.9591797711482716),
     ("ttd/AutocorrelationAC2-v0", "baselines/ac2_alphaevolve_50000.json", 0.9610210777840243),
-    ("ttd/AutocorrelationAC2-v0", "baselines/ac2_together_100000.json", 0.9612055422690102),
     ("ttd/CirclePacking26-v0", "our_best_circles.json", 2.6359773947542573),
     ("ttd/CirclePacking32-v0", "cp32_generated_from_new_our_best_32.json", 2.93957249964032),
     ("ttd/ErdosOverlap-v0", "ttt_erdos_sequence.json", 0.3808753232177188),

@@ -7,7 +7,7 @@ from importlib import resources
 
 import pytest
 
-from ttd_agent.view.page import PAGE_TRACES, partial_bundle
+from ttd_agent.view.page import CORE_TRACE, PAGE_TRACES, partial_bundle
 
 
 def module(name: str, body: str) -> str:
@@ -65,4 +65,4 @@ def test_the_shipped_plotly_bundle_keeps_the_page_traces_and_drops_the_rest() ->
     full = (resources.files("plotly") / "package_data" / "plotly.min.js").read_text(encoding="utf-8")
     before, after = registered(full).split(","), registered(partial_bundle(full, PAGE_TRACES)).split(",")
     assert len(before) > 40, "the full bundle registers every trace type and component"
-    assert len(after) == len(PAGE_TRACES - {"scatter"}), f"kept {after} of {len(before)}"
+    assert len(after) == len(PAGE_TRACES - {CORE_TRACE}), f"kept {after} of {len(before)}"

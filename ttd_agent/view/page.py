@@ -14,6 +14,7 @@ PLOTLY_HINT = "the run viewer draws with Plotly: pip install 'ttd[view]' (or pip
 
 PAGE_TRACES = frozenset({"scatter", "bar", "box"})
 """The Plotly trace types app.js draws; scatter is in Plotly's core, the others are registered."""
+CORE_TRACE = "scatter"  # registered by Plotly's core itself, never by the final register([...]) call
 
 _MODULE = re.compile(r"var ([\w$]+)=[\w$]+\(\([\w$]+,[\w$]+\)=>\{")  # esbuild's lazy module wrapper
 _REGISTER = re.compile(r"\.register\(\[((?:[\w$]+\(\),)*[\w$]+\(\))\]\)")
@@ -42,31 +43,31 @@ def partial_bundle(bundle: str, keep: frozenset[str]) -> str:
     if not registers:
         return bundle
     register = registers[-1]
-    starts = {found.group(1): found.start() for found in _MODULE.finditer(bundle)}
-    offsets = sorted(starts.values())
-    ends = dict(zip(offsets, [*offsets[1:], len(bundle)]))  # a module's text runs to the next one
+    found = list(_MODULE.finditer(bundle))
+    ends = [later.start() for later in found[1:]] + [len(bundle)]  # a module's text runs to the next one
+    texts = {match.group(1): bundle[match.start():end] for match, end in zip(found, ends)}
     modules = [call[:-2] for call in register.group(1).split(",")]
-    if any(module not in starts for module in modules):
+    if any(module not in texts for module in modules):
         return bundle
-    names = [_module_name(bundle, module, starts, ends) for module in modules]
-    if not (keep - {"scatter"}) <= set(names):
+    names = [_module_name(texts, module) for module in modules]
+    if not (keep - {CORE_TRACE}) <= set(names):
         return bundle
     kept = [module for module, name in zip(modules, names) if name is None or name in keep]
     calls = ",".join(f"{module}()" for module in kept)
     return bundle[:register.start(1)] + calls + bundle[register.end(1):]
 
 
-def _module_name(bundle: str, module: str, starts: dict[str, int], ends: dict[int, int], depth: int = 0) -> str | None:
+def _module_name(texts: dict[str, str], module: str, depth: int = 0) -> str | None:
     """The trace or component name a module registers: read from its own text, or from the module it
     wraps (an entry point re-exports a trace's index, which may extend another module)."""
-    text = bundle[starts[module]:ends[starts[module]]]
+    text = texts[module]
     named = _NAMED_MODULE.findall(text)
     if len(named) == 1:
         return named[0]
     if named or depth == 3:
         return None
-    wrapped = [call for call in _CALL.findall(text[text.index("{") + 1:]) if call in starts and call != module]
-    return _module_name(bundle, wrapped[0], starts, ends, depth + 1) if wrapped else None
+    wrapped = [call for call in _CALL.findall(text[text.index("{") + 1:]) if call in texts and call != module]
+    return _module_name(texts, wrapped[0], depth + 1) if wrapped else None
 
 
 def _static(name: str) -> str:
